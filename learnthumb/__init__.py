@@ -1,0 +1,1 @@
+"""learnthumb: learned thumbnails for detection, segmentation and pose."""
