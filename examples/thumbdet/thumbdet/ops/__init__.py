@@ -1,0 +1,17 @@
+"""Operators of ThumbDet: multi-scale deformable attention (MSDA) with three backends.
+
+``ms_deform_attn`` / ``MSDeformAttn`` run on a pure-PyTorch path everywhere; compiled C++ (CPU)
+and CUDA kernels are used when built. Importing this package never compiles anything.
+"""
+
+from ._backends import BACKEND_ENV_VAR, available_backends
+from ._reference import ms_deform_attn_pytorch
+from .ms_deform_attn import MSDeformAttn, ms_deform_attn
+
+__all__ = [
+    "BACKEND_ENV_VAR",
+    "MSDeformAttn",
+    "available_backends",
+    "ms_deform_attn",
+    "ms_deform_attn_pytorch",
+]

@@ -1,0 +1,67 @@
+"""Backend selection for multi-scale deformable attention."""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+from . import _extension
+from ._reference import ms_deform_attn_pytorch
+
+__all__ = ["BACKEND_ENV_VAR", "available_backends", "run_ms_deform_attn"]
+
+BACKEND_ENV_VAR = "THUMBDET_MSDA_BACKEND"
+_BACKENDS = ("auto", "pytorch", "cpu", "cuda")
+
+
+def available_backends() -> list[str]:
+    """Names of the backends usable right now: ``"pytorch"`` always, plus ``"cpu"``/``"cuda"``
+    when their compiled kernel is built (in the build cache) and loadable. Never compiles."""
+    names = ["pytorch"]
+    names += [name for name in ("cpu", "cuda") if _extension.kernel_available(name)]
+    return names
+
+
+def _resolve(backend: str, device: torch.device) -> str:
+    forced = os.environ.get(BACKEND_ENV_VAR, "").strip()
+    if forced:
+        if forced not in _BACKENDS:
+            raise ValueError(f"{BACKEND_ENV_VAR} must be one of {_BACKENDS}, received {forced!r}")
+        backend = forced
+    elif backend not in _BACKENDS:
+        raise ValueError(f"backend must be one of {_BACKENDS}, received {backend!r}")
+    if backend == "auto":
+        compiled = device.type if device.type in ("cpu", "cuda") else None
+        return compiled if compiled and _extension.kernel_available(compiled) else "pytorch"
+    if backend in ("cpu", "cuda"):
+        if device.type != backend:
+            raise ValueError(
+                f"backend {backend!r} needs tensors on a {backend} device, received {device}"
+            )
+        _extension.require_kernel(backend)
+    return backend
+
+
+def run_ms_deform_attn(
+    value: torch.Tensor,
+    spatial_shapes: torch.Tensor,
+    level_start_index: torch.Tensor,
+    sampling_locations: torch.Tensor,
+    attention_weights: torch.Tensor,
+    *,
+    backend: str,
+) -> torch.Tensor:
+    """Run MSDA on checked inputs with the resolved backend."""
+    resolved = _resolve(backend, value.device)
+    if resolved == "pytorch":
+        return ms_deform_attn_pytorch(
+            value, spatial_shapes, level_start_index, sampling_locations, attention_weights
+        )
+    return _extension.compiled_ms_deform_attn(
+        value.contiguous(),
+        spatial_shapes.contiguous(),
+        level_start_index.contiguous(),
+        sampling_locations.contiguous(),
+        attention_weights.contiguous(),
+    )
