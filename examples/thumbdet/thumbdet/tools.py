@@ -1,0 +1,190 @@
+"""``thumbdet thumbnail`` and ``thumbdet export``: the learned downsampler outside training.
+
+``thumbdet thumbnail --checkpoint CKPT IMAGE... --output DIR`` writes the learned thumbnail of
+each image as a PNG (the downsampler is useful on its own, e.g. to store or send smaller
+images). ``thumbdet export --checkpoint CKPT --format onnx`` writes the deployed detector
+(downsampler + student, full-size image in, ``pred_logits``/``pred_boxes`` out) and, for a
+student, the downsampler alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+
+__all__ = [
+    "DetectorOutputs",
+    "add_parser",
+    "export_onnx",
+    "find_downsampler",
+    "load_image",
+    "save_thumbnails",
+]
+
+
+def load_image(path: str | os.PathLike) -> torch.Tensor:
+    """An image file as a ``(3, H, W)`` float tensor in [0, 1]."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"image: no such file {path}")
+    with Image.open(path) as image:
+        pixels = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0  # (H, W, 3)
+    return torch.from_numpy(pixels).permute(2, 0, 1).contiguous()  # (3, H, W)
+
+
+def find_downsampler(detector: nn.Module) -> nn.Module:
+    """The downsampler in front of a student detector (``learnthumb.Thumbnailed``).
+
+    Raises:
+        ValueError: when the detector has none, i.e. it is a full-size teacher.
+    """
+    downsampler = getattr(detector, "downsampler", None)
+    if not isinstance(downsampler, nn.Module):
+        raise ValueError(
+            "checkpoint: expected a student (bicubic or thumbdet mode) with a downsampler, got a "
+            f"{type(detector).__name__} without one (a full-size teacher has no thumbnail)"
+        )
+    return downsampler
+
+
+@torch.no_grad()
+def save_thumbnails(
+    downsampler: nn.Module, image_paths: Sequence[str | os.PathLike], output: str | os.PathLike
+) -> list[Path]:
+    """Write the thumbnail of each image as ``<output>/<stem>_thumbnail.png``.
+
+    Args:
+        downsampler: maps ``(1, 3, H, W)`` images in [0, 1] to thumbnails.
+        image_paths: image files of any size PIL reads.
+        output: the folder to write into (created).
+
+    Returns:
+        The written files, in the order of ``image_paths``.
+    """
+    if not image_paths:
+        raise ValueError("image_paths: expected at least one image, got none")
+    output = Path(output)
+    output.mkdir(parents=True, exist_ok=True)
+    downsampler.eval()
+    written = []
+    for image_path in image_paths:
+        image = load_image(image_path)
+        thumbnail = downsampler(image[None])[0].clamp(0.0, 1.0)  # (3, h, w)
+        pixels = (thumbnail.permute(1, 2, 0).cpu().numpy() * 255.0).round().astype(np.uint8)
+        target = output / f"{Path(image_path).stem}_thumbnail.png"
+        Image.fromarray(pixels).save(target)
+        written.append(target)
+    return written
+
+
+class DetectorOutputs(nn.Module):
+    """A detector reduced to its two main outputs, as a tuple, for graph export.
+
+    Shape:
+        - images: :math:`(B, 3, H, W)` in [0, 1] (full size for a student).
+        - output: ``pred_logits`` :math:`(B, Q, K)` and ``pred_boxes`` :math:`(B, Q, 4)`
+          (normalised cx, cy, w, h).
+    """
+
+    def __init__(self, detector: nn.Module) -> None:
+        super().__init__()
+        self.detector = detector
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        outputs = self.detector(images)
+        return outputs["pred_logits"], outputs["pred_boxes"]
+
+
+def _export(module: nn.Module, example: torch.Tensor, path: Path, output_names: list[str]) -> None:
+    module.eval()
+    torch.onnx.export(
+        module,
+        (example,),
+        str(path),
+        input_names=["images"],
+        output_names=output_names,
+        opset_version=18,
+        dynamo=True,
+        verbose=False,
+    )
+
+
+def export_onnx(
+    detector: nn.Module, output: str | os.PathLike, image_size: tuple[int, int]
+) -> list[Path]:
+    """Export a detector (and its downsampler, when it has one) to ONNX.
+
+    Args:
+        detector: a module taking full-size ``(B, 3, H, W)`` images and returning a dict
+            with ``pred_logits`` and ``pred_boxes`` (``thumbdet.train.load_detector``).
+        output: folder for ``detector.onnx`` and, for a student, ``downsampler.onnx``.
+        image_size: (H, W) of the example input the graph is traced with.
+
+    Returns:
+        The written files.
+    """
+    if len(image_size) != 2 or min(image_size) < 1:
+        raise ValueError(f"image_size: expected (H, W) of positive ints, got {image_size}")
+    output = Path(output)
+    output.mkdir(parents=True, exist_ok=True)
+    example = torch.rand(1, 3, *image_size)
+    written = [output / "detector.onnx"]
+    _export(DetectorOutputs(detector), example, written[0], ["pred_logits", "pred_boxes"])
+    if isinstance(getattr(detector, "downsampler", None), nn.Module):
+        written.append(output / "downsampler.onnx")
+        _export(detector.downsampler, example, written[1], ["thumbnail"])
+    return written
+
+
+def _load(checkpoint: str) -> nn.Module:
+    from thumbdet.train import load_detector
+
+    detector = load_detector(checkpoint)
+    detector.eval()
+    return detector
+
+
+def _run_thumbnail(args: argparse.Namespace) -> int:
+    written = save_thumbnails(find_downsampler(_load(args.checkpoint)), args.images, args.output)
+    for path in written:
+        print(path)
+    return 0
+
+
+def _run_export(args: argparse.Namespace) -> int:
+    output = args.output or str(Path(args.checkpoint).with_suffix("")) + "_onnx"
+    for path in export_onnx(_load(args.checkpoint), output, tuple(args.image_size)):
+        print(path)
+    return 0
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Register the ``thumbnail`` and ``export`` subcommands on the ``thumbdet`` CLI."""
+    thumbnail = subparsers.add_parser(
+        "thumbnail", help="save the learned thumbnails of images (student checkpoint)"
+    )
+    thumbnail.add_argument("--checkpoint", required=True, help="a bicubic or thumbdet checkpoint")
+    thumbnail.add_argument("images", nargs="+", help="image files")
+    thumbnail.add_argument("--output", required=True, help="folder for the thumbnails")
+    thumbnail.set_defaults(func=_run_thumbnail)
+
+    export = subparsers.add_parser("export", help="export a checkpoint's detector to ONNX")
+    export.add_argument("--checkpoint", required=True)
+    export.add_argument("--format", choices=["onnx"], default="onnx")
+    export.add_argument("--output", default=None, help="folder (default: next to the checkpoint)")
+    export.add_argument(
+        "--image-size",
+        type=int,
+        nargs=2,
+        default=(128, 128),
+        metavar=("H", "W"),
+        help="size of the example full-size input the graph is traced with",
+    )
+    export.set_defaults(func=_run_export)
