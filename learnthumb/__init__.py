@@ -1,1 +1,68 @@
-"""learnthumb: learned thumbnails for detection, segmentation and pose."""
+"""learnthumb: learned thumbnails for detection, segmentation and pose.
+
+A tiny CNN turns a full-size image into a 2x/4x smaller thumbnail that keeps what a downstream
+network needs; distillation from a full-resolution teacher keeps most of its accuracy. The
+method of *ThumbDet: One thumbnail image is enough for object detection*, made reusable.
+"""
+
+from learnthumb.distill import DistillationOutput, ThumbnailDistillation
+from learnthumb.downsamplers import (
+    ConvDownsampler,
+    InterpolateDownsampler,
+    ResidualDownsampler,
+    create_downsampler,
+    downsample_padding_mask,
+    list_downsamplers,
+    register_downsampler,
+    thumbnail_size,
+)
+from learnthumb.losses import (
+    FeatureDistillationLoss,
+    LogitDistillationLoss,
+    MomentMatchingLoss,
+    feature_distillation_loss,
+    logit_distillation_loss,
+    moment_matching_loss,
+)
+from learnthumb.metrics import (
+    LatencyStats,
+    accuracy_drop_rate,
+    count_macs,
+    measure_latency,
+    register_mac_formula,
+)
+from learnthumb.query_filter import QueryFilter, query_filter
+from learnthumb.schedule import DistillWeights, TwoStageSchedule
+from learnthumb.taps import FeatureTap
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ConvDownsampler",
+    "DistillWeights",
+    "DistillationOutput",
+    "FeatureDistillationLoss",
+    "FeatureTap",
+    "InterpolateDownsampler",
+    "LatencyStats",
+    "LogitDistillationLoss",
+    "MomentMatchingLoss",
+    "QueryFilter",
+    "ResidualDownsampler",
+    "ThumbnailDistillation",
+    "TwoStageSchedule",
+    "__version__",
+    "accuracy_drop_rate",
+    "count_macs",
+    "create_downsampler",
+    "downsample_padding_mask",
+    "feature_distillation_loss",
+    "list_downsamplers",
+    "logit_distillation_loss",
+    "measure_latency",
+    "moment_matching_loss",
+    "query_filter",
+    "register_downsampler",
+    "register_mac_formula",
+    "thumbnail_size",
+]

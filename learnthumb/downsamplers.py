@@ -1,0 +1,411 @@
+"""Downsamplers: modules that turn an image into its thumbnail.
+
+Every downsampler maps ``(B, C, H, W)`` to ``(B, C, ceil(H / s), ceil(W / s))`` for any
+``H, W >= 1`` (see :func:`thumbnail_size`), so they are interchangeable in front of a model.
+
+- :class:`ConvDownsampler` is the learned module of ThumbDet (Fig. 3 of the paper) and the
+  variants of its Table 4.
+- :class:`InterpolateDownsampler` is the fixed baseline (bicubic, bilinear, area, nearest).
+- :class:`ResidualDownsampler` is bicubic plus a learned residual that starts at zero, so at
+  initialisation it *is* the bicubic baseline.
+
+Names usable from strings (CLI flags, configs) live in a registry: :func:`create_downsampler`,
+:func:`list_downsamplers`, :func:`register_downsampler`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from learnthumb._checks import check_floating, check_ndim, check_positive_int
+
+__all__ = [
+    "ConvDownsampler",
+    "InterpolateDownsampler",
+    "ResidualDownsampler",
+    "create_downsampler",
+    "downsample_padding_mask",
+    "list_downsamplers",
+    "register_downsampler",
+    "thumbnail_size",
+]
+
+
+def thumbnail_size(size: Sequence[int], scale: int) -> tuple[int, int]:
+    """Size of the thumbnail of an image of ``size`` at a downsampling ``scale``.
+
+    Args:
+        size: ``(H, W)`` of the original image, each at least 1.
+        scale: the integer downsampling factor ``s``.
+
+    Returns:
+        ``(ceil(H / s), ceil(W / s))``: a partial cell at the border still gives a pixel.
+
+    Example:
+        >>> thumbnail_size((37, 50), 4)
+        (10, 13)
+    """
+    check_positive_int(scale, "scale")
+    if len(size) != 2:
+        raise ValueError(f"size must be (H, W), got {tuple(size)}")
+    height, width = (int(v) for v in size)
+    if height < 1 or width < 1:
+        raise ValueError(f"size must be >= 1 in both dimensions, got {(height, width)}")
+    return math.ceil(height / scale), math.ceil(width / scale)
+
+
+def downsample_padding_mask(mask: torch.Tensor, scale: int) -> torch.Tensor:
+    """Reduce a padding mask to the thumbnail size.
+
+    A thumbnail pixel is padding only when its whole ``scale x scale`` cell of the original is
+    padding; one valid pixel in the cell makes it valid. Cells that overhang the border count
+    only their pixels inside the image.
+
+    Args:
+        mask: bool padding mask, True = padded pixel (the DETR convention).
+        scale: the integer downsampling factor.
+
+    Shape:
+        - mask: :math:`(B, H, W)`
+        - output: :math:`(B, \\lceil H/s \\rceil, \\lceil W/s \\rceil)`, bool.
+
+    Example:
+        >>> mask = torch.zeros(1, 5, 7, dtype=torch.bool)
+        >>> mask[:, :, 4:] = True
+        >>> downsample_padding_mask(mask, 4)[0]
+        tensor([[False,  True],
+                [False,  True]])
+    """
+    check_ndim(mask, 3, "mask", "(B, H, W)")
+    if mask.dtype != torch.bool:
+        raise TypeError(f"mask must be a bool tensor (True = padded), got {mask.dtype}")
+    check_positive_int(scale, "scale")
+    if scale == 1:
+        return mask.clone()
+    valid = (~mask).to(torch.float32).unsqueeze(1)  # (B, 1, H, W)
+    # ceil_mode keeps the partial border cells; max-pooling ignores their out-of-image part.
+    any_valid = F.max_pool2d(valid, kernel_size=scale, stride=scale, ceil_mode=True)
+    return any_valid.squeeze(1) == 0  # (B, ceil(H/s), ceil(W/s))
+
+
+def _check_image(images: torch.Tensor, channels: int | None, name: str = "images") -> None:
+    check_ndim(images, 4, name, "(B, C, H, W)")
+    check_floating(images, name)
+    if channels is not None and images.shape[1] != channels:
+        raise ValueError(
+            f"{name} must have {channels} channels (B, {channels}, H, W), "
+            f"got shape {tuple(images.shape)}"
+        )
+
+
+def _split_scale(scale: int, num_layers: int) -> list[int]:
+    """Per-layer strides whose product is ``scale``: factors of 2 first, then the rest."""
+    strides = []
+    remaining = scale
+    for layer in range(num_layers):
+        if layer == num_layers - 1:
+            strides.append(remaining)
+        elif remaining % 2 == 0 and remaining > 1:
+            strides.append(2)
+            remaining //= 2
+        else:
+            strides.append(remaining)
+            remaining = 1
+    return strides
+
+
+class ConvDownsampler(nn.Module):
+    """The learned downsampling module of ThumbDet (Fig. 3, Sec. 3.3 of the paper).
+
+    A stack of strided convolutions, each followed by a ReLU: ``conv -> ReLU -> conv -> ReLU``
+    by default, 12 hidden channels, strides that multiply to ``scale`` (2 and 2 for 4x), 3x3
+    kernels for 4x and 5x5 kernels for 2x (Sec. 4.2). Padding ``(k - 1) / 2`` makes every
+    layer map ``n`` pixels to ``ceil(n / stride)``, so the output is exactly
+    :func:`thumbnail_size`. Table 4's ablation variants are ``num_layers=1, kernel_size=5``
+    (one stride-4 conv) and ``num_layers=5, kernel_size=(7, 5, 3, 1, 1)``.
+
+    Args:
+        scale: downsampling factor (product of the strides).
+        hidden_channels: channels between layers (12 in the paper).
+        num_layers: number of convolutions (2 in the paper).
+        kernel_size: one odd kernel size for every layer, or one per layer. ``None`` picks the
+            paper's default: 3 when ``scale >= 4``, else 5.
+        in_channels: channels of the input image.
+        out_channels: channels of the thumbnail; defaults to ``in_channels``.
+        final_activation: apply a ReLU after the last convolution (the paper does).
+
+    Shape:
+        - input: :math:`(B, C_{in}, H, W)`
+        - output: :math:`(B, C_{out}, \\lceil H/s \\rceil, \\lceil W/s \\rceil)`
+
+    Example:
+        >>> down = ConvDownsampler(scale=4)
+        >>> down(torch.rand(2, 3, 37, 50)).shape
+        torch.Size([2, 3, 10, 13])
+    """
+
+    def __init__(
+        self,
+        scale: int = 4,
+        hidden_channels: int = 12,
+        num_layers: int = 2,
+        kernel_size: int | Sequence[int] | None = None,
+        in_channels: int = 3,
+        out_channels: int | None = None,
+        final_activation: bool = True,
+    ) -> None:
+        super().__init__()
+        self.scale = check_positive_int(scale, "scale")
+        check_positive_int(hidden_channels, "hidden_channels")
+        check_positive_int(num_layers, "num_layers")
+        check_positive_int(in_channels, "in_channels")
+        out_channels = in_channels if out_channels is None else out_channels
+        check_positive_int(out_channels, "out_channels")
+        if kernel_size is None:
+            kernel_size = 3 if scale >= 4 else 5
+        kernels = [kernel_size] * num_layers if isinstance(kernel_size, int) else list(kernel_size)
+        if len(kernels) != num_layers:
+            raise ValueError(
+                f"kernel_size must give one size per layer ({num_layers}), got {kernels}"
+            )
+        for k in kernels:
+            check_positive_int(k, "kernel_size")
+            if k % 2 == 0:
+                raise ValueError(f"kernel_size must be odd so the output size is exact, got {k}")
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.final_activation = final_activation
+        strides = _split_scale(scale, num_layers)
+        channels = [in_channels] + [hidden_channels] * (num_layers - 1) + [out_channels]
+        self.convs = nn.ModuleList(
+            nn.Conv2d(channels[i], channels[i + 1], kernels[i], strides[i], (kernels[i] - 1) // 2)
+            for i in range(num_layers)
+        )
+
+    def reset_parameters(self) -> None:
+        """Re-initialise every convolution with PyTorch's default initialisation."""
+        for conv in self.convs:
+            conv.reset_parameters()
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        _check_image(images, self.in_channels)
+        x = images
+        last = len(self.convs) - 1
+        for index, conv in enumerate(self.convs):
+            x = conv(x)
+            if index < last or self.final_activation:
+                x = F.relu(x)
+        return x
+
+    def extra_repr(self) -> str:
+        return f"scale={self.scale}"
+
+
+_INTERPOLATION_MODES = ("bicubic", "bilinear", "area", "nearest")
+
+
+def _interpolate_down(images: torch.Tensor, scale: int, mode: str, antialias: bool) -> torch.Tensor:
+    size = thumbnail_size(images.shape[-2:], scale)
+    if mode in ("bicubic", "bilinear"):
+        return F.interpolate(images, size=size, mode=mode, align_corners=False, antialias=antialias)
+    # "area" is adaptive average pooling and "nearest" picks one pixel: no antialias option.
+    return F.interpolate(images, size=size, mode=mode)
+
+
+class InterpolateDownsampler(nn.Module):
+    """Fixed interpolation to the thumbnail size: the paper's "Bicubic" baseline.
+
+    Uses :func:`torch.nn.functional.interpolate` with an explicit output size, so the
+    result is exactly :func:`thumbnail_size` for every input size.
+
+    Args:
+        scale: downsampling factor.
+        mode: ``"bicubic"`` (default), ``"bilinear"``, ``"area"`` or ``"nearest"``.
+        antialias: low-pass filter before resampling (bicubic and bilinear only), as
+            PIL and OpenCV's ``INTER_AREA`` do when shrinking. Without it 4x bicubic aliases.
+
+    Shape:
+        - input: :math:`(B, C, H, W)`
+        - output: :math:`(B, C, \\lceil H/s \\rceil, \\lceil W/s \\rceil)`
+
+    Example:
+        >>> InterpolateDownsampler(4)(torch.rand(1, 3, 5, 7)).shape
+        torch.Size([1, 3, 2, 2])
+    """
+
+    def __init__(self, scale: int = 4, mode: str = "bicubic", antialias: bool = True) -> None:
+        super().__init__()
+        self.scale = check_positive_int(scale, "scale")
+        if mode not in _INTERPOLATION_MODES:
+            raise ValueError(f"mode must be one of {_INTERPOLATION_MODES}, got {mode!r}")
+        self.mode = mode
+        self.antialias = bool(antialias)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        _check_image(images, None)
+        return _interpolate_down(images, self.scale, self.mode, self.antialias)
+
+    def extra_repr(self) -> str:
+        return f"scale={self.scale}, mode={self.mode!r}, antialias={self.antialias}"
+
+
+class ResidualDownsampler(nn.Module):
+    """Interpolation plus a learned residual that starts at zero.
+
+    ``thumbnail = interpolate(x) + residual(x)`` where ``residual`` is a
+    :class:`ConvDownsampler` body whose last convolution is initialised to zero and has no
+    final ReLU (so it can both add and remove). At initialisation the module equals the
+    interpolation baseline, which removes the cliff the paper reports for one-stage training
+    from random initialisation (Table 5: worse than bicubic). Beyond the paper.
+
+    Args:
+        scale: downsampling factor.
+        hidden_channels: channels of the residual branch.
+        num_layers: convolutions in the residual branch.
+        kernel_size: as in :class:`ConvDownsampler`.
+        mode: interpolation of the base branch.
+        antialias: antialiasing of the base branch.
+        in_channels: image channels.
+
+    Shape:
+        - input: :math:`(B, C, H, W)`
+        - output: :math:`(B, C, \\lceil H/s \\rceil, \\lceil W/s \\rceil)`
+
+    Example:
+        >>> down = ResidualDownsampler(4)
+        >>> x = torch.rand(1, 3, 16, 16)
+        >>> torch.equal(down(x), InterpolateDownsampler(4)(x))
+        True
+    """
+
+    def __init__(
+        self,
+        scale: int = 4,
+        hidden_channels: int = 12,
+        num_layers: int = 2,
+        kernel_size: int | Sequence[int] | None = None,
+        mode: str = "bicubic",
+        antialias: bool = True,
+        in_channels: int = 3,
+    ) -> None:
+        super().__init__()
+        self.base = InterpolateDownsampler(scale, mode=mode, antialias=antialias)
+        self.residual = ConvDownsampler(
+            scale,
+            hidden_channels=hidden_channels,
+            num_layers=num_layers,
+            kernel_size=kernel_size,
+            in_channels=in_channels,
+            final_activation=False,
+        )
+        self.scale = scale
+        self.in_channels = in_channels
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Default initialisation for the residual body, zeros for its last layer."""
+        self.residual.reset_parameters()
+        last = self.residual.convs[-1]
+        nn.init.zeros_(last.weight)
+        nn.init.zeros_(last.bias)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        _check_image(images, self.in_channels)
+        return self.base(images) + self.residual(images)
+
+    def extra_repr(self) -> str:
+        return f"scale={self.scale}"
+
+
+Factory = Callable[..., nn.Module]
+_REGISTRY: dict[str, Factory] = {}
+
+
+def register_downsampler(name: str) -> Callable[[Factory], Factory]:
+    """Decorator adding a factory ``fn(scale, **kwargs) -> nn.Module`` under ``name``.
+
+    Example:
+        >>> @register_downsampler("my_down")
+        ... def _my_down(scale, **kwargs):
+        ...     return InterpolateDownsampler(scale, mode="area")
+    """
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"name must be a non-empty string, got {name!r}")
+
+    def decorator(factory: Factory) -> Factory:
+        if name in _REGISTRY:
+            raise ValueError(f"a downsampler named {name!r} is already registered")
+        _REGISTRY[name] = factory
+        return factory
+
+    return decorator
+
+
+def list_downsamplers() -> list[str]:
+    """Names accepted by :func:`create_downsampler`, sorted."""
+    return sorted(_REGISTRY)
+
+
+def create_downsampler(name: str, scale: int = 4, **kwargs: object) -> nn.Module:
+    """Build a downsampler by name, like ``timm.create_model``.
+
+    Args:
+        name: one of :func:`list_downsamplers` (``"thumbdet"``, ``"single_conv"``,
+            ``"five_layer"``, ``"residual"``, ``"bicubic"``, ``"bilinear"``, ``"area"``,
+            ``"nearest"`` and any registered later).
+        scale: downsampling factor.
+        **kwargs: passed to the module's constructor.
+
+    Example:
+        >>> create_downsampler("thumbdet", scale=2)
+        ConvDownsampler(
+          scale=2
+          (convs): ModuleList(
+            (0): Conv2d(3, 12, kernel_size=(5, 5), stride=(2, 2), padding=(2, 2))
+            (1): Conv2d(12, 3, kernel_size=(5, 5), stride=(1, 1), padding=(2, 2))
+          )
+        )
+    """
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown downsampler {name!r}; available: {list_downsamplers()}")
+    return _REGISTRY[name](scale, **kwargs)
+
+
+@register_downsampler("thumbdet")
+def _thumbdet(scale: int, **kwargs: object) -> nn.Module:
+    return ConvDownsampler(scale, **kwargs)
+
+
+@register_downsampler("single_conv")
+def _single_conv(scale: int, **kwargs: object) -> nn.Module:
+    # Table 4, first row: one 5x5 convolution with stride `scale`.
+    kwargs.setdefault("kernel_size", 5)
+    return ConvDownsampler(scale, num_layers=1, **kwargs)
+
+
+@register_downsampler("five_layer")
+def _five_layer(scale: int, **kwargs: object) -> nn.Module:
+    # Table 4, last row: kernels 7, 5, 3, 1, 1.
+    kwargs.setdefault("kernel_size", (7, 5, 3, 1, 1))
+    return ConvDownsampler(scale, num_layers=5, **kwargs)
+
+
+@register_downsampler("residual")
+def _residual(scale: int, **kwargs: object) -> nn.Module:
+    return ResidualDownsampler(scale, **kwargs)
+
+
+def _register_interpolation(mode: str) -> None:
+    def factory(scale: int, **kwargs: object) -> nn.Module:
+        return InterpolateDownsampler(scale, mode=mode, **kwargs)
+
+    register_downsampler(mode)(factory)
+
+
+for _mode in _INTERPOLATION_MODES:
+    _register_interpolation(_mode)

@@ -1,0 +1,112 @@
+"""The Query Filter of ThumbDet (Algorithm 1): which teacher queries are worth distilling."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from learnthumb._checks import check_floating, check_in_open_interval, check_ndim
+
+__all__ = ["QueryFilter", "class_probabilities", "query_filter"]
+
+_ACTIVATIONS = ("sigmoid", "softmax")
+
+
+def class_probabilities(
+    logits: torch.Tensor, activation: str, background_index: int | None = None
+) -> torch.Tensor:
+    """Class probabilities of DETR-style logits, without the background column if any.
+
+    Args:
+        logits: raw class scores.
+        activation: ``"sigmoid"`` (focal-loss detectors such as Deformable-DETR) or
+            ``"softmax"`` (DETR with a no-object class).
+        background_index: with softmax, the no-object column to drop after normalising.
+
+    Shape:
+        - logits: :math:`(B, N, C)`
+        - output: :math:`(B, N, C)`, or :math:`(B, N, C - 1)` without the background.
+    """
+    if activation not in _ACTIVATIONS:
+        raise ValueError(f"activation must be one of {_ACTIVATIONS}, got {activation!r}")
+    if activation == "sigmoid":
+        if background_index is not None:
+            raise ValueError("background_index only applies to activation='softmax'")
+        return logits.sigmoid()
+    probabilities = logits.softmax(dim=-1)
+    if background_index is None:
+        return probabilities
+    num_classes = logits.shape[-1]
+    if not -num_classes <= background_index < num_classes:
+        raise ValueError(
+            f"background_index must index the {num_classes} classes, got {background_index}"
+        )
+    index = background_index % num_classes
+    return torch.cat([probabilities[..., :index], probabilities[..., index + 1 :]], dim=-1)
+
+
+def query_filter(
+    teacher_logits: torch.Tensor,
+    threshold: float = 0.5,
+    activation: str = "sigmoid",
+    background_index: int | None = None,
+) -> torch.Tensor:
+    """Algorithm 1 of ThumbDet: keep the queries the teacher is confident about.
+
+    A query is kept when the teacher's highest class probability exceeds ``threshold``
+    (Step 1 of Algorithm 1: the first entry of the descending sort is the maximum).
+
+    Args:
+        teacher_logits: the teacher's class logits.
+        threshold: probability threshold in (0, 1); 0.5 in the paper.
+        activation: ``"sigmoid"`` or ``"softmax"``.
+        background_index: with softmax, a no-object class ignored when taking the maximum.
+
+    Shape:
+        - teacher_logits: :math:`(B, N, C)`
+        - output: :math:`(B, N)`, bool.
+
+    Example:
+        >>> logits = torch.tensor([[[3.0, -2.0], [-3.0, -1.0]]])
+        >>> query_filter(logits)
+        tensor([[ True, False]])
+    """
+    check_ndim(teacher_logits, 3, "teacher_logits", "(B, N, C)")
+    check_floating(teacher_logits, "teacher_logits")
+    check_in_open_interval(threshold, "threshold")
+    with torch.no_grad():
+        probabilities = class_probabilities(teacher_logits, activation, background_index)
+        return probabilities.amax(dim=-1) > threshold  # (B, N)
+
+
+class QueryFilter(nn.Module):
+    """Module form of :func:`query_filter`.
+
+    Args:
+        threshold: probability threshold in (0, 1).
+        activation: ``"sigmoid"`` or ``"softmax"``.
+        background_index: with softmax, the no-object class.
+
+    Shape:
+        - input: :math:`(B, N, C)`
+        - output: :math:`(B, N)`, bool.
+    """
+
+    def __init__(
+        self,
+        threshold: float = 0.5,
+        activation: str = "sigmoid",
+        background_index: int | None = None,
+    ) -> None:
+        super().__init__()
+        self.threshold = check_in_open_interval(threshold, "threshold")
+        if activation not in _ACTIVATIONS:
+            raise ValueError(f"activation must be one of {_ACTIVATIONS}, got {activation!r}")
+        self.activation = activation
+        self.background_index = background_index
+
+    def forward(self, teacher_logits: torch.Tensor) -> torch.Tensor:
+        return query_filter(teacher_logits, self.threshold, self.activation, self.background_index)
+
+    def extra_repr(self) -> str:
+        return f"threshold={self.threshold}, activation={self.activation!r}"
