@@ -7,7 +7,8 @@ import os
 import torch
 
 from . import _extension
-from ._reference import ms_deform_attn_pytorch
+from ._library import pytorch_ms_deform_attn_op
+from ._macs import register_mac_formulas
 
 __all__ = ["BACKEND_ENV_VAR", "available_backends", "run_ms_deform_attn"]
 
@@ -53,9 +54,10 @@ def run_ms_deform_attn(
     backend: str,
 ) -> torch.Tensor:
     """Run MSDA on checked inputs with the resolved backend."""
+    register_mac_formulas(torch.ops.thumbdet.ms_deform_attn_pytorch)  # no-op once registered
     resolved = _resolve(backend, value.device)
     if resolved == "pytorch":
-        return ms_deform_attn_pytorch(
+        return pytorch_ms_deform_attn_op(
             value, spatial_shapes, level_start_index, sampling_locations, attention_weights
         )
     return _extension.compiled_ms_deform_attn(

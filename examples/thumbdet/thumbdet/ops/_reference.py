@@ -9,7 +9,31 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = ["ms_deform_attn_pytorch"]
+__all__ = ["ms_deform_attn_pytorch", "ms_deform_attn_pytorch_backward"]
+
+
+def _level_shapes(spatial_shapes: torch.Tensor) -> list[tuple[int, int]]:
+    return [(int(height), int(width)) for height, width in spatial_shapes.tolist()]
+
+
+def _maps_and_grids(
+    value: torch.Tensor, sampling_locations: torch.Tensor, level_shapes: list[tuple[int, int]]
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Per level: the value map (N*M, D, H, W) and the grid_sample grid (N*M, Lq, P, 2)."""
+    batch, _, heads, channels = value.shape
+    value_per_level = value.split([height * width for height, width in level_shapes], dim=1)
+    grids = 2 * sampling_locations - 1  # grid_sample wants [-1, 1]
+    maps_and_grids = []
+    for level, (height, width) in enumerate(level_shapes):
+        value_map = (
+            value_per_level[level]  # (N, H*W, M, D)
+            .flatten(2)  # (N, H*W, M*D)
+            .transpose(1, 2)  # (N, M*D, H*W)
+            .reshape(batch * heads, channels, height, width)  # (N*M, D, H, W)
+        )
+        grid = grids[:, :, :, level].transpose(1, 2).flatten(0, 1)  # (N*M, Lq, P, 2)
+        maps_and_grids.append((value_map, grid))
+    return maps_and_grids
 
 
 def ms_deform_attn_pytorch(
@@ -46,18 +70,9 @@ def ms_deform_attn_pytorch(
     del level_start_index
     batch, _, heads, channels = value.shape
     _, queries, _, levels, points, _ = sampling_locations.shape
-    level_shapes = [(int(height), int(width)) for height, width in spatial_shapes.tolist()]
-    value_per_level = value.split([height * width for height, width in level_shapes], dim=1)
-    grids = 2 * sampling_locations - 1  # grid_sample wants [-1, 1]
+    level_shapes = _level_shapes(spatial_shapes)
     sampled_per_level = []
-    for level, (height, width) in enumerate(level_shapes):
-        value_map = (
-            value_per_level[level]  # (N, H*W, M, D)
-            .flatten(2)  # (N, H*W, M*D)
-            .transpose(1, 2)  # (N, M*D, H*W)
-            .reshape(batch * heads, channels, height, width)  # (N*M, D, H, W)
-        )
-        grid = grids[:, :, :, level].transpose(1, 2).flatten(0, 1)  # (N*M, Lq, P, 2)
+    for value_map, grid in _maps_and_grids(value, sampling_locations, level_shapes):
         sampled = F.grid_sample(
             value_map, grid, mode="bilinear", padding_mode="zeros", align_corners=False
         )  # (N*M, D, Lq, P)
@@ -69,3 +84,66 @@ def ms_deform_attn_pytorch(
     output = (sampled * weights).sum(-1)  # (N*M, D, Lq)
     output = output.view(batch, heads * channels, queries)  # (N, M*D, Lq)
     return output.transpose(1, 2).contiguous()  # (N, Lq, M*D)
+
+
+def ms_deform_attn_pytorch_backward(
+    grad_output: torch.Tensor,
+    value: torch.Tensor,
+    spatial_shapes: torch.Tensor,
+    level_start_index: torch.Tensor,
+    sampling_locations: torch.Tensor,
+    attention_weights: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Gradients of :func:`ms_deform_attn_pytorch` with respect to value, sampling_locations and
+    attention_weights, from ``aten.grid_sampler_2d_backward`` (the samples are recomputed).
+
+    Shape:
+        - grad_output: (N, Lq, M * D)
+        - Returns: (N, S, M, D), (N, Lq, M, L, P, 2), (N, Lq, M, L, P)
+    """
+    del level_start_index
+    batch, pixels, heads, channels = value.shape
+    _, queries, _, levels, points, _ = sampling_locations.shape
+    level_shapes = _level_shapes(spatial_shapes)
+    grad = (
+        grad_output.view(batch, queries, heads, channels)  # (N, Lq, M, D)
+        .permute(0, 2, 3, 1)  # (N, M, D, Lq)
+        .reshape(batch * heads, channels, queries, 1)  # (N*M, D, Lq, 1)
+    )
+    weights = attention_weights.transpose(1, 2).reshape(
+        batch * heads, 1, queries, levels, points
+    )  # (N*M, 1, Lq, L, P)
+    grad_maps, grad_grids, grad_weights = [], [], []
+    for level, (value_map, grid) in enumerate(
+        _maps_and_grids(value, sampling_locations, level_shapes)
+    ):
+        sampled = F.grid_sample(
+            value_map, grid, mode="bilinear", padding_mode="zeros", align_corners=False
+        )  # (N*M, D, Lq, P)
+        grad_weights.append((grad * sampled).sum(1))  # (N*M, Lq, P)
+        grad_sampled = grad * weights[..., level, :]  # (N*M, D, Lq, P)
+        # interpolation_mode 0 = bilinear, padding_mode 0 = zeros
+        grad_map, grad_grid = torch.ops.aten.grid_sampler_2d_backward(
+            grad_sampled, value_map, grid, 0, 0, False, [True, True]
+        )
+        grad_maps.append(grad_map.reshape(batch, heads * channels, -1))  # (N, M*D, H*W)
+        grad_grids.append(grad_grid)  # (N*M, Lq, P, 2)
+    grad_value = (
+        torch.cat(grad_maps, dim=-1)  # (N, M*D, S)
+        .transpose(1, 2)  # (N, S, M*D)
+        .reshape(batch, pixels, heads, channels)  # (N, S, M, D)
+    )
+    # grid = 2 * location - 1, so d/d(location) = 2 * d/d(grid)
+    grad_locations = 2 * torch.stack(grad_grids, dim=2)  # (N*M, Lq, L, P, 2)
+    grad_locations = (
+        grad_locations.view(batch, heads, queries, levels, points, 2)  # (N, M, Lq, L, P, 2)
+        .transpose(1, 2)  # (N, Lq, M, L, P, 2)
+        .contiguous()
+    )
+    grad_attention = (
+        torch.stack(grad_weights, dim=2)  # (N*M, Lq, L, P)
+        .view(batch, heads, queries, levels, points)  # (N, M, Lq, L, P)
+        .transpose(1, 2)  # (N, Lq, M, L, P)
+        .contiguous()
+    )
+    return grad_value, grad_locations, grad_attention
