@@ -1,0 +1,178 @@
+"""Training configuration: one dataclass holding every option of ``thumbdet train``."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = ["MODES", "TrainConfig"]
+
+#: Training modes of ``thumbdet train --mode``: the full-size teacher, the detector on bicubic
+#: thumbnails, and the paper's learned thumbnails with distillation.
+MODES = ("teacher", "bicubic", "thumbdet")
+
+
+@dataclass
+class TrainConfig:
+    """Every option of a training run; serialisable to JSON and stored in each checkpoint.
+
+    Defaults follow Deformable DETR and Sec. 4.1 of ThumbDet (AdamW, lr 2e-4, backbone lr 2e-5,
+    weight decay 1e-4, step decay x0.1, gradient clipping 0.1, short side 480-800, max 1333).
+
+    Args:
+        preset: Model preset passed to ``thumbdet.build_model`` (``"paper_r50"``, ``"tiny"``).
+        train_images: Folder with the training images.
+        train_ann: COCO-format annotation file of the training images.
+        val_images: Folder with the validation images (optional).
+        val_ann: COCO-format annotation file of the validation images (optional).
+        coco_root: Root of the official COCO 2017 layout; fills the four paths above when set.
+        output: Folder for ``checkpoint.pth``, ``log.jsonl`` and ``config.json``.
+        epochs: Total number of epochs (for ``thumbdet`` mode including stage one).
+        resume: Continue from ``output/checkpoint.pth`` exactly where it stopped.
+        batch_size: Images per process and step.
+        lr: Learning rate of the transformer, heads and downsampler.
+        lr_backbone: Learning rate of the backbone.
+        weight_decay: AdamW weight decay.
+        lr_drop: The learning rate is multiplied by 0.1 every ``lr_drop`` epochs.
+        clip_max_norm: Gradient clipping norm (0 disables clipping).
+        num_workers: Data loader workers per process.
+        short_side: Short sides for multi-scale training; the largest is used for evaluation.
+            ``None`` means Deformable DETR's 480, 512, ..., 800.
+        max_size: Longest side after resizing.
+        device: ``"cpu"``, ``"cuda"`` or ``None`` (CUDA when available). Under torchrun each
+            process takes the GPU of its ``LOCAL_RANK``.
+        seed: Seed of every random number generator.
+        pretrained_backbone: Load ImageNet weights for the backbone (timm download).
+        backbone_weights: Local file with backbone weights (implies pretrained weights).
+        eval_every: Evaluate on the validation set every this many epochs (0: never; the last
+            epoch is always evaluated when validation data is given).
+        mode: ``"teacher"``, ``"bicubic"`` or ``"thumbdet"``.
+        scale: Thumbnail scale for ``bicubic`` and ``thumbdet`` (2 or 4).
+        teacher: Teacher checkpoint for ``thumbdet`` mode.
+        downsampler: Registry name of the learned downsampler (``thumbdet`` mode).
+        stage1_epochs: Epochs of stage one (only the downsampler, on the moment loss).
+        moment: Use the moment-matching loss L_mm.
+        logit: Use the logit distillation loss L_cls (with the Query Filter).
+        feature: Use the feature distillation loss L_fm on the backbone maps.
+        gamma: Weight of L_mm (Eq. 10).
+        lam: Weight of the standard-deviation term inside L_mm (lambda of Eq. 5).
+        alpha: Weight of L_cls (Eq. 9).
+        beta: Weight of L_fm (Eq. 9).
+        temperature: Temperature T of the logit distillation (Eq. 7).
+        threshold: Query Filter threshold on the teacher's top class probability.
+        student_init: ``"random"`` (the paper) or ``"teacher"`` (start from the teacher weights).
+        freeze_downsampler_stage2: Keep the downsampler fixed in stage two (Table 5).
+        one_stage: Skip stage one (Table 5, "one-stage").
+        max_steps_per_epoch: Stop each epoch after this many steps (0: whole epoch); for
+            smoke tests.
+        model_overrides: Keyword overrides passed to ``build_model``/``build_criterion``.
+    """
+
+    preset: str = "tiny"
+    train_images: str | None = None
+    train_ann: str | None = None
+    val_images: str | None = None
+    val_ann: str | None = None
+    coco_root: str | None = None
+    output: str = "runs/thumbdet"
+    epochs: int = 50
+    resume: bool = False
+    batch_size: int = 2
+    lr: float = 2e-4
+    lr_backbone: float = 2e-5
+    weight_decay: float = 1e-4
+    lr_drop: int = 40
+    clip_max_norm: float = 0.1
+    num_workers: int = 2
+    short_side: list[int] | None = None
+    max_size: int = 1333
+    device: str | None = None
+    seed: int = 42
+    pretrained_backbone: bool = False
+    backbone_weights: str | None = None
+    eval_every: int = 1
+    mode: str = "teacher"
+    scale: int = 4
+    teacher: str | None = None
+    downsampler: str = "thumbdet"
+    stage1_epochs: int = 5
+    moment: bool = True
+    logit: bool = True
+    feature: bool = True
+    gamma: float = 1.0
+    lam: float = 0.1
+    alpha: float = 0.5
+    beta: float = 0.1
+    temperature: float = 1.0
+    threshold: float = 0.5
+    student_init: str = "random"
+    freeze_downsampler_stage2: bool = False
+    one_stage: bool = False
+    max_steps_per_epoch: int = 0
+    model_overrides: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.coco_root is not None:
+            root = Path(self.coco_root)
+            self.train_images = self.train_images or str(root / "train2017")
+            self.train_ann = self.train_ann or str(root / "annotations/instances_train2017.json")
+            self.val_images = self.val_images or str(root / "val2017")
+            self.val_ann = self.val_ann or str(root / "annotations/instances_val2017.json")
+        if self.short_side is not None:
+            self.short_side = [int(side) for side in self.short_side]
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` naming the option for an inconsistent configuration."""
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
+        if self.mode == "thumbdet" and not self.teacher:
+            raise ValueError("--mode thumbdet needs --teacher CKPT (a trained teacher checkpoint)")
+        if self.mode != "teacher" and self.scale < 1:
+            raise ValueError(f"scale must be a positive integer, got {self.scale}")
+        if self.student_init not in ("random", "teacher"):
+            raise ValueError(
+                f"student_init must be 'random' or 'teacher', got {self.student_init!r}"
+            )
+        if self.student_init == "teacher" and self.mode != "thumbdet":
+            raise ValueError("--student-init teacher needs --mode thumbdet and --teacher")
+        if not self.train_images or not self.train_ann:
+            raise ValueError("train_images and train_ann are required (or coco_root)")
+        if (self.val_images is None) != (self.val_ann is None):
+            raise ValueError("val_images and val_ann must be given together")
+        for name in ("epochs", "batch_size", "lr_drop"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.short_side is not None and (
+            not self.short_side or min(self.short_side) < 1 or max(self.short_side) > self.max_size
+        ):
+            raise ValueError(
+                f"short_side must be positive sizes <= max_size={self.max_size}, "
+                f"got {self.short_side}"
+            )
+
+    @property
+    def stage1(self) -> int:
+        """Epochs of stage one actually used (0 for ``--one-stage`` and non-thumbdet modes)."""
+        if self.mode != "thumbdet" or self.one_stage:
+            return 0
+        return self.stage1_epochs
+
+    def to_dict(self) -> dict[str, Any]:
+        """The configuration as a JSON-ready dict."""
+        return dataclasses.asdict(self)
+
+    def to_json(self, indent: int | None = 2) -> str:
+        """The configuration as JSON text."""
+        return json.dumps(self.to_dict(), indent=indent, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
+        """Build a configuration from :meth:`to_dict` output; unknown keys raise ``ValueError``."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown TrainConfig keys: {unknown}")
+        return cls(**values)

@@ -1,0 +1,204 @@
+"""One training epoch and one evaluation pass, for plain detectors and ThumbDet distillation."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from thumbdet.distributed import all_gather_objects, reduce_mean
+from thumbdet.evaluation import coco_evaluate, detections_to_coco_results
+
+__all__ = ["evaluate", "targets_to_device", "train_one_epoch", "unwrap"]
+
+Batch = tuple[torch.Tensor, torch.Tensor, list[dict[str, Any]]]
+_TARGET_TENSORS = ("boxes", "labels")
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The module inside ``DistributedDataParallel`` (or ``model`` itself)."""
+    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+
+
+def targets_to_device(targets: Sequence[dict[str, Any]], device: torch.device) -> list[dict]:
+    """Move the tensors the criterion reads (``boxes``, ``labels``) to ``device``."""
+    return [
+        {key: value.to(device) if key in _TARGET_TENSORS else value for key, value in t.items()}
+        for t in targets
+    ]
+
+
+def _is_distillation(model: nn.Module) -> bool:
+    from learnthumb import ThumbnailDistillation
+
+    return isinstance(unwrap(model), ThumbnailDistillation)
+
+
+def train_one_epoch(
+    model: nn.Module,
+    criterion: Callable[[dict[str, Any], list[dict[str, Any]]], dict[str, torch.Tensor]],
+    data_loader: Iterable[Batch],
+    optimizer: torch.optim.Optimizer,
+    device: torch.device,
+    epoch: int,
+    clip_max_norm: float = 0.1,
+    frozen_parameters: Sequence[nn.Parameter] = (),
+    max_steps: int = 0,
+    show_progress: bool = True,
+) -> dict[str, float]:
+    """Train for one epoch and return the epoch's mean losses (averaged over processes).
+
+    ``model`` is either a detector (``model(images, padding_mask) -> outputs``), a
+    :class:`thumbdet.thumbnail_detector.ThumbnailDetector` (bicubic students), or a
+    :class:`learnthumb.ThumbnailDistillation` (``model(images, padding_mask, epoch=epoch) ->
+    (thumbnail, student_outputs, weighted_losses)``), each possibly inside
+    ``DistributedDataParallel``. The total loss is the criterion's weighted detection loss
+    (skipped when the student does not run, i.e. ThumbDet's stage one) plus the weighted
+    distillation losses.
+
+    Args:
+        model: The trained module (see above).
+        criterion: ``criterion(outputs, targets) -> losses`` with a ``weight_dict``.
+        data_loader: Yields ``(images, padding_mask, targets)``.
+        optimizer: The optimiser.
+        device: Device of the model.
+        epoch: Epoch index, counting from 0 (selects ThumbDet's stage).
+        clip_max_norm: Gradient clipping max norm (0 disables).
+        frozen_parameters: Parameters whose gradients are dropped before each step, so the
+            optimiser leaves them as they are (e.g. the downsampler in stage two of Table 5).
+        max_steps: Stop after this many steps (0: the whole loader).
+        show_progress: Show a tqdm bar with the loss and images/s.
+
+    Returns:
+        Mean of ``loss`` (the optimised total), each unweighted detection loss of the last
+        decoder layer, each weighted distillation loss, plus ``lr`` and ``images_per_s``.
+    """
+    model.train()
+    weight_dict = getattr(criterion, "weight_dict", {})
+    distillation = _is_distillation(model)
+    sums: dict[str, float] = defaultdict(float)
+    steps, images_seen = 0, 0
+    trainable = [p for group in optimizer.param_groups for p in group["params"]]
+    total_steps = len(data_loader) if hasattr(data_loader, "__len__") else None
+    if max_steps and total_steps is not None:
+        total_steps = min(total_steps, max_steps)
+    progress = tqdm(
+        data_loader,
+        total=total_steps,
+        desc=f"epoch {epoch}",
+        disable=not show_progress,
+        leave=False,
+        dynamic_ncols=True,
+    )
+    start = time.perf_counter()
+    for images, padding_mask, targets in progress:
+        images, padding_mask = images.to(device), padding_mask.to(device)
+        targets = targets_to_device(targets, device)
+        if distillation:
+            _, outputs, losses = model(images, padding_mask=padding_mask, epoch=epoch)
+            losses = dict(losses)
+        else:
+            outputs, losses = model(images, padding_mask), {}
+        total = sum(losses.values(), torch.zeros((), device=device))
+        if outputs is not None:
+            detection_losses = criterion(outputs, targets)
+            total = total + sum(
+                detection_losses[name] * weight_dict[name]
+                for name in detection_losses
+                if name in weight_dict
+            )
+            for name in ("loss_ce", "loss_bbox", "loss_giou"):
+                if name in detection_losses:
+                    losses[name] = detection_losses[name]
+        loss_value = float(total.detach())
+        if not math.isfinite(loss_value):
+            raise FloatingPointError(
+                f"loss is {loss_value} at epoch {epoch}, step {steps}; stopping (the last "
+                f"checkpoint is intact): { ({k: float(v) for k, v in losses.items()}) }"
+            )
+        optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        for parameter in frozen_parameters:
+            parameter.grad = None
+        if clip_max_norm > 0:
+            torch.nn.utils.clip_grad_norm_(
+                [p for p in trainable if p.grad is not None], clip_max_norm
+            )
+        optimizer.step()
+
+        steps += 1
+        images_seen += images.shape[0]
+        sums["loss"] += loss_value
+        for name, value in losses.items():
+            sums[name] += float(value.detach())
+        elapsed = max(time.perf_counter() - start, 1e-9)
+        progress.set_postfix(loss=f"{loss_value:.4f}", img_s=f"{images_seen / elapsed:.1f}")
+        if max_steps and steps >= max_steps:
+            break
+    progress.close()
+    elapsed = max(time.perf_counter() - start, 1e-9)
+    stats = {name: value / max(steps, 1) for name, value in sums.items()}
+    stats = reduce_mean(stats, device)
+    stats["images_per_s"] = images_seen / elapsed
+    stats["lr"] = optimizer.param_groups[0]["lr"]
+    return stats
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    data_loader: Iterable[Batch],
+    postprocess: Callable[[dict[str, Any], torch.Tensor], list[dict[str, torch.Tensor]]],
+    dataset: Any,
+    device: torch.device,
+    verbose: bool = False,
+    show_progress: bool = True,
+) -> dict[str, float]:
+    """COCO box AP of ``model`` on ``data_loader``, boxes mapped to each original image size.
+
+    Under ``torchrun`` each process predicts its shard; the detections are gathered and every
+    process returns the same metrics.
+
+    Args:
+        model: ``model(images, padding_mask) -> outputs``: a detector, or a student that takes
+            full-size images (:class:`thumbdet.thumbnail_detector.ThumbnailDetector`).
+        data_loader: Yields ``(images, padding_mask, targets)``; targets carry ``image_id``
+            and ``orig_size``.
+        postprocess: ``postprocess(outputs, target_sizes (B, 2) as (h, w))`` -> per image
+            ``{"scores", "labels", "boxes"}`` with absolute (x0, y0, x1, y1) boxes.
+        dataset: The :class:`thumbdet.data.CocoDetection` (ground truth and category ids).
+        device: Device of the model.
+        verbose: Let pycocotools print its summary table.
+        show_progress: Show a tqdm bar.
+
+    Returns:
+        ``{"AP", "AP50", "AP75", "APs", "APm", "APl"}`` in percent.
+    """
+    model = unwrap(model)
+    model.eval()
+    results_by_image: dict[int, list[dict[str, Any]]] = {}
+    for images, padding_mask, targets in tqdm(
+        data_loader, desc="eval", disable=not show_progress, leave=False, dynamic_ncols=True
+    ):
+        outputs = model(images.to(device), padding_mask.to(device))
+        original_sizes = torch.stack([t["orig_size"] for t in targets]).to(device)  # (B, 2)
+        detections = postprocess(outputs, original_sizes)
+        for target, detection in zip(targets, detections, strict=True):
+            image_id = int(target["image_id"])
+            # A distributed sampler repeats images to even out the shards: keep one copy.
+            results_by_image.setdefault(
+                image_id,
+                detections_to_coco_results([image_id], [detection], dataset.category_ids),
+            )
+    merged: dict[int, list[dict[str, Any]]] = {}
+    for process_results in all_gather_objects(results_by_image):
+        for image_id, image_results in process_results.items():
+            merged.setdefault(image_id, image_results)
+    results = [result for image_id in sorted(merged) for result in merged[image_id]]
+    return coco_evaluate(dataset.coco, results, image_ids=sorted(merged), verbose=verbose)

@@ -1,0 +1,79 @@
+"""Helpers for tests and smoke runs: a tiny COCO-format dataset written with PIL."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+from PIL import Image, ImageDraw
+
+__all__ = ["write_tiny_coco"]
+
+_COLOURS = ((230, 40, 40), (40, 200, 60), (40, 80, 230))
+
+
+def write_tiny_coco(
+    root: str | Path,
+    num_images: int = 6,
+    size: tuple[int, int] = (48, 64),
+    seed: int = 0,
+    category_ids: tuple[int, ...] = (3, 7),
+    empty_images: int = 1,
+    name: str = "tiny",
+) -> tuple[Path, Path]:
+    """Write ``num_images`` PNGs with coloured rectangles and a COCO annotation file.
+
+    Category ``category_ids[k]`` is drawn in colour ``k``; ids are deliberately not
+    contiguous so that the id <-> label mapping is exercised. The last ``empty_images``
+    images have no annotation.
+
+    Args:
+        root: Folder to write into (``root/images/*.png`` and ``root/<name>.json``).
+        num_images: Number of images.
+        size: ``(height, width)`` of the images; odd images are one pixel narrower.
+        seed: Seed of the layout.
+        category_ids: COCO category ids to use (at most 3).
+        empty_images: How many images carry no object.
+        name: Stem of the annotation file.
+
+    Returns:
+        ``(images_dir, annotation_file)``.
+    """
+    rng = random.Random(seed)
+    root = Path(root)
+    images_dir = root / "images"
+    images_dir.mkdir(parents=True, exist_ok=True)
+    images, annotations = [], []
+    height, width = size
+    for image_id in range(1, num_images + 1):
+        image_width = width - (image_id % 2)
+        image = Image.new("RGB", (image_width, height), (128, 128, 128))
+        draw = ImageDraw.Draw(image)
+        if image_id <= num_images - empty_images:
+            for _ in range(rng.randint(1, 2)):
+                label = rng.randrange(len(category_ids))
+                box_w, box_h = rng.randint(10, image_width // 2), rng.randint(10, height // 2)
+                x, y = rng.randint(0, image_width - box_w), rng.randint(0, height - box_h)
+                draw.rectangle([x, y, x + box_w - 1, y + box_h - 1], fill=_COLOURS[label])
+                annotations.append(
+                    {
+                        "id": len(annotations) + 1,
+                        "image_id": image_id,
+                        "category_id": category_ids[label],
+                        "bbox": [x, y, box_w, box_h],
+                        "area": box_w * box_h,
+                        "iscrowd": 0,
+                    }
+                )
+        file_name = f"{image_id:04d}.png"
+        image.save(images_dir / file_name)
+        images.append(
+            {"id": image_id, "file_name": file_name, "width": image_width, "height": height}
+        )
+    categories = [{"id": cat, "name": f"class{cat}"} for cat in category_ids]
+    annotation_file = root / f"{name}.json"
+    annotation_file.write_text(
+        json.dumps({"images": images, "annotations": annotations, "categories": categories})
+    )
+    return images_dir, annotation_file
