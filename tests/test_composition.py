@@ -1,0 +1,187 @@
+"""FeatureTap, TwoStageSchedule, DistillWeights and ThumbnailDistillation end to end."""
+
+import copy
+
+import pytest
+import timm
+import torch
+from torch import nn
+
+from learnthumb import (
+    ConvDownsampler,
+    DistillWeights,
+    FeatureDistillationLoss,
+    FeatureTap,
+    ThumbnailDistillation,
+    TwoStageSchedule,
+)
+
+
+def _tiny_resnet(num_classes=4):
+    # A narrow timm ResNet: the real architecture, small enough for a CPU test.
+    return timm.create_model(
+        "resnet18", num_classes=num_classes, pretrained=False, channels=(8, 16, 32, 64)
+    )
+
+
+def test_feature_tap_records_and_removes():
+    model = _tiny_resnet().eval()
+    tap = FeatureTap(model, ["layer2", "layer4"])
+    model(torch.rand(1, 3, 32, 32))
+    shapes = [tuple(f.shape) for f in tap.values()]
+    assert shapes == [(1, 16, 4, 4), (1, 64, 1, 1)]
+    tap.remove()
+    model(torch.rand(1, 3, 32, 32))
+    assert tap.features == {}
+    with FeatureTap(model, ["layer3"]) as tap:
+        model(torch.rand(1, 3, 32, 32))
+        assert tap["layer3"].shape == (1, 32, 2, 2)
+    assert not model.layer3._forward_hooks
+
+
+def test_feature_tap_errors():
+    model = _tiny_resnet()
+    with pytest.raises(ValueError, match="no submodule named 'layer9'"):
+        FeatureTap(model, ["layer9"])
+    with pytest.raises(ValueError, match="at least one"):
+        FeatureTap(model, [])
+    with pytest.raises(TypeError, match="sequence of names"):
+        FeatureTap(model, "layer2")
+    tap = FeatureTap(model, ["layer2"])
+    with pytest.raises(RuntimeError, match="run the model first"):
+        tap.values()
+
+
+def test_schedule_and_weights():
+    schedule = TwoStageSchedule(2)
+    assert [schedule.stage(e) for e in range(4)] == [1, 1, 2, 2]
+    assert TwoStageSchedule(0).stage(0) == 2
+    with pytest.raises(ValueError, match="stage1_epochs must be >= 0"):
+        TwoStageSchedule(-1)
+    with pytest.raises(ValueError, match="epoch"):
+        schedule.stage(-1)
+    weights = DistillWeights()
+    assert (weights.moment, weights.logit, weights.feature, weights.lam) == (1.0, 0.5, 0.1, 0.1)
+    with pytest.raises(ValueError, match="threshold"):
+        DistillWeights(threshold=1.5)
+    with pytest.raises(ValueError, match="temperature"):
+        DistillWeights(temperature=0)
+    with pytest.raises(ValueError, match="DistillWeights.logit"):
+        DistillWeights(logit=-1)
+
+
+class _SetPredictor(nn.Module):
+    """A toy DETR-like head on a timm trunk: (B, N, C) logits and a padding-mask argument."""
+
+    def __init__(self, queries=5, classes=4):
+        super().__init__()
+        self.trunk = _tiny_resnet(num_classes=0)
+        self.head = nn.Linear(64, queries * classes)
+        self.queries, self.classes = queries, classes
+        self.seen_masks = []
+
+    def forward(self, images, padding_mask=None):
+        self.seen_masks.append(padding_mask)
+        pooled = self.trunk(images)  # (B, 64)
+        logits = self.head(pooled).view(-1, self.queries, self.classes)  # (B, N, C)
+        return {"pred_logits": logits * 3}
+
+
+def test_stage_one_runs_only_the_moment_loss():
+    teacher, student = _SetPredictor(), _SetPredictor()
+    distill = ThumbnailDistillation(
+        ConvDownsampler(4),
+        teacher,
+        student,
+        logits="pred_logits",
+        schedule=TwoStageSchedule(1),
+        mask_argument="padding_mask",
+    )
+    thumbnail, output, losses = distill(torch.rand(2, 3, 32, 32), epoch=0)
+    assert output is None and set(losses) == {"moment"}
+    assert thumbnail.shape == (2, 3, 8, 8)
+    assert teacher.seen_masks == [] and student.seen_masks == []
+    _, output, losses = distill(torch.rand(2, 3, 32, 32), epoch=1)
+    assert set(losses) == {"moment", "logit"} and output["pred_logits"].shape == (2, 5, 4)
+
+
+def test_masks_reach_both_models_at_their_sizes():
+    teacher, student = _SetPredictor(), _SetPredictor()
+    distill = ThumbnailDistillation(
+        ConvDownsampler(4), teacher, student, logits="pred_logits", mask_argument="padding_mask"
+    )
+    mask = torch.zeros(2, 32, 40, dtype=torch.bool)
+    mask[1, :, 20:] = True
+    distill(torch.rand(2, 3, 32, 40), mask)
+    assert teacher.seen_masks[0] is mask
+    assert student.seen_masks[0].shape == (2, 8, 10)
+    assert student.seen_masks[0][1, :, 5:].all() and not student.seen_masks[0][1, :, :5].any()
+
+
+def test_zero_weights_switch_terms_off():
+    distill = ThumbnailDistillation(
+        ConvDownsampler(4),
+        _SetPredictor(),
+        _SetPredictor(),
+        feature_layers=["trunk.layer3"],
+        logits="pred_logits",
+        weights=DistillWeights(moment=0.0, feature=0.0),
+    )
+    _, _, losses = distill(torch.rand(2, 3, 32, 32))
+    assert set(losses) == {"logit"}
+    with pytest.raises(ValueError, match="weights.moment must be > 0"):
+        ThumbnailDistillation(
+            ConvDownsampler(4),
+            _SetPredictor(),
+            _SetPredictor(),
+            weights=DistillWeights(moment=0.0),
+            schedule=TwoStageSchedule(1),
+        )
+    with pytest.raises(ValueError, match="distinct"):
+        model = _SetPredictor()
+        ThumbnailDistillation(ConvDownsampler(4), model, model)
+
+
+def test_end_to_end_training_moves_student_and_downsampler_not_teacher():
+    torch.manual_seed(0)
+    teacher = _SetPredictor()
+    student = _SetPredictor()
+    distill = ThumbnailDistillation(
+        ConvDownsampler(4),
+        teacher,
+        student,
+        feature_layers={"trunk.layer2": "trunk.layer3"},  # different strides on purpose
+        feature_loss=FeatureDistillationLoss([16], [32]),
+        logits="pred_logits",
+        weights=DistillWeights(threshold=0.3),
+        schedule=TwoStageSchedule(1),
+        logit_activation="sigmoid",
+    )
+    distill.train()
+    assert not teacher.training
+    teacher_before = copy.deepcopy(teacher.state_dict())
+    student_before = copy.deepcopy(student.state_dict())
+    down_before = copy.deepcopy(distill.downsampler.state_dict())
+    optimizer = torch.optim.AdamW(distill.trainable_parameters(), lr=1e-2)
+    assert all(not p.requires_grad for p in teacher.parameters())
+    images = torch.rand(4, 3, 64, 64)
+    labels = torch.randint(0, 4, (4, 5))
+    history = []
+    for epoch in range(3):
+        _, output, losses = distill(images, epoch=epoch)
+        total = sum(losses.values())
+        if output is not None:
+            task = nn.functional.cross_entropy(
+                output["pred_logits"].flatten(0, 1), labels.flatten()
+            )
+            total = total + task
+        history.append(set(losses))
+        optimizer.zero_grad()
+        total.backward()
+        optimizer.step()
+    assert history == [{"moment"}, {"moment", "feature", "logit"}, {"moment", "feature", "logit"}]
+    for name, value in teacher.state_dict().items():
+        assert torch.equal(value, teacher_before[name]), name  # running stats too
+    changed = [not torch.equal(v, student_before[k]) for k, v in student.state_dict().items()]
+    assert any(changed)
+    assert not torch.equal(distill.downsampler.convs[0].weight, down_before["convs.0.weight"])

@@ -1,0 +1,149 @@
+"""Downsamplers: shapes on odd sizes, registry, masks, gradients, bad input."""
+
+import math
+
+import pytest
+import torch
+
+from learnthumb import (
+    ConvDownsampler,
+    InterpolateDownsampler,
+    ResidualDownsampler,
+    create_downsampler,
+    downsample_padding_mask,
+    list_downsamplers,
+    thumbnail_size,
+)
+
+SIZES = [(1, 1), (5, 7), (37, 50)]
+PAPER_NAMES = [
+    "thumbdet",
+    "single_conv",
+    "five_layer",
+    "residual",
+    "bicubic",
+    "bilinear",
+    "area",
+    "nearest",
+]
+
+
+def test_registry_has_the_paper_names():
+    assert set(PAPER_NAMES) <= set(list_downsamplers())
+
+
+@pytest.mark.parametrize("name", PAPER_NAMES)
+@pytest.mark.parametrize("scale", [2, 4])
+@pytest.mark.parametrize("size", SIZES)
+def test_every_downsampler_gives_the_thumbnail_size(name, scale, size):
+    down = create_downsampler(name, scale=scale)
+    out = down(torch.rand(2, 3, *size))
+    assert out.shape == (2, 3, *thumbnail_size(size, scale))
+    assert out.dtype == torch.float32
+
+
+@pytest.mark.parametrize("size", [(1, 1), (4, 4), (5, 7), (37, 50), (800, 1333)])
+@pytest.mark.parametrize("scale", [1, 2, 3, 4, 8])
+def test_thumbnail_size_is_ceil(size, scale):
+    assert thumbnail_size(size, scale) == (math.ceil(size[0] / scale), math.ceil(size[1] / scale))
+
+
+def test_thumbnail_size_rejects_bad_input():
+    with pytest.raises(ValueError, match="scale"):
+        thumbnail_size((4, 4), 0)
+    with pytest.raises(TypeError, match="scale"):
+        thumbnail_size((4, 4), 2.0)
+    with pytest.raises(ValueError, match="size"):
+        thumbnail_size((0, 4), 2)
+
+
+def test_paper_module_structure():
+    # Fig. 3: 3x3 stride-2 conv to 12 channels, ReLU, 3x3 stride-2 conv to 3 channels, ReLU.
+    down = ConvDownsampler(scale=4)
+    assert [c.kernel_size for c in down.convs] == [(3, 3), (3, 3)]
+    assert [c.stride for c in down.convs] == [(2, 2), (2, 2)]
+    assert [c.out_channels for c in down.convs] == [12, 3]
+    assert (down(torch.randn(1, 3, 16, 16)) >= 0).all()  # final ReLU
+    # Sec. 4.2: two 5x5 layers for 2x.
+    down2 = ConvDownsampler(scale=2)
+    assert [c.kernel_size for c in down2.convs] == [(5, 5), (5, 5)]
+    assert [c.stride for c in down2.convs] == [(2, 2), (1, 1)]
+
+
+def test_table4_variants():
+    single = create_downsampler("single_conv", 4)
+    assert [(c.kernel_size, c.stride) for c in single.convs] == [((5, 5), (4, 4))]
+    five = create_downsampler("five_layer", 4)
+    assert [c.kernel_size[0] for c in five.convs] == [7, 5, 3, 1, 1]
+    assert math.prod(c.stride[0] for c in five.convs) == 4
+
+
+def test_residual_starts_as_bicubic_and_learns():
+    x = torch.rand(2, 3, 37, 50)
+    down = ResidualDownsampler(4)
+    assert torch.equal(down(x), InterpolateDownsampler(4)(x))
+    down(x).square().mean().backward()
+    assert down.residual.convs[-1].weight.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("mode", ["bicubic", "bilinear", "area", "nearest"])
+def test_interpolation_preserves_constant_images(mode):
+    x = torch.full((1, 3, 37, 50), 0.25)
+    out = InterpolateDownsampler(4, mode=mode)(x)
+    torch.testing.assert_close(out, torch.full_like(out, 0.25))
+
+
+def test_area_is_block_average_when_divisible():
+    x = torch.rand(1, 3, 8, 12)
+    out = InterpolateDownsampler(4, mode="area")(x)
+    expected = x.reshape(1, 3, 2, 4, 3, 4).mean(dim=(3, 5))
+    torch.testing.assert_close(out, expected)
+
+
+def test_conv_downsampler_gradcheck():
+    down = ConvDownsampler(scale=2, hidden_channels=2, final_activation=False).double()
+    x = torch.rand(1, 3, 5, 6, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(down, (x,))
+
+
+@pytest.mark.parametrize("name", ["thumbdet", "residual", "bicubic"])
+def test_bad_input(name):
+    down = create_downsampler(name, 4)
+    with pytest.raises(ValueError, match=r"images must be 4-D"):
+        down(torch.rand(3, 16, 16))
+    with pytest.raises(TypeError, match="images must have a floating-point dtype"):
+        down(torch.zeros(1, 3, 16, 16, dtype=torch.uint8))
+    if name != "bicubic":
+        with pytest.raises(ValueError, match=r"images must have 3 channels"):
+            down(torch.rand(1, 4, 16, 16))
+
+
+def test_constructor_errors():
+    with pytest.raises(ValueError, match="unknown downsampler 'nope'"):
+        create_downsampler("nope", 4)
+    with pytest.raises(ValueError, match="kernel_size must be odd"):
+        ConvDownsampler(4, kernel_size=4)
+    with pytest.raises(ValueError, match="one size per layer"):
+        ConvDownsampler(4, num_layers=2, kernel_size=(3, 3, 3))
+    with pytest.raises(ValueError, match="mode must be one of"):
+        InterpolateDownsampler(4, mode="lanczos")
+    with pytest.raises(ValueError, match="scale must be >= 1"):
+        ConvDownsampler(0)
+
+
+def test_padding_mask_downsampling():
+    mask = torch.zeros(2, 9, 10, dtype=torch.bool)
+    mask[0, :, 5:] = True  # columns 5..9 padded: cells [4:8] hold valid column 4
+    mask[1, 4:, :] = True  # rows 4..8 padded: the row cells [4:8] and [8:9] are all padding
+    out = downsample_padding_mask(mask, 4)
+    assert out.shape == (2, 3, 3)
+    assert out[0].tolist() == [[False, False, True]] * 3
+    assert out[1].tolist() == [[False] * 3, [True] * 3, [True] * 3]
+    assert torch.equal(downsample_padding_mask(mask, 1), mask)
+
+
+def test_padding_mask_errors():
+    with pytest.raises(TypeError, match="mask must be a bool tensor"):
+        downsample_padding_mask(torch.zeros(1, 4, 4), 2)
+    with pytest.raises(ValueError, match="mask must be 3-D"):
+        downsample_padding_mask(torch.zeros(4, 4, dtype=torch.bool), 2)

@@ -1,0 +1,46 @@
+"""The public API surface: every name in __all__ exists and nothing unexpected leaks."""
+
+import learnthumb
+
+EXPECTED = {
+    "ConvDownsampler",
+    "DistillWeights",
+    "DistillationOutput",
+    "FeatureDistillationLoss",
+    "FeatureTap",
+    "InterpolateDownsampler",
+    "LatencyStats",
+    "LogitDistillationLoss",
+    "MomentMatchingLoss",
+    "QueryFilter",
+    "ResidualDownsampler",
+    "ThumbnailDistillation",
+    "TwoStageSchedule",
+    "__version__",
+    "accuracy_drop_rate",
+    "count_macs",
+    "create_downsampler",
+    "downsample_padding_mask",
+    "feature_distillation_loss",
+    "list_downsamplers",
+    "logit_distillation_loss",
+    "measure_latency",
+    "moment_matching_loss",
+    "query_filter",
+    "register_downsampler",
+    "register_mac_formula",
+    "thumbnail_size",
+}
+
+
+def test_all_holds_the_documented_api_and_every_name_exists():
+    assert EXPECTED <= set(learnthumb.__all__)
+    for name in learnthumb.__all__:
+        assert hasattr(learnthumb, name), name
+
+
+def test_every_public_callable_has_a_docstring():
+    for name in learnthumb.__all__:
+        obj = getattr(learnthumb, name)
+        if callable(obj):
+            assert obj.__doc__ and len(obj.__doc__.strip()) > 20, name
