@@ -1,0 +1,28 @@
+"""The README's usage example runs as written, and the docs name every public API."""
+
+import re
+from pathlib import Path
+
+import learnthumb
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _python_blocks(markdown: str) -> list[str]:
+    return re.findall(r"```python\n(.*?)```", markdown, flags=re.DOTALL)
+
+
+def test_readme_usage_example_runs():
+    readme = (ROOT / "README.md").read_text()
+    usage = readme.split("## Usage", 1)[1]
+    block = _python_blocks(usage)[0]
+    namespace: dict = {}
+    exec(compile(block, "README.md", "exec"), namespace)
+    assert set(namespace["losses"]) == {"moment", "feature"}
+    assert namespace["logits"].shape == (4, 10)
+
+
+def test_api_reference_lists_every_public_name():
+    api = (ROOT / "docs" / "api.md").read_text()
+    missing = [name for name in learnthumb.__all__ if name != "__version__" and name not in api]
+    assert not missing, f"docs/api.md does not document {missing}"
