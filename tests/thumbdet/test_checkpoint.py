@@ -1,0 +1,142 @@
+"""Atomic checkpoints, refusal of incompatible checkpoints, and exact resume."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from thumbdet.checkpoint import (
+    IncompatibleCheckpointError,
+    capture_rng_state,
+    check_compatible,
+    load_checkpoint,
+    restore_rng_state,
+    save_checkpoint,
+)
+from thumbdet.config import TrainConfig
+from thumbdet.testing import write_tiny_coco
+from thumbdet.train import Trainer, train
+
+
+class _Unpicklable:
+    def __reduce__(self):
+        raise RuntimeError("cannot pickle this")
+
+
+def test_save_is_atomic_and_keeps_the_old_file_on_error(tmp_path):
+    path = tmp_path / "checkpoint.pth"
+    save_checkpoint({"model": {"w": torch.ones(2)}, "config": {}}, path)
+    before = path.read_bytes()
+    with pytest.raises(RuntimeError, match="cannot pickle"):
+        save_checkpoint({"model": {"w": torch.zeros(2)}, "config": {}, "bad": _Unpicklable()}, path)
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.pth"]  # no temp file left
+    assert torch.equal(load_checkpoint(path)["model"]["w"], torch.ones(2))
+
+
+def test_load_rejects_files_that_are_not_checkpoints(tmp_path):
+    (tmp_path / "x.pth").write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="not a readable"):
+        load_checkpoint(tmp_path / "x.pth")
+    torch.save({"weights": 1}, tmp_path / "y.pth")
+    with pytest.raises(ValueError, match="not a thumbdet checkpoint"):
+        load_checkpoint(tmp_path / "y.pth")
+    with pytest.raises(FileNotFoundError):
+        load_checkpoint(tmp_path / "missing.pth")
+
+
+def test_check_compatible_names_every_mismatch():
+    checkpoint = {"meta": {"preset": "tiny", "num_classes": 2}}
+    check_compatible(checkpoint, "c.pth", "resume", preset="tiny", num_classes=2)
+    with pytest.raises(IncompatibleCheckpointError, match="preset.*'tiny'.*'paper_r50'") as error:
+        check_compatible(checkpoint, "c.pth", "resume", preset="paper_r50", num_classes=3)
+    assert "num_classes" in str(error.value)
+
+
+def test_rng_state_round_trip():
+    state = capture_rng_state()
+    first = (random.random(), np.random.rand(), torch.rand(1))  # noqa: NPY002
+    restore_rng_state(state)
+    second = (random.random(), np.random.rand(), torch.rand(1))  # noqa: NPY002
+    assert first[:2] == second[:2] and torch.equal(first[2], second[2])
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
+    return write_tiny_coco(tmp_path_factory.mktemp("data"), num_images=5, size=(40, 48))
+
+
+def _config(data, output, **overrides):
+    images_dir, annotation_file = data
+    values = dict(
+        preset="tiny",
+        train_images=str(images_dir),
+        train_ann=str(annotation_file),
+        output=str(output),
+        epochs=2,
+        batch_size=2,
+        num_workers=0,
+        short_side=[32, 40],
+        max_size=64,
+        device="cpu",
+        eval_every=0,
+        seed=3,
+    )
+    values.update(overrides)
+    return TrainConfig(**values)
+
+
+def _weights(path):
+    checkpoint = load_checkpoint(path)
+    weights = dict(checkpoint["model"])
+    for key, value in (checkpoint["downsampler"] or {}).items():
+        weights["downsampler." + key] = value
+    return weights, checkpoint
+
+
+def _assert_same_weights(first, second):
+    assert first.keys() == second.keys()
+    for key in first:
+        assert torch.equal(first[key], second[key]), key
+
+
+@pytest.mark.parametrize("mode", ["teacher", "thumbdet"])
+def test_kill_and_resume_gives_the_same_weights(tiny_data, tmp_path, mode):
+    extra = {}
+    if mode == "thumbdet":
+        teacher = train(_config(tiny_data, tmp_path / "teacher", epochs=1))
+        # stage one is epoch 0: the resume crosses the stage boundary
+        extra = dict(mode="thumbdet", teacher=str(teacher), stage1_epochs=1, scale=2)
+    straight, _ = _weights(train(_config(tiny_data, tmp_path / "straight", **extra)))
+
+    interrupted = tmp_path / "interrupted"
+    train(_config(tiny_data, interrupted, epochs=1, **extra))  # "killed" after epoch 1
+    resumed_path = train(_config(tiny_data, interrupted, resume=True, **extra))
+    resumed, checkpoint = _weights(resumed_path)
+    assert checkpoint["epoch"] == 2
+    _assert_same_weights(straight, resumed)
+    start_weights, _ = _weights(train(_config(tiny_data, tmp_path / "one", epochs=1, **extra)))
+    assert any(not torch.equal(start_weights[k], resumed[k]) for k in resumed)  # it trained
+    log = (interrupted / "log.jsonl").read_text().splitlines()
+    assert sum('"event": "epoch"' in line for line in log) == 2
+
+
+def test_refuses_to_overwrite_or_resume_another_preset(tiny_data, tmp_path):
+    output = tmp_path / "run"
+    path = train(_config(tiny_data, output, epochs=1))
+    before = path.read_bytes()
+    with pytest.raises(FileExistsError, match="--resume"):
+        Trainer(_config(tiny_data, output, epochs=2))
+    checkpoint = load_checkpoint(path)
+    checkpoint["meta"]["preset"] = "paper_r50"
+    save_checkpoint(checkpoint, path)
+    with pytest.raises(IncompatibleCheckpointError, match="preset"):
+        Trainer(_config(tiny_data, output, epochs=2, resume=True))
+    checkpoint["meta"].update(preset="tiny", num_classes=5)
+    save_checkpoint(checkpoint, path)
+    with pytest.raises(IncompatibleCheckpointError, match="num_classes"):
+        Trainer(_config(tiny_data, output, epochs=2, resume=True))
+    assert load_checkpoint(path)["epoch"] == 1 and len(before) > 0
