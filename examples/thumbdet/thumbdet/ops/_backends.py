@@ -62,8 +62,8 @@ def run_ms_deform_attn(
         )
     return _extension.compiled_ms_deform_attn(
         value.contiguous(),
-        spatial_shapes.contiguous(),
-        level_start_index.contiguous(),
+        spatial_shapes.to(value.device).contiguous(),  # the kernels read them on the device
+        level_start_index.to(value.device).contiguous(),
         sampling_locations.contiguous(),
         attention_weights.contiguous(),
     )
