@@ -21,6 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from learnthumb._checks import check_floating, check_tensor
+
 __all__ = [
     "BOX_FORMATS",
     "Thumbnailed",
@@ -37,16 +39,6 @@ SizeLike = Sequence[int] | Tensor
 
 
 # ----------------------------------------------------------------------------- input checks
-def _check_tensor(value: Any, name: str) -> None:
-    if not isinstance(value, Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
-
-
-def _check_floating(value: Tensor, name: str) -> None:
-    if not value.is_floating_point():
-        raise TypeError(f"{name} must have a floating dtype, got {value.dtype}")
-
-
 def _check_size_pair(size: Any, name: str) -> tuple[int, int]:
     """A ``(H, W)`` pair of positive ints (tuple, list or ``torch.Size``)."""
     if isinstance(size, Tensor) or not isinstance(size, Sequence) or len(size) != 2:
@@ -131,8 +123,8 @@ def rescale_boxes(
         >>> rescale_boxes(boxes, from_size=(25, 50), to_size=(100, 200))
         tensor([[ 8., 16., 40., 48.]])
     """
-    _check_tensor(boxes, "boxes")
-    _check_floating(boxes, "boxes")
+    check_tensor(boxes, "boxes")
+    check_floating(boxes, "boxes")
     if box_format not in BOX_FORMATS:
         raise ValueError(f"box_format must be one of {BOX_FORMATS}, got {box_format!r}")
     if boxes.dim() == 0 or boxes.shape[-1] != 4:
@@ -166,8 +158,8 @@ def rescale_keypoints(keypoints: Tensor, from_size: SizeLike, to_size: SizeLike)
         >>> rescale_keypoints(torch.tensor([[1.5, 2.5, 1.0]]), (16, 16), (64, 64))
         tensor([[ 6., 10.,  1.]])
     """
-    _check_tensor(keypoints, "keypoints")
-    _check_floating(keypoints, "keypoints")
+    check_tensor(keypoints, "keypoints")
+    check_floating(keypoints, "keypoints")
     if keypoints.dim() == 0 or keypoints.shape[-1] not in (2, 3):
         raise ValueError(
             "keypoints must have shape (*, 2) for (x, y) or (*, 3) for (x, y, visibility), "
@@ -182,12 +174,12 @@ def rescale_keypoints(keypoints: Tensor, from_size: SizeLike, to_size: SizeLike)
 
 # ------------------------------------------------------------------------ dense predictions
 def _check_maps(maps: Any, mode: str) -> None:
-    _check_tensor(maps, "maps")
+    check_tensor(maps, "maps")
     if maps.dim() != 4:
         raise ValueError(
             f"maps (logits or heatmaps) must have shape (B, C, h, w), got {tuple(maps.shape)}"
         )
-    _check_floating(maps, "maps")
+    check_floating(maps, "maps")
     if mode not in _UPSAMPLE_MODES:
         raise ValueError(f"mode must be one of {_UPSAMPLE_MODES}, got {mode!r}")
 
@@ -329,7 +321,7 @@ class Thumbnailed(nn.Module):
 
     def thumbnail(self, images: Tensor) -> Tensor:
         """The downsampler's output for ``images``, (B, C, H, W) -> (B, C, h, w)."""
-        _check_tensor(images, "images")
+        check_tensor(images, "images")
         if images.dim() != 4:
             raise ValueError(f"images must have shape (B, C, H, W), got {tuple(images.shape)}")
         return self.downsampler(images)
