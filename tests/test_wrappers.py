@@ -339,7 +339,7 @@ def test_upsample_padded_crops_each_valid_region():
         padded[index, :, : image.shape[1], : image.shape[2]] = image
     maps = downsampler(padded)  # (2, 3, 8, 8): the "prediction" is the thumbnail itself
     outputs = upsample_padded(maps, [tuple(i.shape[1:]) for i in images], (32, 32))
-    for image, output in zip(images, outputs):
+    for image, output in zip(images, outputs, strict=True):
         assert output.shape == image.shape
         # away from the padding the result equals processing the image on its own
         alone = upsample_to(downsampler(image[None]), image.shape[1:])[0]
