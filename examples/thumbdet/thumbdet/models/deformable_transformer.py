@@ -230,9 +230,10 @@ class DeformableTransformer(nn.Module):
             pos_trans = self.pos_trans_norm(self.pos_trans(self.proposal_pos_embed(top_coords)))
             query_pos, tgt = torch.split(pos_trans, channels, dim=2)  # (N, Q, C) each
         else:
-            query_pos, tgt = torch.split(query_embed, channels, dim=1)  # (Q, C) each
-            query_pos = query_pos.unsqueeze(0).expand(batch, -1, -1)  # (N, Q, C)
-            tgt = tgt.unsqueeze(0).expand(batch, -1, -1)  # (N, Q, C)
+            # repeat (a copy, not a view): views of a parameter made under no_grad still say
+            # requires_grad=True, which breaks FlopCounterMode's module tracking.
+            queries = query_embed.unsqueeze(0).repeat(batch, 1, 1)  # (N, Q, 2C)
+            query_pos, tgt = torch.split(queries, channels, dim=2)  # (N, Q, C) each
             reference_points = self.reference_points(query_pos).sigmoid()  # (N, Q, 2)
 
         hidden_states, inter_references = self.decoder(
