@@ -5,6 +5,7 @@ and CUDA kernels are used when built. Importing this package never compiles anyt
 """
 
 from ._backends import BACKEND_ENV_VAR, available_backends
+from ._macs import ms_deform_attn_macs, uncounted_ms_deform_attn
 from ._reference import ms_deform_attn_pytorch
 from .ms_deform_attn import MSDeformAttn, ms_deform_attn
 
@@ -13,5 +14,7 @@ __all__ = [
     "MSDeformAttn",
     "available_backends",
     "ms_deform_attn",
+    "ms_deform_attn_macs",
     "ms_deform_attn_pytorch",
+    "uncounted_ms_deform_attn",
 ]

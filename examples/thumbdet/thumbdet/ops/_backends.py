@@ -36,11 +36,11 @@ def _resolve(backend: str, device: torch.device) -> str:
         compiled = device.type if device.type in ("cpu", "cuda") else None
         return compiled if compiled and _extension.kernel_available(compiled) else "pytorch"
     if backend in ("cpu", "cuda"):
+        _extension.require_kernel(backend)
         if device.type != backend:
             raise ValueError(
                 f"backend {backend!r} needs tensors on a {backend} device, received {device}"
             )
-        _extension.require_kernel(backend)
     return backend
 
 
