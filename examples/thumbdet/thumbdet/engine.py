@@ -118,9 +118,10 @@ def train_one_epoch(
                     losses[name] = detection_losses[name]
         loss_value = float(total.detach())
         if not math.isfinite(loss_value):
+            terms = {name: float(value.detach()) for name, value in losses.items()}
             raise FloatingPointError(
                 f"loss is {loss_value} at epoch {epoch}, step {steps}; stopping (the last "
-                f"checkpoint is intact): { ({k: float(v) for k, v in losses.items()}) }"
+                f"checkpoint is intact): {terms}"
             )
         optimizer.zero_grad(set_to_none=True)
         total.backward()

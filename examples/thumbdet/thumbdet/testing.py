@@ -8,7 +8,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
-__all__ = ["write_tiny_coco"]
+__all__ = ["distributed_train_worker", "write_tiny_coco"]
 
 _COLOURS = ((230, 40, 40), (40, 200, 60), (40, 80, 230))
 
@@ -77,3 +77,38 @@ def write_tiny_coco(
         json.dumps({"images": images, "annotations": annotations, "categories": categories})
     )
     return images_dir, annotation_file
+
+
+def distributed_train_worker(
+    rank: int, world_size: int, port: int, config: dict, weights_dir: str
+) -> None:
+    """Body of one process of a CPU/gloo DDP test run (``torch.multiprocessing.spawn``).
+
+    Sets the environment ``torchrun`` would set, trains ``TrainConfig(**config)`` and saves
+    this rank's final detector and downsampler weights to ``weights_dir/rank{rank}.pt``.
+    """
+    import os
+
+    import torch
+
+    from thumbdet.config import TrainConfig
+    from thumbdet.train import Trainer
+
+    os.environ.update(
+        RANK=str(rank),
+        LOCAL_RANK=str(rank),
+        WORLD_SIZE=str(world_size),
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+    )
+    torch.set_num_threads(1)
+    trainer = Trainer(TrainConfig(**config))
+    try:
+        trainer.fit()
+        weights = {f"model.{k}": v for k, v in trainer.parts.detector.state_dict().items()}
+        if trainer.parts.downsampler is not None:
+            for key, value in trainer.parts.downsampler.state_dict().items():
+                weights[f"downsampler.{key}"] = value
+        torch.save(weights, Path(weights_dir) / f"rank{rank}.pt")
+    finally:
+        trainer.close()
