@@ -241,3 +241,16 @@ def test_tiny_preset_overfits_synthetic_images():
         history.append(loss.item())
     assert all(torch.isfinite(torch.tensor(history)))
     assert history[-1] < 0.3 * history[0], history[::10]
+
+
+@pytest.mark.build
+def test_compiles_without_graph_breaks(tiny_model):
+    images = torch.rand(2, 3, 64, 80)
+    mask = torch.zeros(2, 64, 80, dtype=torch.bool)
+    mask[1, :, 60:] = True
+    with torch.no_grad():
+        expected = tiny_model(images, mask)  # first call registers the MSDA op's MAC formula
+        compiled = torch.compile(tiny_model, backend="aot_eager", fullgraph=True)
+        outputs = compiled(images, mask)
+    torch.testing.assert_close(outputs["pred_logits"], expected["pred_logits"])
+    torch.testing.assert_close(outputs["pred_boxes"], expected["pred_boxes"])

@@ -212,8 +212,9 @@ class DeformableTransformer(nn.Module):
         valid_ratios = torch.stack([valid_ratio(mask) for mask in masks], 1)  # (N, L, 2)
 
         memory = self.encoder(
-            src_flatten, shapes_tensor, level_start_index, valid_ratios, pos_flatten, mask_flatten
-        )  # (N, S, C)
+            src_flatten, shapes_tensor, level_start_index, valid_ratios, pos_flatten, mask_flatten,
+            spatial_shapes,
+        )  # (N, S, C)  # fmt: skip
 
         batch, _, channels = memory.shape
         enc_outputs_class = enc_outputs_coord_unact = None

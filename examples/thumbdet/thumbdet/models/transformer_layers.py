@@ -130,10 +130,16 @@ class DeformableEncoder(nn.Module):
         valid_ratios: torch.Tensor,
         pos: torch.Tensor,
         padding_mask: torch.Tensor | None,
+        level_shapes: list[tuple[int, int]] | None = None,
     ) -> torch.Tensor:
-        """Shape: src, pos (N, S, C); valid_ratios (N, L, 2); output memory (N, S, C)."""
-        shapes = [(int(h), int(w)) for h, w in spatial_shapes.tolist()]
-        reference_points = self.reference_points(shapes, valid_ratios)
+        """Shape: src, pos (N, S, C); valid_ratios (N, L, 2); output memory (N, S, C).
+
+        ``level_shapes`` repeats ``spatial_shapes`` as Python ints, which spares a device sync
+        and a ``torch.compile`` graph break.
+        """
+        if level_shapes is None:
+            level_shapes = [(int(h), int(w)) for h, w in spatial_shapes.tolist()]
+        reference_points = self.reference_points(level_shapes, valid_ratios)
         output = src
         for layer in self.layers:
             output = layer(
