@@ -11,6 +11,7 @@ import argparse
 import importlib
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
@@ -193,7 +194,8 @@ def _run_train(args: argparse.Namespace) -> int:
     from thumbdet.train import train
 
     path = train(config_from_args(args))
-    print(path)
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(path)
     return 0
 
 

@@ -16,6 +16,7 @@ __all__ = [
     "cleanup_distributed",
     "init_distributed",
     "reduce_mean",
+    "world_size",
 ]
 
 
@@ -85,6 +86,13 @@ def barrier() -> None:
     """Wait for every process (no-op without a process group)."""
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
+
+
+def world_size() -> int:
+    """Number of processes (1 without a process group)."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_world_size()
+    return 1
 
 
 def reduce_mean(values: dict[str, float], device: torch.device) -> dict[str, float]:

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from thumbdet.distributed import all_gather_objects, reduce_mean
+from thumbdet.distributed import all_gather_objects, reduce_mean, world_size
 from thumbdet.evaluation import coco_evaluate, detections_to_coco_results
 
 __all__ = ["evaluate", "targets_to_device", "train_one_epoch", "unwrap"]
@@ -77,7 +77,8 @@ def train_one_epoch(
 
     Returns:
         Mean of ``loss`` (the optimised total), each unweighted detection loss of the last
-        decoder layer, each weighted distillation loss, plus ``lr`` and ``images_per_s``.
+        decoder layer, each weighted distillation loss, plus ``lr`` and ``images_per_s``
+        (training throughput of all processes together).
     """
     model.train()
     weight_dict = getattr(criterion, "weight_dict", {})
@@ -145,8 +146,9 @@ def train_one_epoch(
     progress.close()
     elapsed = max(time.perf_counter() - start, 1e-9)
     stats = {name: value / max(steps, 1) for name, value in sums.items()}
-    stats = reduce_mean(stats, device)
     stats["images_per_s"] = images_seen / elapsed
+    stats = reduce_mean(stats, device)
+    stats["images_per_s"] *= world_size()  # all processes together
     stats["lr"] = optimizer.param_groups[0]["lr"]
     return stats
 

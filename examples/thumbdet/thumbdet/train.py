@@ -234,9 +234,8 @@ class Trainer:
             self.trained = nn.parallel.DistributedDataParallel(
                 self.parts.trained,
                 device_ids=[device.index] if device.type == "cuda" else None,
-                # Stage one of ThumbDet never runs the student; frozen BN: no buffer sync.
-                find_unused_parameters=True,
-                broadcast_buffers=False,
+                # Stage one of ThumbDet never runs the student.
+                find_unused_parameters=config.mode == "thumbdet",
             )
         self.start_epoch = 0
         if config.resume and self.checkpoint_path.exists():
