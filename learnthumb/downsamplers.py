@@ -192,8 +192,14 @@ class ConvDownsampler(nn.Module):
         for conv in self.convs:
             conv.reset_parameters()
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
+    @torch.jit.unused
+    def _check(self, images: torch.Tensor) -> None:
         _check_image(images, self.in_channels)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        # The check is Python-only; skipping it when scripted keeps the module exportable.
+        if not torch.jit.is_scripting():
+            self._check(images)
         x = images
         last = len(self.convs) - 1
         for index, conv in enumerate(self.convs):
