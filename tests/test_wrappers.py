@@ -106,11 +106,6 @@ def test_interpolate_downsampler_jit_trace_at_the_traced_size():
     torch.testing.assert_close(traced(other), downsampler(other))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=RuntimeError,
-    reason="learnthumb._checks helpers are not TorchScript-compatible (reported to the lead)",
-)
 def test_conv_downsampler_jit_script():
     downsampler = ConvDownsampler(4).eval()
     with warnings.catch_warnings():
