@@ -254,3 +254,12 @@ def test_compiles_without_graph_breaks(tiny_model):
         outputs = compiled(images, mask)
     torch.testing.assert_close(outputs["pred_logits"], expected["pred_logits"])
     torch.testing.assert_close(outputs["pred_boxes"], expected["pred_boxes"])
+
+
+def test_public_api_surface():
+    expected = {"build_model", "build_criterion", "PRESETS", "list_presets", "PostProcess"}
+    assert expected <= set(thumbdet.__all__)
+    for name in thumbdet.__all__:
+        assert getattr(thumbdet, name) is not None
+    with pytest.raises(AttributeError):
+        _ = thumbdet.no_such_name
