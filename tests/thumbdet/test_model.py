@@ -119,7 +119,12 @@ def test_eval_is_deterministic_under_no_grad(tiny_model):
 
 @pytest.mark.parametrize(
     "flags",
-    [{"with_box_refine": True}, {"two_stage": True}, {"with_box_refine": True, "two_stage": True}],
+    [
+        {},
+        {"with_box_refine": True},
+        {"two_stage": True},
+        {"with_box_refine": True, "two_stage": True},
+    ],
 )
 def test_variants_forward_and_backward(flags):
     torch.manual_seed(0)
@@ -190,7 +195,8 @@ def test_backbone_weights_from_file(tmp_path):
     path = tmp_path / "backbone.pth"
     state = {key: value.clone().normal_() for key, value in source.body.state_dict().items()}
     torch.save({"state_dict": {"module." + key: value for key, value in state.items()}}, path)
-    model = thumbdet.build_model("tiny", backbone_weights=str(path))
+    # pretrained_backbone with a file loads the file, with no download
+    model = thumbdet.build_model("tiny", backbone_weights=str(path), pretrained_backbone=True)
     torch.testing.assert_close(model.backbone.body.state_dict()["layer3.0.conv1.weight"],
                                state["layer3.0.conv1.weight"])  # fmt: skip
     with pytest.raises(FileNotFoundError, match="missing.pth"):

@@ -39,8 +39,8 @@ class Backbone(nn.Module):
         layers: blocks per stage, or ``None`` for the timm default.
         channels: base widths of the four stages, or ``None`` for the timm default.
         stem_width: stem width, or ``None`` for the timm default.
-        pretrained: load timm's ImageNet weights.
-        weights_path: load a local state dict instead (timm or torchvision ResNet keys).
+        pretrained: load timm's ImageNet weights (downloaded unless ``weights_path`` is given).
+        weights_path: load this local state dict (timm or torchvision ResNet keys).
         freeze_stem: freeze the stem and ``layer1`` parameters.
 
     Attributes:
@@ -66,12 +66,14 @@ class Backbone(nn.Module):
             architecture["channels"] = tuple(channels)
         if stem_width is not None:
             architecture["stem_width"] = stem_width
-        if pretrained and architecture:
+        # A local weights file wins over a download (it is what offline machines pass).
+        download = pretrained and weights_path is None
+        if download and architecture:
             raise ValueError(
                 "pretrained_backbone=True needs the timm architecture unchanged; got "
                 f"overrides {sorted(architecture)} for {name!r}"
             )
-        body = _create_timm_features(name, pretrained, architecture)
+        body = _create_timm_features(name, download, architecture)
         if weights_path is not None:
             _load_backbone_weights(body, weights_path)
         # Deformable DETR trains with FrozenBatchNorm2d: statistics and affine are buffers.
