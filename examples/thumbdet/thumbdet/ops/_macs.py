@@ -77,6 +77,6 @@ def register_mac_formulas(*ops: torch._ops.OpOverloadPacket) -> None:
         try:
             register_mac_formula(op)(ms_deform_attn_macs)
         except RuntimeError as error:  # registered before, e.g. by a reloaded module
-            if "already" not in str(error).lower():
+            if "duplicate" not in str(error).lower():
                 raise
         _registered_ops.add(str(op))
