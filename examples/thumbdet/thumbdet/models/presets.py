@@ -56,7 +56,8 @@ class DetectorConfig:
 
     preset: str = "paper_r50"
     num_classes: int = 91
-    backbone: str = "resnet50"
+    # torchvision's ImageNet weights (timm tag tv_in1k), the ones Deformable DETR starts from.
+    backbone: str = "resnet50.tv_in1k"
     backbone_layers: tuple[int, ...] | None = None
     backbone_channels: tuple[int, ...] | None = None
     backbone_stem_width: int | None = None
