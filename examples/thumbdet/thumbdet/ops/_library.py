@@ -8,7 +8,8 @@ Every backend runs through a registered operator, so ``torch.compile`` treats it
   implementations are registered here once the extension is loaded.
 - ``thumbdet::ms_deform_attn_pytorch`` / ``thumbdet::ms_deform_attn_pytorch_backward``: the
   pure-PyTorch path as a Python custom op, with an explicit backward built on
-  ``aten.grid_sampler_2d_backward``.
+  ``aten.grid_sampler_2d_backward``. The forward op also returns the bilinear samples so the
+  backward does not recompute them (the memory autograd would keep anyway).
 """
 
 from __future__ import annotations
@@ -16,22 +17,23 @@ from __future__ import annotations
 import torch
 
 from ._macs import register_mac_formulas
-from ._reference import ms_deform_attn_pytorch, ms_deform_attn_pytorch_backward
+from ._reference import ms_deform_attn_pytorch_backward, ms_deform_attn_pytorch_with_samples
 
 __all__ = ["pytorch_ms_deform_attn_op", "register_compiled_op"]
 
 
 @torch.library.custom_op("thumbdet::ms_deform_attn_pytorch", mutates_args=())
-def pytorch_ms_deform_attn_op(
+def _pytorch_forward_op(
     value: torch.Tensor,
     spatial_shapes: torch.Tensor,
     level_start_index: torch.Tensor,
     sampling_locations: torch.Tensor,
     attention_weights: torch.Tensor,
-) -> torch.Tensor:
-    """The pure-PyTorch MSDA as one operator; shapes as :func:`thumbdet.ops.ms_deform_attn`."""
-    return ms_deform_attn_pytorch(
-        value, spatial_shapes, level_start_index, sampling_locations, attention_weights
+) -> tuple[torch.Tensor, torch.Tensor]:
+    # Also returns the samples (N*M, D, Lq, L*P), saved for the backward as autograd would.
+    del level_start_index
+    return ms_deform_attn_pytorch_with_samples(
+        value, spatial_shapes, sampling_locations, attention_weights
     )
 
 
@@ -43,8 +45,76 @@ def _pytorch_backward_op(
     level_start_index: torch.Tensor,
     sampling_locations: torch.Tensor,
     attention_weights: torch.Tensor,
+    sampled: torch.Tensor,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     return ms_deform_attn_pytorch_backward(
+        grad_output,
+        value,
+        spatial_shapes,
+        level_start_index,
+        sampling_locations,
+        attention_weights,
+        sampled,
+    )
+
+
+def pytorch_ms_deform_attn_op(
+    value: torch.Tensor,
+    spatial_shapes: torch.Tensor,
+    level_start_index: torch.Tensor,
+    sampling_locations: torch.Tensor,
+    attention_weights: torch.Tensor,
+) -> torch.Tensor:
+    """The pure-PyTorch MSDA through its operator; shapes as :func:`thumbdet.ops.ms_deform_attn`."""
+    output, _ = _pytorch_forward_op(
+        value, spatial_shapes, level_start_index, sampling_locations, attention_weights
+    )
+    return output
+
+
+def _fake_pytorch_forward(
+    value: torch.Tensor,
+    spatial_shapes: torch.Tensor,
+    level_start_index: torch.Tensor,
+    sampling_locations: torch.Tensor,
+    attention_weights: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    batch, _, heads, channels = value.shape
+    _, queries, _, levels, points, _ = sampling_locations.shape
+    output = value.new_empty((batch, queries, heads * channels))
+    return output, value.new_empty((batch * heads, channels, queries, levels * points))
+
+
+def _setup_pytorch_context(ctx, inputs: tuple[torch.Tensor, ...], output) -> None:
+    ctx.save_for_backward(*inputs, output[1])
+    ctx.mark_non_differentiable(output[1])
+
+
+def _pytorch_backward(ctx, grad_output: torch.Tensor, grad_sampled: torch.Tensor | None):
+    del grad_sampled  # the samples are an internal output, not differentiable
+    value, spatial_shapes, level_start_index, locations, weights, sampled = ctx.saved_tensors
+    grad_value, grad_locations, grad_weights = _pytorch_backward_op(
+        grad_output.contiguous(),
+        value,
+        spatial_shapes,
+        level_start_index,
+        locations,
+        weights,
+        sampled,
+    )
+    return grad_value, None, None, grad_locations, grad_weights
+
+
+def _fake_pytorch_backward(
+    grad_output: torch.Tensor,
+    value: torch.Tensor,
+    spatial_shapes: torch.Tensor,
+    level_start_index: torch.Tensor,
+    sampling_locations: torch.Tensor,
+    attention_weights: torch.Tensor,
+    sampled: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    return _fake_backward(
         grad_output, value, spatial_shapes, level_start_index, sampling_locations, attention_weights
     )
 
@@ -91,11 +161,9 @@ def _make_backward(backward_op):
     return backward
 
 
-pytorch_ms_deform_attn_op.register_fake(_fake_forward)
-_pytorch_backward_op.register_fake(_fake_backward)
-pytorch_ms_deform_attn_op.register_autograd(
-    _make_backward(_pytorch_backward_op), setup_context=_setup_context
-)
+_pytorch_forward_op.register_fake(_fake_pytorch_forward)
+_pytorch_backward_op.register_fake(_fake_pytorch_backward)
+_pytorch_forward_op.register_autograd(_pytorch_backward, setup_context=_setup_pytorch_context)
 
 _compiled_registered = {"done": False}
 

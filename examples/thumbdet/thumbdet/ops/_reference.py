@@ -9,7 +9,11 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = ["ms_deform_attn_pytorch", "ms_deform_attn_pytorch_backward"]
+__all__ = [
+    "ms_deform_attn_pytorch",
+    "ms_deform_attn_pytorch_backward",
+    "ms_deform_attn_pytorch_with_samples",
+]
 
 
 def _level_shapes(spatial_shapes: torch.Tensor) -> list[tuple[int, int]]:
@@ -68,6 +72,24 @@ def ms_deform_attn_pytorch(
         The attention output, heads concatenated along the channel axis.
     """
     del level_start_index
+    output, _ = ms_deform_attn_pytorch_with_samples(
+        value, spatial_shapes, sampling_locations, attention_weights
+    )
+    return output
+
+
+def ms_deform_attn_pytorch_with_samples(
+    value: torch.Tensor,
+    spatial_shapes: torch.Tensor,
+    sampling_locations: torch.Tensor,
+    attention_weights: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`ms_deform_attn_pytorch` that also returns the bilinear samples, which the
+    backward needs for the attention-weight gradient.
+
+    Shape:
+        - Returns: (N, Lq, M * D) and samples (N*M, D, Lq, L*P)
+    """
     batch, _, heads, channels = value.shape
     _, queries, _, levels, points, _ = sampling_locations.shape
     level_shapes = _level_shapes(spatial_shapes)
@@ -83,7 +105,7 @@ def ms_deform_attn_pytorch(
     )  # (N*M, 1, Lq, L*P)
     output = (sampled * weights).sum(-1)  # (N*M, D, Lq)
     output = output.view(batch, heads * channels, queries)  # (N, M*D, Lq)
-    return output.transpose(1, 2).contiguous()  # (N, Lq, M*D)
+    return output.transpose(1, 2).contiguous(), sampled  # (N, Lq, M*D)
 
 
 def ms_deform_attn_pytorch_backward(
@@ -93,12 +115,18 @@ def ms_deform_attn_pytorch_backward(
     level_start_index: torch.Tensor,
     sampling_locations: torch.Tensor,
     attention_weights: torch.Tensor,
+    sampled: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Gradients of :func:`ms_deform_attn_pytorch` with respect to value, sampling_locations and
-    attention_weights, from ``aten.grid_sampler_2d_backward`` (the samples are recomputed).
+    attention_weights, from ``aten.grid_sampler_2d_backward``.
+
+    Args:
+        sampled: the samples of :func:`ms_deform_attn_pytorch_with_samples`; recomputed when
+            None. The other arguments are those of the forward.
 
     Shape:
         - grad_output: (N, Lq, M * D)
+        - sampled: (N*M, D, Lq, L*P)
         - Returns: (N, S, M, D), (N, Lq, M, L, P, 2), (N, Lq, M, L, P)
     """
     del level_start_index
@@ -117,10 +145,13 @@ def ms_deform_attn_pytorch_backward(
     for level, (value_map, grid) in enumerate(
         _maps_and_grids(value, sampling_locations, level_shapes)
     ):
-        sampled = F.grid_sample(
-            value_map, grid, mode="bilinear", padding_mode="zeros", align_corners=False
-        )  # (N*M, D, Lq, P)
-        grad_weights.append((grad * sampled).sum(1))  # (N*M, Lq, P)
+        if sampled is None:
+            level_sampled = F.grid_sample(
+                value_map, grid, mode="bilinear", padding_mode="zeros", align_corners=False
+            )  # (N*M, D, Lq, P)
+        else:
+            level_sampled = sampled[..., level * points : (level + 1) * points]  # (N*M, D, Lq, P)
+        grad_weights.append((grad * level_sampled).sum(1))  # (N*M, Lq, P)
         grad_sampled = grad * weights[..., level, :]  # (N*M, D, Lq, P)
         # interpolation_mode 0 = bilinear, padding_mode 0 = zeros
         grad_map, grad_grid = torch.ops.aten.grid_sampler_2d_backward(
