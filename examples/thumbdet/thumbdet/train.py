@@ -8,7 +8,8 @@ Three modes (``TrainConfig.mode``):
   with :class:`learnthumb.ThumbnailDistillation` (two stages, Algorithm 2 of the paper).
 
 Every checkpoint holds the detector (and for students the downsampler), so
-:func:`load_detector` rebuilds a model that takes *full-size* images in every mode.
+:func:`load_detector` rebuilds a model that takes *full-size* images in every mode
+(:func:`load_detector` and :func:`evaluate_checkpoint` live in :mod:`thumbdet.inference`).
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ import json
 import logging
 import random
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,14 +26,6 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
 
-from learnthumb import (
-    DistillWeights,
-    InterpolateDownsampler,
-    ThumbnailDistillation,
-    TwoStageSchedule,
-    create_downsampler,
-    thumbnail_size,
-)
 from thumbdet.checkpoint import (
     capture_rng_state,
     check_compatible,
@@ -42,17 +34,19 @@ from thumbdet.checkpoint import (
     save_checkpoint,
 )
 from thumbdet.config import TrainConfig
+from thumbdet.criterion import build_criterion
 from thumbdet.data import CocoDetection, DetectionCollator, make_transforms
 from thumbdet.distributed import (
     DistributedContext,
+    all_gather_objects,
     barrier,
     cleanup_distributed,
     init_distributed,
 )
 from thumbdet.engine import evaluate, train_one_epoch
-from thumbdet.evaluation import write_metrics
-from thumbdet.models import DetectorConfig, build_model
-from thumbdet.thumbnail_detector import ThumbnailDetector
+from thumbdet.inference import evaluate_checkpoint, load_detector
+from thumbdet.modes import build_training_parts, checkpoint_meta
+from thumbdet.postprocess import PostProcess
 
 __all__ = [
     "CHECKPOINT_NAME",
@@ -69,105 +63,16 @@ LOG_NAME = "log.jsonl"
 CONFIG_NAME = "config.json"
 
 
-def _build_criterion(model_config: DetectorConfig) -> Any:
-    from thumbdet.criterion import build_criterion
-
-    return build_criterion(model_config)
-
-
-def _build_postprocess() -> Any:
-    from thumbdet.postprocess import PostProcess
-
-    return PostProcess()
-
-
 def _seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)  # noqa: NPY002 (user code may use the global state)
     torch.manual_seed(seed)
 
 
-def _make_downsampler(name: str, scale: int) -> nn.Module:
-    """A registry downsampler, checked to produce exact ``scale`` thumbnails."""
-    if isinstance(scale, bool) or not isinstance(scale, int) or scale < 1:
-        raise ValueError(f"scale must be a positive int, got {scale!r}")
-    try:
-        downsampler = create_downsampler(name, scale=scale)
-        probe_size = (4 * scale + 1, 4 * scale + 3)
-        with torch.no_grad():
-            probe = downsampler(torch.rand(1, 3, *probe_size))
-    except (ValueError, TypeError, RuntimeError) as error:
-        raise ValueError(
-            f"downsampler {name!r} cannot produce scale-{scale} thumbnails: {error}"
-        ) from error
-    expected = thumbnail_size(probe_size, scale)
-    if tuple(probe.shape) != (1, 3, *expected):
-        raise ValueError(
-            f"downsampler {name!r} cannot produce scale-{scale} thumbnails: a "
-            f"{probe_size} image gave shape {tuple(probe.shape[-2:])}, expected {expected}"
-        )
-    return downsampler
-
-
-def _checkpoint_meta(config: TrainConfig, dataset: CocoDetection) -> dict[str, Any]:
-    student = config.mode != "teacher"
-    downsampler = {"bicubic": "bicubic", "thumbdet": config.downsampler}.get(config.mode)
-    return {
-        "preset": config.preset,
-        "num_classes": dataset.num_classes,
-        "mode": config.mode,
-        "scale": config.scale if student else None,
-        "downsampler": downsampler,
-        "category_ids": list(dataset.category_ids),
-        "category_names": list(dataset.category_names),
-    }
-
-
-def load_detector(
-    checkpoint: str | Path | dict[str, Any], device: str | torch.device = "cpu"
-) -> nn.Module:
-    """The model for inference from a training checkpoint, in eval mode.
-
-    It takes *full-size* images in [0, 1] and a padding mask (``model(images,
-    padding_mask=None)``) in every mode: a teacher is the detector itself, a bicubic or
-    ThumbDet student is a :class:`~thumbdet.thumbnail_detector.ThumbnailDetector` (its
-    downsampler, then the detector; ``.downsampler`` and ``.detector`` attributes). Boxes are
-    normalised, so post-processing with each image's original size gives original coordinates.
-    The checkpoint's ``"meta"`` (mode, scale, category ids and names) is attached as
-    ``model.checkpoint_meta``.
-
-    Args:
-        checkpoint: Path of a checkpoint written by :func:`train`, or the loaded dict.
-        device: Device to put the model on.
-    """
-    if not isinstance(checkpoint, dict):
-        checkpoint = load_checkpoint(checkpoint)
-    meta = checkpoint["meta"]
-    model_config = DetectorConfig.from_dict(
-        dict(checkpoint["model_config"], pretrained_backbone=False, backbone_weights=None)
-    )
-    detector = build_model(model_config)
-    detector.load_state_dict(checkpoint["model"])
-    model: nn.Module = detector
-    if meta["mode"] != "teacher":
-        downsampler = create_downsampler(meta["downsampler"], scale=meta["scale"])
-        if checkpoint.get("downsampler") is not None:
-            downsampler.load_state_dict(checkpoint["downsampler"])
-        model = ThumbnailDetector(detector, downsampler, meta["scale"])
-    model.checkpoint_meta = dict(meta)
-    return model.to(device).eval()
-
-
-@dataclass
-class _Parts:
-    """What a training run trains, evaluates and saves."""
-
-    trained: nn.Module  # what the engine calls (detector, ThumbnailDetector or distillation)
-    detector: nn.Module  # the (student) detector whose weights are saved under "model"
-    downsampler: nn.Module | None  # saved under "downsampler" for students
-    inference: nn.Module  # full-size images in, for evaluation
-    param_groups: list[dict[str, Any]]
-    stage2_frozen: list[nn.Parameter] = field(default_factory=list)
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)  # noqa: NPY002 (user code may use the global state)
+    torch.manual_seed(seed)
 
 
 class Trainer:
@@ -211,17 +116,19 @@ class Trainer:
                     f"val annotation file {config.val_ann} has category ids "
                     f"{self.val_set.category_ids}, train has {self.train_set.category_ids}"
                 )
-        self.meta = _checkpoint_meta(config, self.train_set)
+        self.meta = checkpoint_meta(
+            config, self.train_set.category_ids, self.train_set.category_names
+        )
         overrides = dict(config.model_overrides)
         overrides.update(
             num_classes=self.train_set.num_classes,
             pretrained_backbone=config.pretrained_backbone or bool(config.backbone_weights),
             backbone_weights=config.backbone_weights,
         )
-        self.parts = self._build_parts(overrides)
+        self.parts = build_training_parts(config, self.train_set.category_ids, overrides)
         self.model_config = self.parts.detector.config
-        self.criterion = _build_criterion(self.model_config)
-        self.postprocess = _build_postprocess()
+        self.criterion = build_criterion(self.model_config)
+        self.postprocess = PostProcess()
         device = self.context.device
         self.parts.trained.to(device)
         self.parts.inference.to(device)
@@ -242,69 +149,6 @@ class Trainer:
             self._resume()
         elif config.resume:
             logger.warning("--resume: no %s yet, starting from scratch", self.checkpoint_path)
-
-    # ------------------------------------------------------------------ building the model
-    def _build_parts(self, overrides: dict[str, Any]) -> _Parts:
-        config = self.config
-        if config.mode == "teacher":
-            detector = build_model(config.preset, **overrides)
-            groups = detector.param_groups(config.lr, config.lr_backbone)
-            return _Parts(detector, detector, None, detector, groups)
-        if config.mode == "bicubic":
-            detector = build_model(config.preset, **overrides)
-            downsampler = InterpolateDownsampler(config.scale)
-            student = ThumbnailDetector(detector, downsampler, config.scale)
-            groups = detector.param_groups(config.lr, config.lr_backbone)
-            return _Parts(student, detector, downsampler, student, groups)
-
-        teacher = self._load_teacher()
-        downsampler = _make_downsampler(config.downsampler, config.scale)
-        student = build_model(config.preset, **overrides)
-        if config.student_init == "teacher":
-            student.load_state_dict(teacher.state_dict())
-        weights = DistillWeights(
-            moment=config.gamma if config.moment else 0.0,
-            logit=config.alpha if config.logit else 0.0,
-            feature=config.beta if config.feature else 0.0,
-            lam=config.lam,
-            temperature=config.temperature,
-            threshold=config.threshold,
-        )
-        distillation = ThumbnailDistillation(
-            downsampler,
-            teacher,
-            student,
-            features="backbone_features",
-            logits="pred_logits",
-            weights=weights,
-            schedule=TwoStageSchedule(config.stage1),
-            logit_activation="sigmoid",  # Deformable DETR classifies with a sigmoid focal loss
-            mask_argument="padding_mask",
-            scale=config.scale,
-        )
-        groups = student.param_groups(config.lr, config.lr_backbone)
-        groups.append({"params": list(downsampler.parameters()), "lr": config.lr})
-        groups = [group for group in groups if group["params"]]
-        frozen = list(downsampler.parameters()) if config.freeze_downsampler_stage2 else []
-        inference = ThumbnailDetector(student, downsampler, config.scale)
-        return _Parts(distillation, student, downsampler, inference, groups, frozen)
-
-    def _load_teacher(self) -> nn.Module:
-        config = self.config
-        path = Path(config.teacher)
-        checkpoint = load_checkpoint(path)
-        check_compatible(
-            checkpoint,
-            path,
-            "teacher",
-            mode="teacher",
-            preset=config.preset,
-            num_classes=self.train_set.num_classes,
-            category_ids=list(self.train_set.category_ids),
-        )
-        teacher = load_detector(checkpoint)
-        teacher.requires_grad_(False)
-        return teacher
 
     # ------------------------------------------------------------------ checkpoints
     def _resume(self) -> None:
@@ -454,8 +298,6 @@ class Trainer:
 
 
 def _gather_rng_states() -> list[dict[str, Any]]:
-    from thumbdet.distributed import all_gather_objects
-
     return all_gather_objects(capture_rng_state())
 
 
@@ -469,80 +311,7 @@ def train(config: TrainConfig) -> Path:
         >>> path = train(TrainConfig(preset="tiny", train_images="imgs", train_ann="a.json",
         ...                          epochs=1, output="runs/x"))  # doctest: +SKIP
     """
-    trainer = Trainer(config)
     try:
-        return trainer.fit()
+        return Trainer(config).fit()
     finally:
-        trainer.close()
-
-
-def evaluate_checkpoint(
-    checkpoint: str | Path,
-    images_dir: str | Path,
-    annotation_file: str | Path,
-    output: str | Path | None = None,
-    batch_size: int = 2,
-    num_workers: int = 0,
-    short_side: list[int] | None = None,
-    max_size: int | None = None,
-    device: str | None = None,
-    verbose: bool = False,
-    show_progress: bool = True,
-) -> dict[str, float]:
-    """COCO box AP of a checkpoint on a COCO-format dataset (full-size images in).
-
-    Args:
-        checkpoint: A checkpoint from :func:`train` (any mode).
-        images_dir: Folder of the images.
-        annotation_file: COCO-format annotation file; its categories must be the checkpoint's.
-        output: Optional JSON file for the metrics.
-        batch_size: Images per batch.
-        num_workers: Data loader workers.
-        short_side: Resize sizes (the largest is used); default: the training run's.
-        max_size: Longest side; default: the training run's.
-        device: ``"cpu"``/``"cuda"``/``None`` (CUDA when available).
-        verbose: Let pycocotools print its summary.
-        show_progress: Show a tqdm bar.
-
-    Returns:
-        ``{"AP", "AP50", "AP75", "APs", "APm", "APl"}`` in percent.
-    """
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    state = load_checkpoint(checkpoint)
-    train_config = TrainConfig.from_dict(state["config"])
-    meta = state["meta"]
-    dataset = CocoDetection(
-        images_dir,
-        annotation_file,
-        make_transforms(
-            "val",
-            short_side if short_side is not None else train_config.short_side,
-            max_size if max_size is not None else train_config.max_size,
-        ),
-    )
-    if list(dataset.category_ids) != list(meta["category_ids"]):
-        raise ValueError(
-            f"{annotation_file} has category ids {dataset.category_ids}, but {checkpoint} was "
-            f"trained on {meta['category_ids']}"
-        )
-    model = load_detector(state, device)
-    divisibility = meta["scale"] if meta["mode"] != "teacher" else 1
-    loader = DataLoader(
-        dataset,
-        batch_size=batch_size,
-        shuffle=False,
-        num_workers=num_workers,
-        collate_fn=DetectionCollator(divisibility),
-    )
-    metrics = evaluate(
-        model,
-        loader,
-        _build_postprocess(),
-        dataset,
-        torch.device(device),
-        verbose=verbose,
-        show_progress=show_progress,
-    )
-    if output is not None:
-        write_metrics(metrics, output)
-    return metrics
+        cleanup_distributed()  # also when the configuration was refused

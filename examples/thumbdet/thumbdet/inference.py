@@ -1,0 +1,135 @@
+"""Models and metrics from checkpoints: ``load_detector`` and ``evaluate_checkpoint``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from learnthumb import create_downsampler
+from thumbdet.checkpoint import load_checkpoint
+from thumbdet.config import TrainConfig
+from thumbdet.data import CocoDetection, DetectionCollator, make_transforms
+from thumbdet.engine import evaluate
+from thumbdet.evaluation import write_metrics
+from thumbdet.models import DetectorConfig, build_model
+from thumbdet.postprocess import PostProcess
+from thumbdet.thumbnail_detector import ThumbnailDetector
+
+__all__ = ["evaluate_checkpoint", "load_detector"]
+
+
+def load_detector(
+    checkpoint: str | Path | dict[str, Any], device: str | torch.device = "cpu"
+) -> nn.Module:
+    """The model for inference from a training checkpoint, in eval mode.
+
+    It takes *full-size* images in [0, 1] and a padding mask (``model(images,
+    padding_mask=None)``) in every mode: a teacher is the detector itself, a bicubic or
+    ThumbDet student is a :class:`~thumbdet.thumbnail_detector.ThumbnailDetector` (its
+    downsampler, then the detector; ``.downsampler`` and ``.detector`` attributes). Boxes are
+    normalised, so post-processing with each image's original size gives original coordinates.
+    The checkpoint's ``"meta"`` (mode, scale, category ids and names) is attached as
+    ``model.checkpoint_meta``.
+
+    Args:
+        checkpoint: Path of a checkpoint written by :func:`thumbdet.train.train`, or the
+            loaded dict.
+        device: Device to put the model on.
+
+    Example:
+        >>> model = load_detector("runs/thumbdet4/checkpoint.pth")  # doctest: +SKIP
+        >>> outputs = model(torch.rand(1, 3, 128, 128))  # doctest: +SKIP
+    """
+    if not isinstance(checkpoint, dict):
+        checkpoint = load_checkpoint(checkpoint)
+    meta = checkpoint["meta"]
+    # The weights come from the checkpoint: never download or read backbone weights again.
+    model_config = DetectorConfig.from_dict(
+        dict(checkpoint["model_config"], pretrained_backbone=False, backbone_weights=None)
+    )
+    detector = build_model(model_config)
+    detector.load_state_dict(checkpoint["model"])
+    model: nn.Module = detector
+    if meta["mode"] != "teacher":
+        downsampler = create_downsampler(meta["downsampler"], scale=meta["scale"])
+        if checkpoint.get("downsampler") is not None:
+            downsampler.load_state_dict(checkpoint["downsampler"])
+        model = ThumbnailDetector(detector, downsampler, meta["scale"])
+    model.checkpoint_meta = dict(meta)
+    return model.to(device).eval()
+
+
+def evaluate_checkpoint(
+    checkpoint: str | Path,
+    images_dir: str | Path,
+    annotation_file: str | Path,
+    output: str | Path | None = None,
+    batch_size: int = 2,
+    num_workers: int = 0,
+    short_side: list[int] | None = None,
+    max_size: int | None = None,
+    device: str | None = None,
+    verbose: bool = False,
+    show_progress: bool = True,
+) -> dict[str, float]:
+    """COCO box AP of a checkpoint on a COCO-format dataset (full-size images in).
+
+    Args:
+        checkpoint: A checkpoint from :func:`thumbdet.train.train` (any mode).
+        images_dir: Folder of the images.
+        annotation_file: COCO-format annotation file; its categories must be the checkpoint's.
+        output: Optional JSON file for the metrics.
+        batch_size: Images per batch.
+        num_workers: Data loader workers.
+        short_side: Resize sizes (the largest is used); default: the training run's.
+        max_size: Longest side; default: the training run's.
+        device: ``"cpu"``/``"cuda"``/``None`` (CUDA when available).
+        verbose: Let pycocotools print its summary.
+        show_progress: Show a tqdm bar.
+
+    Returns:
+        ``{"AP", "AP50", "AP75", "APs", "APm", "APl"}`` in percent.
+    """
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    state = load_checkpoint(checkpoint)
+    train_config = TrainConfig.from_dict(state["config"])
+    meta = state["meta"]
+    dataset = CocoDetection(
+        images_dir,
+        annotation_file,
+        make_transforms(
+            "val",
+            short_side if short_side is not None else train_config.short_side,
+            max_size if max_size is not None else train_config.max_size,
+        ),
+    )
+    if list(dataset.category_ids) != list(meta["category_ids"]):
+        raise ValueError(
+            f"{annotation_file} has category ids {dataset.category_ids}, but {checkpoint} was "
+            f"trained on {meta['category_ids']}"
+        )
+    model = load_detector(state, device)
+    divisibility = meta["scale"] if meta["mode"] != "teacher" else 1
+    loader = DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=num_workers,
+        collate_fn=DetectionCollator(divisibility),
+    )
+    metrics = evaluate(
+        model,
+        loader,
+        PostProcess(),
+        dataset,
+        torch.device(device),
+        verbose=verbose,
+        show_progress=show_progress,
+    )
+    if output is not None:
+        write_metrics(metrics, output)
+    return metrics
