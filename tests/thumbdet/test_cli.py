@@ -10,6 +10,7 @@ from torch import nn
 
 from learnthumb import list_downsamplers, register_downsampler
 from thumbdet.cli import build_parser, main
+from thumbdet.config import TrainConfig
 from thumbdet.testing import write_tiny_coco
 from thumbdet.thumbnail_detector import ThumbnailDetector
 from thumbdet.train import load_detector
@@ -63,7 +64,19 @@ def test_train_teacher_and_eval(data, teacher, capsys):
     [
         ("bicubic", ["--scale", "4"]),
         ("thumbdet", ["--scale", "4", "--stage1-epochs", "0"]),
-        ("thumbdet", ["--scale", "2", "--one-stage", "--no-feature", "--student-init", "teacher"]),
+        (
+            "thumbdet",
+            [
+                "--scale",
+                "2",
+                "--one-stage",
+                "--no-feature",
+                "--student-init",
+                "teacher",
+                "--logit-pairing",
+                "hungarian",
+            ],
+        ),
     ],
 )
 def test_train_students_and_eval_on_full_size_images(data, teacher, mode, extra):
@@ -124,7 +137,8 @@ def test_parser_has_every_flag_of_the_issue():
          "--mode", "thumbdet", "--scale", "2", "--teacher", "t.pth", "--downsampler", "residual",
          "--no-moment", "--no-logit", "--no-feature", "--gamma", "2", "--lam", "0.2", "--alpha",
          "1", "--beta", "0.3", "--temperature", "2", "--threshold", "0.4", "--student-init",
-         "teacher", "--freeze-downsampler-stage2", "--one-stage", "--stage1-epochs", "3"]
+         "teacher", "--freeze-downsampler-stage2", "--one-stage", "--stage1-epochs", "3",
+         "--logit-pairing", "hungarian"]
     )  # fmt: skip
     from thumbdet.cli import config_from_args
 
@@ -132,3 +146,5 @@ def test_parser_has_every_flag_of_the_issue():
     assert (config.moment, config.logit, config.feature) == (False, False, False)
     assert config.val_ann == "c/annotations/instances_val2017.json" and config.stage1 == 0
     assert config.lr_drop == 2 and config.downsampler == "residual" and config.scale == 2
+    assert config.logit_pairing == "hungarian" and config.student_init == "teacher"
+    assert TrainConfig.from_dict(json.loads(config.to_json())) == config

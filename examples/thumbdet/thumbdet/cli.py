@@ -124,6 +124,12 @@ def _add_train_parser(subparsers: argparse._SubParsersAction) -> None:
         "--threshold", type=float, default=_DEFAULTS.threshold, help="Query Filter threshold"
     )
     modes.add_argument(
+        "--logit-pairing",
+        choices=("index", "hungarian"),
+        default=_DEFAULTS.logit_pairing,
+        help="pair student and teacher queries in L_cls by slot (paper) or by Hungarian matching",
+    )
+    modes.add_argument(
         "--student-init", choices=("random", "teacher"), default=_DEFAULTS.student_init
     )
     parser.set_defaults(func=_run_train)
@@ -183,6 +189,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         beta=args.beta,
         temperature=args.temperature,
         threshold=args.threshold,
+        logit_pairing=args.logit_pairing,
         student_init=args.student_init,
         freeze_downsampler_stage2=args.freeze_downsampler_stage2,
         one_stage=args.one_stage,

@@ -63,6 +63,9 @@ class TrainConfig:
         beta: Weight of L_fm (Eq. 9).
         temperature: Temperature T of the logit distillation (Eq. 7).
         threshold: Query Filter threshold on the teacher's top class probability.
+        logit_pairing: Which student query is compared with which teacher query in L_cls:
+            ``"index"`` (same slot, as Algorithm 1 of the paper) or ``"hungarian"`` (optimal
+            one-to-one pairing by class distribution, for separately initialised students).
         student_init: ``"random"`` (the paper) or ``"teacher"`` (start from the teacher weights).
         freeze_downsampler_stage2: Keep the downsampler fixed in stage two (Table 5).
         one_stage: Skip stage one (Table 5, "one-stage").
@@ -108,6 +111,7 @@ class TrainConfig:
     beta: float = 0.1
     temperature: float = 1.0
     threshold: float = 0.5
+    logit_pairing: str = "index"
     student_init: str = "random"
     freeze_downsampler_stage2: bool = False
     one_stage: bool = False
@@ -135,6 +139,10 @@ class TrainConfig:
         if self.student_init not in ("random", "teacher"):
             raise ValueError(
                 f"student_init must be 'random' or 'teacher', got {self.student_init!r}"
+            )
+        if self.logit_pairing not in ("index", "hungarian"):
+            raise ValueError(
+                f"logit_pairing must be 'index' or 'hungarian', got {self.logit_pairing!r}"
             )
         if self.student_init == "teacher" and self.mode != "thumbdet":
             raise ValueError("--student-init teacher needs --mode thumbdet and --teacher")

@@ -174,6 +174,7 @@ def build_training_parts(
         weights=weights,
         schedule=TwoStageSchedule(config.stage1),
         logit_activation="sigmoid",  # Deformable DETR classifies with a sigmoid focal loss
+        logit_pairing=config.logit_pairing,
         mask_argument="padding_mask",
         scale=config.scale,
     )
