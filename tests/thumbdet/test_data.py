@@ -163,3 +163,16 @@ def test_collate_pads_with_mask_and_divisibility():
 def test_collate_rejects_mismatched_channels():
     with pytest.raises(ValueError, match=r"images\[1\]"):
         collate_detection([(torch.rand(3, 4, 4), {}), (torch.rand(1, 4, 4), {})])
+
+
+def test_minimal_annotation_fields_get_defaults(tmp_path):
+    _, annotation_file = write_tiny_coco(tmp_path, num_images=3, empty_images=0)
+    data = json.loads(annotation_file.read_text())
+    for annotation in data["annotations"]:
+        for key in ("id", "area", "iscrowd"):
+            annotation.pop(key)
+    annotation_file.write_text(json.dumps(data))
+    coco = load_coco_annotations(annotation_file)
+    ids = [annotation["id"] for annotation in coco.dataset["annotations"]]
+    assert len(set(ids)) == len(ids) == len(data["annotations"])
+    assert all(a["iscrowd"] == 0 and a["area"] > 0 for a in coco.dataset["annotations"])

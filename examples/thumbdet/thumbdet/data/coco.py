@@ -62,6 +62,7 @@ def load_coco_annotations(annotation_file: str | Path) -> COCO:
                 f"annotation file {path} is not COCO JSON: an image entry lacks 'id' or "
                 f"'file_name': {image}"
             )
+    next_id = 1 + max((int(a.get("id", 0)) for a in dataset["annotations"]), default=0)
     for annotation in dataset["annotations"]:
         if not {"image_id", "bbox", "category_id"} <= set(annotation):
             raise ValueError(
@@ -70,7 +71,9 @@ def load_coco_annotations(annotation_file: str | Path) -> COCO:
             )
         annotation.setdefault("iscrowd", 0)
         annotation.setdefault("area", float(annotation["bbox"][2] * annotation["bbox"][3]))
-        annotation.setdefault("id", len(dataset["annotations"]) + 1)
+        if "id" not in annotation:  # COCOeval needs unique ids for ground truth
+            annotation["id"] = next_id
+            next_id += 1
     with contextlib.redirect_stdout(io.StringIO()):
         coco = COCO()
         coco.dataset = dataset
