@@ -138,7 +138,7 @@ def test_parser_has_every_flag_of_the_issue():
          "--no-moment", "--no-logit", "--no-feature", "--gamma", "2", "--lam", "0.2", "--alpha",
          "1", "--beta", "0.3", "--temperature", "2", "--threshold", "0.4", "--student-init",
          "teacher", "--freeze-downsampler-stage2", "--one-stage", "--stage1-epochs", "3",
-         "--logit-pairing", "hungarian"]
+         "--logit-pairing", "hungarian", "--augmentation", "flip"]
     )  # fmt: skip
     from thumbdet.cli import config_from_args
 
@@ -147,4 +147,5 @@ def test_parser_has_every_flag_of_the_issue():
     assert config.val_ann == "c/annotations/instances_val2017.json" and config.stage1 == 0
     assert config.lr_drop == 2 and config.downsampler == "residual" and config.scale == 2
     assert config.logit_pairing == "hungarian" and config.student_init == "teacher"
+    assert config.augmentation == "flip"
     assert TrainConfig.from_dict(json.loads(config.to_json())) == config

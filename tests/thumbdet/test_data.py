@@ -138,6 +138,21 @@ def test_train_transforms_keep_boxes_on_their_object(tmp_path):
     assert checked >= 20
 
 
+@pytest.mark.parametrize("augmentation", ["flip", "none"])
+def test_light_augmentations_never_crop(augmentation):
+    image = Image.new("RGB", (64, 48))
+    for seed in range(10):
+        random.seed(seed)
+        target = {"boxes": torch.tensor([[0.0, 0.0, 64.0, 48.0]]), "labels": torch.tensor([0])}
+        transforms = make_transforms("train", [48, 24], 64, augmentation=augmentation)
+        tensor, out = transforms(image, target)
+        assert torch.allclose(out["boxes"], torch.tensor([[0.5, 0.5, 1.0, 1.0]]))  # whole image
+        if augmentation == "none":
+            assert tuple(tensor.shape) == (3, 48, 64)
+    with pytest.raises(ValueError, match="augmentation"):
+        make_transforms("train", augmentation="mosaic")
+
+
 def test_val_transform_uses_largest_short_side():
     image = Image.new("RGB", (100, 50))
     target = {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64)}

@@ -48,6 +48,13 @@ def _add_data_flags(parser: argparse.ArgumentParser, train: bool) -> None:
         default=_DEFAULTS.max_size if train else None,
         help="longest side after resizing",
     )
+    if train:
+        data.add_argument(
+            "--augmentation",
+            choices=("deformable_detr", "flip", "none"),
+            default=_DEFAULTS.augmentation,
+            help="deformable_detr: flip + multi-scale resize + random crop; flip: no crop",
+        )
     data.add_argument("--batch-size", type=int, default=_DEFAULTS.batch_size)
     data.add_argument("--num-workers", type=int, default=_DEFAULTS.num_workers)
     data.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
@@ -170,6 +177,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         num_workers=args.num_workers,
         short_side=args.short_side,
         max_size=args.max_size,
+        augmentation=args.augmentation,
         device=args.device,
         seed=args.seed,
         pretrained_backbone=args.pretrained_backbone,

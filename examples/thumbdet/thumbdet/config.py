@@ -42,6 +42,8 @@ class TrainConfig:
         short_side: Short sides for multi-scale training; the largest is used for evaluation.
             ``None`` means Deformable DETR's 480, 512, ..., 800.
         max_size: Longest side after resizing.
+        augmentation: Training augmentation: ``"deformable_detr"`` (flip, multi-scale resize,
+            random crop), ``"flip"`` (flip and multi-scale resize) or ``"none"``.
         device: ``"cpu"``, ``"cuda"`` or ``None`` (CUDA when available). Under torchrun each
             process takes the GPU of its ``LOCAL_RANK``.
         seed: Seed of every random number generator.
@@ -92,6 +94,7 @@ class TrainConfig:
     num_workers: int = 2
     short_side: list[int] | None = None
     max_size: int = 1333
+    augmentation: str = "deformable_detr"
     device: str | None = None
     seed: int = 42
     pretrained_backbone: bool = False
@@ -139,6 +142,11 @@ class TrainConfig:
         if self.student_init not in ("random", "teacher"):
             raise ValueError(
                 f"student_init must be 'random' or 'teacher', got {self.student_init!r}"
+            )
+        if self.augmentation not in ("deformable_detr", "flip", "none"):
+            raise ValueError(
+                "augmentation must be 'deformable_detr', 'flip' or 'none', "
+                f"got {self.augmentation!r}"
             )
         if self.logit_pairing not in ("index", "hungarian"):
             raise ValueError(

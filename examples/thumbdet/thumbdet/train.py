@@ -102,7 +102,7 @@ class Trainer:
         self.train_set = CocoDetection(
             config.train_images,
             config.train_ann,
-            make_transforms("train", config.short_side, config.max_size),
+            make_transforms("train", config.short_side, config.max_size, config.augmentation),
         )
         self.val_set = None
         if config.val_images is not None:

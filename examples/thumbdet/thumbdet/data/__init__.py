@@ -3,6 +3,7 @@
 from thumbdet.data.coco import CocoDetection, load_coco_annotations
 from thumbdet.data.collate import DetectionCollator, collate_detection, pad_images
 from thumbdet.data.transforms import (
+    AUGMENTATIONS,
     DEFAULT_MAX_SIZE,
     DEFAULT_SHORT_SIDES,
     make_transforms,
@@ -10,6 +11,7 @@ from thumbdet.data.transforms import (
 )
 
 __all__ = [
+    "AUGMENTATIONS",
     "DEFAULT_MAX_SIZE",
     "DEFAULT_SHORT_SIDES",
     "CocoDetection",

@@ -16,6 +16,7 @@ import torch
 from PIL import Image
 
 __all__ = [
+    "AUGMENTATIONS",
     "DEFAULT_MAX_SIZE",
     "DEFAULT_SHORT_SIDES",
     "Compose",
@@ -35,6 +36,9 @@ Transform = Callable[[Any, Target], tuple[Any, Target]]
 DEFAULT_SHORT_SIDES = (480, 512, 544, 576, 608, 640, 672, 704, 736, 768, 800)
 DEFAULT_MAX_SIZE = 1333
 _REFERENCE_SHORT_SIDE = 800  # the crop branch below is stated for this short side
+
+#: Training augmentations of :func:`make_transforms`.
+AUGMENTATIONS = ("deformable_detr", "flip", "none")
 
 
 def resized_size(width: int, height: int, short_side: int, max_size: int | None) -> tuple[int, int]:
@@ -178,27 +182,36 @@ def make_transforms(
     split: str,
     short_sides: Sequence[int] | None = None,
     max_size: int = DEFAULT_MAX_SIZE,
+    augmentation: str = "deformable_detr",
 ) -> Compose:
     """Deformable DETR's train or val transforms, optionally at another scale.
 
-    Train: random flip, then either a multi-scale resize or (p = 0.5) resize to
-    {400, 500, 600}, random crop of 384-600 and a multi-scale resize. Val: resize the short
-    side to the largest of ``short_sides``. With custom ``short_sides`` (small datasets) the
-    crop branch keeps Deformable DETR's proportions relative to a short side of 800.
+    Train (``augmentation="deformable_detr"``): random flip, then either a multi-scale resize
+    or (p = 0.5) resize to {400, 500, 600}, random crop of 384-600 and a multi-scale resize.
+    With custom ``short_sides`` (small datasets) the crop branch keeps Deformable DETR's
+    proportions relative to a short side of 800. ``"flip"``: random flip and multi-scale
+    resize only (no crop), for data whose classes live in pixel-level detail that extra
+    resampling would destroy. ``"none"``: like val. Val: resize the short side to the largest
+    of ``short_sides``.
 
     Args:
         split: ``"train"`` or ``"val"``.
         short_sides: Short sides for multi-scale resizing (``None``: 480, 512, ..., 800).
         max_size: Longest side after resizing.
+        augmentation: ``"deformable_detr"``, ``"flip"`` or ``"none"`` (train split only).
 
     Returns:
         A callable ``(PIL image, target) -> (image tensor (3, H, W) in [0, 1], target)``.
     """
+    if augmentation not in AUGMENTATIONS:
+        raise ValueError(f"augmentation must be one of {AUGMENTATIONS}, got {augmentation!r}")
     sides = [int(side) for side in (short_sides or DEFAULT_SHORT_SIDES)]
-    if split == "val":
+    if split == "val" or (split == "train" and augmentation == "none"):
         return Compose([RandomResize([max(sides)], max_size=max_size), ToTensor()])
     if split != "train":
         raise ValueError(f"split must be 'train' or 'val', got {split!r}")
+    if augmentation == "flip":
+        return Compose([RandomHorizontalFlip(), RandomResize(sides, max_size=max_size), ToTensor()])
     ratio = max(sides) / _REFERENCE_SHORT_SIDE
     crop_resize = [max(1, round(side * ratio)) for side in (400, 500, 600)]
     crop_min, crop_max = max(1, round(384 * ratio)), max(1, round(600 * ratio))
