@@ -1,0 +1,101 @@
+"""The three-model comparison both examples run: teacher, bicubic 4x student, learned 4x student."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from _common.models import DensePredictionNet
+from _common.training import (
+    Split,
+    TaskLoss,
+    TrainConfig,
+    predict,
+    train_learned_student,
+    train_supervised,
+)
+from learnthumb import ConvDownsampler, InterpolateDownsampler
+
+
+@dataclass
+class Task:
+    """What differs between the examples.
+
+    Attributes:
+        num_outputs: channels of the dense prediction (classes or keypoints).
+        loss: ``loss(predictions, targets)``; predictions at the model's output resolution.
+        metric: ``metric(predictions, targets)`` -> ordered dict of scores at the ORIGINAL
+            resolution; the first entry is the headline metric (mIoU, PCK@0.05).
+    """
+
+    num_outputs: int
+    loss: TaskLoss
+    metric: Callable[[torch.Tensor, torch.Tensor], dict[str, float]]
+
+
+@dataclass
+class Trained:
+    """A trained model, the downsampler in front of it, and its scores."""
+
+    name: str
+    model: nn.Module
+    downsampler: nn.Module
+    scores: dict[str, float]
+    seconds: float
+    extra: dict = field(default_factory=dict)
+
+
+def compare(
+    task: Task,
+    train: Split,
+    val: Split,
+    teacher_config: TrainConfig,
+    student_config: TrainConfig,
+    scale: int = 4,
+    seed: int = 0,
+) -> list[Trained]:
+    """Train and score the teacher, the bicubic student and the learned student, in that order.
+
+    Both students start from the same random weights; the learned one also learns its
+    ``ConvDownsampler`` (moment matching, then task + moment + feature distillation).
+    """
+
+    def score(name: str, model: nn.Module, downsampler: nn.Module, seconds: float) -> Trained:
+        scores = task.metric(predict(model, downsampler, val.images), val.targets)
+        headline = next(iter(scores))
+        print(f"  {name}: {headline} {scores[headline]:.3f} (trained in {seconds:.0f} s)")
+        return Trained(name, model, downsampler, scores, seconds)
+
+    results = []
+    print("teacher (full resolution)")
+    torch.manual_seed(seed)
+    teacher = DensePredictionNet(task.num_outputs)
+    seconds = train_supervised(teacher, nn.Identity(), train, task.loss, teacher_config)
+    results.append(score("teacher", teacher, nn.Identity(), seconds))
+
+    print(f"student on bicubic {scale}x thumbnails")
+    torch.manual_seed(seed + 1)
+    student = DensePredictionNet(task.num_outputs)
+    bicubic = InterpolateDownsampler(scale, mode="bicubic")
+    seconds = train_supervised(student, bicubic, train, task.loss, student_config)
+    results.append(score(f"bicubic {scale}x student", student, bicubic, seconds))
+
+    print(f"student on learned {scale}x thumbnails (moment matching + feature distillation)")
+    torch.manual_seed(seed + 1)
+    student = DensePredictionNet(task.num_outputs)
+    learned = ConvDownsampler(scale)
+    seconds = train_learned_student(
+        student, learned, teacher, teacher.feature_names, train, task.loss, student_config
+    )
+    results.append(score(f"learned {scale}x student", student, learned, seconds))
+    return results
+
+
+def start_timer() -> Callable[[], float]:
+    """Seconds since this call."""
+    start = time.perf_counter()
+    return lambda: time.perf_counter() - start

@@ -1,0 +1,32 @@
+"""Run an example script in a subprocess, as a user would, and return its results.json."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def run_example(script: str, output: Path, *args: str, timeout: float = 300) -> str:
+    """Run ``python examples/<script> <args>`` from the repository root; return its stdout."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MPLBACKEND": "Agg"}
+    completed = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / script), *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
+    return completed.stdout
+
+
+def run_quick(script: str, output: Path) -> tuple[str, dict]:
+    """``--quick --threads 1 --output output``; returns stdout and the parsed results.json."""
+    stdout = run_example(script, output, "--quick", "--threads", "1", "--output", str(output))
+    return stdout, json.loads((output / "results.json").read_text())

@@ -1,0 +1,49 @@
+"""examples/pose/run.py --quick runs end to end and writes what its README promises."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+_helper = importlib.util.spec_from_file_location(
+    "_run_example", Path(__file__).with_name("_run_example.py")
+)
+run_example = importlib.util.module_from_spec(_helper)
+_helper.loader.exec_module(run_example)
+
+
+def test_pose_quick(tmp_path):
+    stdout, results = run_example.run_quick("pose/run.py", tmp_path)
+    assert [row["model"] for row in results["rows"]] == [
+        "teacher",
+        "bicubic 4x student",
+        "learned 4x student",
+    ]
+    for row in results["rows"]:
+        assert 0.0 <= row["PCK@0.05"] <= 1.0
+    assert "| model | input | PCK@0.05 |" in stdout
+    keypoints = json.loads((tmp_path / "data" / "train" / "keypoints.json").read_text())
+    assert len(keypoints) == 32
+    assert all(len(points) == 6 and len(points[0]) == 2 for points in keypoints.values())
+    assert (tmp_path / "figure.png").stat().st_size > 0
+
+
+def test_pose_decoding_recovers_target_keypoints():
+    """Gaussian targets decoded at any heatmap size come back within a fraction of a pixel."""
+    examples = run_example.ROOT / "examples"
+    sys.path[:0] = [str(examples), str(examples / "pose")]
+    try:
+        spec = importlib.util.spec_from_file_location("pose_run", examples / "pose" / "run.py")
+        pose = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(pose)
+    finally:
+        del sys.path[:2]
+    image_size = (64, 64)
+    keypoints = torch.tensor([[[10.3, 20.7], [40.0, 41.5], [5.5, 60.2]]])  # (1, 3, 2) as (x, y)
+    heatmaps = pose.target_heatmaps(keypoints, image_size, pose.heatmap_size(image_size))
+    decoded = pose.predicted_keypoints(heatmaps, image_size)
+    assert (decoded - keypoints).norm(dim=-1).max() < 1.0

@@ -1,0 +1,35 @@
+"""examples/segmentation/run.py --quick runs end to end and writes what its README promises."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+from PIL import Image
+
+_helper = importlib.util.spec_from_file_location(
+    "_run_example", Path(__file__).with_name("_run_example.py")
+)
+run_example = importlib.util.module_from_spec(_helper)
+_helper.loader.exec_module(run_example)
+
+
+def test_segmentation_quick(tmp_path):
+    stdout, results = run_example.run_quick("segmentation/run.py", tmp_path)
+    names = [row["model"] for row in results["rows"]]
+    assert names == ["teacher", "bicubic 4x student", "learned 4x student"]
+    assert [row["input"] for row in results["rows"]] == ["32x32", "8x8", "8x8"]
+    for row in results["rows"]:
+        assert 0.0 <= row["mIoU"] <= 1.0
+    margin = results["rows"][2]["mIoU"] - results["rows"][1]["mIoU"]
+    assert abs(results["margin_learned_minus_bicubic"] - margin) < 1e-9
+    assert "| model | input | mIoU |" in stdout
+    # the generated dataset: PNG images and PNG label masks with the example's 4 classes
+    masks = sorted((tmp_path / "data" / "train" / "masks").glob("*.png"))
+    images = sorted((tmp_path / "data" / "train" / "images").glob("*.png"))
+    assert len(masks) == len(images) == 32
+    with Image.open(masks[0]) as mask, Image.open(images[0]) as image:
+        assert mask.mode == "L" and image.mode == "RGB" and mask.size == image.size == (32, 32)
+        assert max(mask.getdata()) < 4
+    with Image.open(tmp_path / "figure.png") as figure:
+        assert figure.width > figure.height  # 7 columns, 4 rows
