@@ -108,6 +108,18 @@ def test_all_parameters_receive_gradients():
         assert parameter.grad is not None and parameter.grad.abs().sum() > 0, name
 
 
+def test_runs_under_autocast():
+    attention = make_attention()
+    memory, spatial_shapes, level_start_index = make_memory()
+    query = torch.randn(2, 7, 16)
+    reference_points = torch.rand(2, 7, 2, 2)
+    expected = attention(query, reference_points, memory, spatial_shapes, level_start_index)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        actual = attention(query, reference_points, memory, spatial_shapes, level_start_index)
+    assert actual.dtype == torch.bfloat16
+    torch.testing.assert_close(actual.float(), expected, atol=0.1, rtol=0.05)
+
+
 def test_compiled_backend_matches_pytorch_in_module():
     attention = make_attention()
     memory, spatial_shapes, level_start_index = make_memory()

@@ -197,12 +197,18 @@ class MSDeformAttn(nn.Module):
             sizes = reference_points[:, :, None, :, None, 2:]  # (N, Lq, 1, L, 1, 2)
             locations = centers + offsets / points * sizes * 0.5  # (N, Lq, M, L, P, 2)
 
+        # Under autocast the value projection is 16-bit while the locations and softmax weights
+        # are float32; rounding locations to 16 bits would move points by up to a pixel on large
+        # maps, so MSDA runs in the promoted dtype instead.
+        dtype = torch.promote_types(
+            torch.promote_types(value.dtype, locations.dtype), weights.dtype
+        )
         output = ms_deform_attn(
-            value,
+            value.to(dtype),
             input_spatial_shapes,
             input_level_start_index,
-            locations,
-            weights,
+            locations.to(dtype),
+            weights.to(dtype),
             backend=self.backend,
         )  # (N, Lq, C)
         return self.output_proj(output)
