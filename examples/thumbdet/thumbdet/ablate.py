@@ -1,0 +1,200 @@
+"""``thumbdet ablate components|layers|stages|temperature``: Tables 3–6 at demo scale.
+
+Each table trains the ThumbDet variants the paper compares, with the demo's recipe, dataset
+and teacher, and writes ``DIR/ablation_<table>.md`` (our numbers next to the paper's) and
+``DIR/ablation_<table>.json``. Runs are shared through the demo's phase folders: a variant
+already trained (by the demo or by another table) is reused, so pointing ``--output`` at the
+demo's folder (the default, ``runs/demo``) skips the teacher, bicubic and full ThumbDet runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from thumbdet.demo import RECIPES, evaluate_phase, phase_config, run_phase
+from thumbdet.report import AP_KEYS, normalise_ap_metrics, write_results
+
+__all__ = ["PAPER", "TABLES", "VARIANTS", "add_parser", "format_ablation", "run_ablation"]
+
+# Table 4's and Table 5's variants run without distillation, as the paper says of Table 4
+# and as Table 5's "Two-Stage w/ Dow." row (30.7 mAP) equals Table 3's L_mm-only row.
+_NO_DISTILL = {"logit": False, "feature": False}
+
+VARIANTS: dict[str, dict[str, Any]] = {
+    "bicubic_4x": {"mode": "bicubic"},
+    "thumbdet_4x": {"mode": "thumbdet"},
+    "moment_only": {"mode": "thumbdet", **_NO_DISTILL},
+    "moment_logit": {"mode": "thumbdet", "feature": False},
+    "layers_1": {"mode": "thumbdet", "downsampler": "single_conv", **_NO_DISTILL},
+    "layers_5": {"mode": "thumbdet", "downsampler": "five_layer", **_NO_DISTILL},
+    "one_stage": {"mode": "thumbdet", "one_stage": True, **_NO_DISTILL},
+    "two_stage_frozen": {"mode": "thumbdet", "freeze_downsampler_stage2": True, **_NO_DISTILL},
+    "temperature_0.5": {"mode": "thumbdet", "temperature": 0.5},
+    "temperature_1.5": {"mode": "thumbdet", "temperature": 1.5},
+    "temperature_2": {"mode": "thumbdet", "temperature": 2.0},
+}
+"""Variant name -> ``TrainConfig`` changes from the demo's configuration."""
+
+TABLES: dict[str, dict[str, str]] = {
+    "components": {
+        "bicubic_4x": "Bicubic (no L_mm, L_cls, L_fm)",
+        "moment_only": "+ L_mm (learned downsampler)",
+        "moment_logit": "+ L_mm + L_cls",
+        "thumbdet_4x": "+ L_mm + L_cls + L_fm",
+    },
+    "layers": {
+        "layers_1": "N = 1",
+        "moment_only": "N = 2",
+        "layers_5": "N = 5",
+    },
+    "stages": {
+        "bicubic_4x": "Bicubic",
+        "one_stage": "One-Stage",
+        "two_stage_frozen": "Two-Stage w/o Dow.",
+        "moment_only": "Two-Stage w/ Dow.",
+    },
+    "temperature": {
+        "temperature_0.5": "T = 0.5",
+        "thumbdet_4x": "T = 1",
+        "temperature_1.5": "T = 1.5",
+        "temperature_2": "T = 2",
+    },
+}
+"""Table name -> (variant -> the row's label, as in the paper)."""
+
+PAPER: dict[str, dict[str, tuple[float, ...]]] = {
+    "components": {  # Table 3
+        "bicubic_4x": (29.1, 45.4, 30.4, 9.0, 29.5, 48.0),
+        "moment_only": (30.7, 47.4, 32.2, 10.4, 31.4, 50.7),
+        "moment_logit": (30.9, 47.6, 32.6, 9.9, 32.0, 51.8),
+        "thumbdet_4x": (31.2, 48.4, 32.6, 9.8, 32.0, 52.5),
+    },
+    "layers": {  # Table 4
+        "layers_1": (10.9, 16.6, 11.5, 1.7, 9.4, 21.4),
+        "moment_only": (30.7, 47.4, 32.2, 10.4, 31.4, 50.7),
+        "layers_5": (26.7, 42.6, 27.7, 8.4, 26.7, 44.1),
+    },
+    "stages": {  # Table 5
+        "bicubic_4x": (29.1, 45.4, 30.4, 9.0, 29.5, 48.0),
+        "one_stage": (22.2, 36.0, 22.8, 6.3, 21.2, 37.0),
+        "two_stage_frozen": (18.1, 30.4, 18.7, 5.6, 17.7, 30.7),
+        "moment_only": (30.7, 47.4, 32.2, 10.4, 31.4, 50.7),
+    },
+    "temperature": {  # Table 6
+        "temperature_0.5": (30.5, 47.0, 32.1, 10.1, 31.2, 51.2),
+        "thumbdet_4x": (31.2, 48.4, 32.6, 9.8, 32.0, 52.5),
+        "temperature_1.5": (27.0, 42.5, 28.2, 8.1, 21.1, 45.9),
+        "temperature_2": (27.1, 42.3, 28.1, 8.5, 27.1, 45.5),
+    },
+}
+"""The paper's numbers (COCO val, ResNet-50, 50 epochs), in the order of ``AP_KEYS``."""
+
+
+def _cell(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"
+
+
+def format_ablation(table: str, ours: dict[str, dict[str, float | None]]) -> str:
+    """A Markdown table of our numbers next to the paper's for one ablation table.
+
+    Args:
+        table: a key of ``TABLES``.
+        ours: variant -> our six AP numbers (``normalise_ap_metrics`` output).
+
+    Returns:
+        The Markdown text, with the best mAP of each side in bold.
+    """
+    if table not in TABLES:
+        raise ValueError(f"table: expected one of {sorted(TABLES)}, got {table!r}")
+    rows = TABLES[table]
+    best_ours = max((ours[v]["mAP"] or 0.0) for v in rows if v in ours) if ours else None
+    best_paper = max(PAPER[table][v][0] for v in rows)
+    header = ["Setting", *(f"{k} (ours)" for k in AP_KEYS), "mAP (paper)", "AP50 (paper)"]
+    header += ["APs (paper)", "APm (paper)", "APl (paper)"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for variant, label in rows.items():
+        mine = ours.get(variant)
+        cells = [_cell(mine[k]) if mine else "not run" for k in AP_KEYS]
+        if mine and mine["mAP"] is not None and mine["mAP"] == best_ours:
+            cells[0] = f"**{cells[0]}**"
+        paper = PAPER[table][variant]
+        paper_cells = [_cell(paper[i]) for i in (0, 1, 3, 4, 5)]
+        if paper[0] == best_paper:
+            paper_cells[0] = f"**{paper_cells[0]}**"
+        lines.append("| " + " | ".join([label, *cells, *paper_cells]) + " |")
+    return "\n".join(lines)
+
+
+def run_ablation(
+    table: str,
+    output: str | os.PathLike = "runs/demo",
+    quick: bool = False,
+    data_dir: str | os.PathLike | None = None,
+    progress: bool = True,
+) -> dict:
+    """Train (or reuse) every variant of one table, evaluate it, write the Markdown table.
+
+    Args:
+        table: ``components``, ``layers``, ``stages`` or ``temperature``.
+        output: the demo's folder (phases are shared with it).
+        quick: the demo's toy recipe (for tests).
+        data_dir: the dataset folder (default: the thumbdet cache folder).
+        progress: show progress bars.
+
+    Returns:
+        ``{"table", "variants": {variant: six AP numbers}, "wall_seconds"}``.
+    """
+    from thumbdet.data.synthetic import default_cache_dir, generate_synthetic_dataset
+
+    if table not in TABLES:
+        raise ValueError(f"table: expected one of {sorted(TABLES)}, got {table!r}")
+    started = time.perf_counter()
+    name = "quick" if quick else "full"
+    recipe = RECIPES[name]
+    output = Path(output)
+    root = Path(data_dir) if data_dir is not None else default_cache_dir() / f"demo-{name}"
+    data = generate_synthetic_dataset(root, recipe.data)
+    teacher_config = phase_config(recipe, data, output / "teacher", "teacher")
+    print("[ablate] teacher", flush=True)
+    teacher, teacher_fp = run_phase(teacher_config)
+    ours: dict[str, dict[str, float | None]] = {}
+    for variant in TABLES[table]:
+        changes = dict(VARIANTS[variant])
+        mode = changes.pop("mode")
+        if mode == "thumbdet":
+            changes["teacher"] = str(teacher)
+        config = phase_config(recipe, data, output / variant, mode, **changes)
+        print(f"[ablate] {table}: {variant}", flush=True)
+        checkpoint, fingerprint = run_phase(config, teacher_fp if mode == "thumbdet" else "")
+        ours[variant] = normalise_ap_metrics(
+            evaluate_phase(checkpoint, fingerprint, data, progress)
+        )
+    markdown = format_ablation(table, ours)
+    (output / f"ablation_{table}.md").write_text(markdown + "\n")
+    result = {"table": table, "recipe": name, "variants": ours}
+    result["wall_seconds"] = round(time.perf_counter() - started, 1)
+    write_results(result, output / f"ablation_{table}.json")
+    print(markdown)
+    return result
+
+
+def _run(args: argparse.Namespace) -> int:
+    output = args.output or ("runs/demo-quick" if args.quick else "runs/demo")
+    run_ablation(args.table, output, quick=args.quick, data_dir=args.data_dir)
+    return 0
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Register ``thumbdet ablate`` on the CLI."""
+    parser = subparsers.add_parser(
+        "ablate", help="the paper's ablations (Tables 3-6) at demo scale"
+    )
+    parser.add_argument("table", choices=sorted(TABLES), help="which table to reproduce")
+    parser.add_argument("--output", default=None, help="the demo's folder (default runs/demo)")
+    parser.add_argument("--quick", action="store_true", help="the demo's toy recipe")
+    parser.add_argument("--data-dir", default=None, help="dataset folder (default: cache)")
+    parser.set_defaults(func=_run)

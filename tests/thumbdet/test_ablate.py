@@ -1,0 +1,51 @@
+"""``thumbdet ablate``: variants wired to the right options, tables next to the paper's."""
+
+import json
+
+import pytest
+
+from thumbdet.ablate import PAPER, TABLES, VARIANTS, format_ablation
+from thumbdet.cli import main
+from thumbdet.report import AP_KEYS
+
+
+def test_every_table_row_is_a_known_variant_with_paper_numbers():
+    for table, rows in TABLES.items():
+        assert set(rows) == set(PAPER[table])
+        for variant in rows:
+            assert variant in VARIANTS
+            assert len(PAPER[table][variant]) == len(AP_KEYS)
+
+
+def test_format_ablation_puts_ours_next_to_the_paper():
+    ours = {"layers_1": dict.fromkeys(AP_KEYS, 5.0), "moment_only": dict.fromkeys(AP_KEYS, 9.0)}
+    text = format_ablation("layers", ours)
+    lines = text.splitlines()
+    assert len(lines) == 2 + len(TABLES["layers"])
+    assert "| N = 2 | **9.0** |" in text and "**30.7**" in text  # best of each side in bold
+    assert "not run" in lines[-1]  # N = 5 was not given
+    with pytest.raises(ValueError, match="table"):
+        format_ablation("speed", ours)
+
+
+def test_quick_stages_ablation_trains_each_variant_as_configured(tmp_path):
+    output = tmp_path / "out"
+    argv = [
+        "ablate",
+        "stages",
+        "--quick",
+        "--output",
+        str(output),
+        "--data-dir",
+        str(tmp_path / "d"),
+    ]
+    assert main(argv) == 0
+    result = json.loads((output / "ablation_stages.json").read_text())
+    assert set(result["variants"]) == set(TABLES["stages"])
+    assert (output / "ablation_stages.md").read_text().count("\n") == 2 + len(TABLES["stages"])
+    configs = {v: json.loads((output / v / "config.json").read_text()) for v in TABLES["stages"]}
+    assert configs["bicubic_4x"]["mode"] == "bicubic"
+    assert configs["one_stage"]["one_stage"] and not configs["one_stage"]["logit"]
+    assert configs["two_stage_frozen"]["freeze_downsampler_stage2"]
+    assert not configs["moment_only"]["feature"] and not configs["moment_only"]["one_stage"]
+    assert configs["moment_only"]["teacher"] == str(output / "teacher" / "checkpoint.pth")
