@@ -6,7 +6,13 @@ import pytest
 import torch
 
 import thumbdet
-from thumbdet.models import DetectorConfig, get_config, list_presets
+from thumbdet.models import (
+    DetectorConfig,
+    PositionEmbeddingSine,
+    get_config,
+    list_presets,
+    sine_position_embedding,
+)
 from thumbdet.models.backbone import Backbone
 
 NUM_CLASSES = 3
@@ -269,3 +275,17 @@ def test_public_api_surface():
         assert getattr(thumbdet, name) is not None
     with pytest.raises(AttributeError):
         _ = thumbdet.no_such_name
+
+
+def test_position_encoding_of_valid_pixels_ignores_padding():
+    unpadded = torch.zeros(1, 5, 7, dtype=torch.bool)
+    padded = torch.zeros(1, 9, 12, dtype=torch.bool)
+    padded[:, 5:, :] = True
+    padded[:, :, 7:] = True
+    small = sine_position_embedding(unpadded, num_pos_feats=16)
+    large = PositionEmbeddingSine(16)(padded)
+    assert small.shape == (1, 32, 5, 7) and large.shape == (1, 32, 9, 12)
+    torch.testing.assert_close(large[:, :, :5, :7], small)
+    # y channels vary down the rows only, x channels along the columns only
+    assert torch.all(small[:, :16, :, :1] == small[:, :16, :, 1:2])
+    assert torch.all(small[:, 16:, :1, :] == small[:, 16:, 1:2, :])
