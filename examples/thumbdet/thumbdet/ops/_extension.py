@@ -47,14 +47,27 @@ def loaded_variant() -> str | None:
     return _loaded["variant"]
 
 
+def _is_cuda_toolkit(path: str | Path) -> bool:
+    root = Path(path)
+    return (root / "bin" / "nvcc").exists() and (root / "include" / "cuda_runtime_api.h").exists()
+
+
 def find_cuda_home() -> str | None:
-    """CUDA_HOME, or the toolkit that holds the ``nvcc`` on the PATH, or None."""
-    if os.environ.get("CUDA_HOME"):
-        return os.environ["CUDA_HOME"]
-    if Path("/usr/local/cuda/bin/nvcc").exists():
-        return "/usr/local/cuda"
+    """The CUDA toolkit to build with, or None.
+
+    Tries ``CUDA_HOME``, ``CUDA_PATH``, ``/usr/local/cuda`` and the toolkit of the ``nvcc`` on
+    the PATH, and takes the first that has both ``bin/nvcc`` and the runtime headers: the
+    ``nvcc`` on the PATH may be a wrapper script in ``/usr/local/bin``, whose parent is no
+    toolkit, and a ``CUDA_HOME`` derived from it would break the build.
+    """
+    candidates = [os.environ.get("CUDA_HOME"), os.environ.get("CUDA_PATH"), "/usr/local/cuda"]
     nvcc = shutil.which("nvcc")
-    return str(Path(nvcc).resolve().parent.parent) if nvcc else None
+    if nvcc:
+        candidates.append(str(Path(nvcc).resolve().parent.parent))
+    for candidate in candidates:
+        if candidate and _is_cuda_toolkit(candidate):
+            return candidate
+    return None
 
 
 def cuda_toolkit_usable() -> bool:
@@ -146,8 +159,10 @@ def build_extension(
             f"build the {variant} variant in a fresh process (`python -m thumbdet.ops.build`)"
         )
     cuda_home = find_cuda_home()
-    if cuda_home and not os.environ.get("CUDA_HOME"):
-        os.environ["CUDA_HOME"] = cuda_home  # read by cpp_extension when it is first imported
+    if cuda_home and os.environ.get("CUDA_HOME") != cuda_home:
+        # cpp_extension reads CUDA_HOME when first imported; an unset or wrong one (no headers)
+        # is replaced by the toolkit found above, for this build.
+        os.environ["CUDA_HOME"] = cuda_home
     from torch.utils import cpp_extension  # slow import, only when building
 
     if cuda_home:
