@@ -99,7 +99,8 @@ def train_one_epoch(
     )
     start = time.perf_counter()
     for images, padding_mask, targets in progress:
-        images, padding_mask = images.to(device), padding_mask.to(device)
+        images = images.to(device, non_blocking=True)
+        padding_mask = padding_mask.to(device, non_blocking=True)
         targets = targets_to_device(targets, device)
         if distillation:
             _, outputs, losses = model(images, padding_mask=padding_mask, epoch=epoch)
