@@ -9,6 +9,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from learnthumb import InterpolateDownsampler, downsample_padding_mask
 from thumbdet.data import CocoDetection, DetectionCollator, make_transforms
 from thumbdet.engine import evaluate
 from thumbdet.evaluation import (
@@ -19,6 +20,7 @@ from thumbdet.evaluation import (
 )
 from thumbdet.postprocess import PostProcess
 from thumbdet.testing import write_tiny_coco
+from thumbdet.thumbnail_detector import ThumbnailDetector
 
 
 @pytest.fixture
@@ -116,3 +118,27 @@ def test_evaluate_maps_normalised_boxes_to_original_size(dataset):
     )
     assert metrics["AP"] == pytest.approx(100.0, abs=0.5)
     assert metrics["AP75"] == pytest.approx(100.0, abs=0.5)
+
+
+class _Recorder(nn.Module):
+    def forward(self, images, padding_mask=None):
+        self.seen = (images, padding_mask)
+        return {"pred_boxes": torch.full((images.shape[0], 1, 4), 0.5)}
+
+
+def test_thumbnail_detector_gives_the_detector_the_thumbnail_and_its_mask():
+    recorder = _Recorder()
+    student = ThumbnailDetector(recorder, InterpolateDownsampler(4), 4)
+    images = torch.rand(2, 3, 36, 44)
+    mask = torch.zeros(2, 36, 44, dtype=torch.bool)
+    mask[1, 20:] = True
+    outputs = student(images, mask)
+    thumbnail, thumbnail_mask = recorder.seen
+    assert thumbnail.shape == (2, 3, 9, 11)
+    assert torch.equal(thumbnail_mask, downsample_padding_mask(mask, 4))
+    assert thumbnail_mask[1, 5:].all() and not thumbnail_mask[1, :5].any()
+    assert outputs["pred_boxes"].shape == (2, 1, 4)
+    student(images)
+    assert recorder.seen[1] is None
+    with pytest.raises(ValueError, match="scale"):
+        ThumbnailDetector(recorder, InterpolateDownsampler(4), 0)
