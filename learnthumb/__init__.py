@@ -34,6 +34,13 @@ from learnthumb.metrics import (
 from learnthumb.query_filter import QueryFilter, query_filter
 from learnthumb.schedule import DistillWeights, TwoStageSchedule
 from learnthumb.taps import FeatureTap
+from learnthumb.wrappers import (
+    Thumbnailed,
+    rescale_boxes,
+    rescale_keypoints,
+    upsample_padded,
+    upsample_to,
+)
 
 __version__ = "0.1.0"
 
@@ -50,6 +57,7 @@ __all__ = [
     "QueryFilter",
     "ResidualDownsampler",
     "ThumbnailDistillation",
+    "Thumbnailed",
     "TwoStageSchedule",
     "__version__",
     "accuracy_drop_rate",
@@ -64,5 +72,9 @@ __all__ = [
     "query_filter",
     "register_downsampler",
     "register_mac_formula",
+    "rescale_boxes",
+    "rescale_keypoints",
     "thumbnail_size",
+    "upsample_padded",
+    "upsample_to",
 ]

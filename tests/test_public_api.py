@@ -15,6 +15,7 @@ EXPECTED = {
     "QueryFilter",
     "ResidualDownsampler",
     "ThumbnailDistillation",
+    "Thumbnailed",
     "TwoStageSchedule",
     "__version__",
     "accuracy_drop_rate",
@@ -29,7 +30,11 @@ EXPECTED = {
     "query_filter",
     "register_downsampler",
     "register_mac_formula",
+    "rescale_boxes",
+    "rescale_keypoints",
     "thumbnail_size",
+    "upsample_padded",
+    "upsample_to",
 }
 
 
