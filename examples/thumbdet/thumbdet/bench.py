@@ -24,6 +24,7 @@ from torch import nn
 __all__ = [
     "DEFAULT_SIZES",
     "VARIANTS",
+    "AutocastBackbone",
     "InferenceOptions",
     "add_parser",
     "build_inference_model",
@@ -50,8 +51,10 @@ class InferenceOptions:
     Attributes:
         grad_mode: ``"inference_mode"`` (fastest), ``"no_grad"`` or ``"enabled"``.
         channels_last: NHWC memory format for the convolutions (weights and input).
-        amp: autocast the forward; ``amp_dtype`` picks the dtype.
+        amp: autocast; ``amp_dtype`` picks the dtype and ``amp_scope`` what runs in it.
         amp_dtype: ``"bfloat16"`` / ``"float16"``; ``None``: bfloat16 on CPU, float16 on CUDA.
+        amp_scope: ``"model"`` (the whole forward) or ``"backbone"`` (only the convolutional
+            backbone, whose features return to float32; the transformer stays float32).
         compile: wrap the model in ``torch.compile``.
         compile_mode: ``torch.compile`` mode (``None``, ``"reduce-overhead"``,
             ``"max-autotune"``).
@@ -64,6 +67,7 @@ class InferenceOptions:
     channels_last: bool = False
     amp: bool = False
     amp_dtype: str | None = None
+    amp_scope: str = "model"
     compile: bool = False
     compile_mode: str | None = None
     msda_backend: str = "auto"
@@ -74,6 +78,10 @@ class InferenceOptions:
             raise ValueError(
                 "grad_mode must be 'inference_mode', 'no_grad' or 'enabled', "
                 f"received {self.grad_mode!r}"
+            )
+        if self.amp_scope not in ("model", "backbone"):
+            raise ValueError(
+                f"amp_scope must be 'model' or 'backbone', received {self.amp_scope!r}"
             )
         if self.amp_dtype is not None and self.amp_dtype not in _AMP_DTYPES:
             raise ValueError(f"amp_dtype must be one of {sorted(_AMP_DTYPES)} or None")
@@ -127,14 +135,48 @@ def set_msda_backend(model: nn.Module, backend: str) -> int:
     return changed
 
 
+class AutocastBackbone(nn.Module):
+    """Run a backbone under autocast and hand its feature maps back in float32.
+
+    Args:
+        backbone: returns a list of feature maps.
+        device_type: ``"cpu"`` or ``"cuda"``.
+        dtype: the autocast dtype.
+    """
+
+    def __init__(self, backbone: nn.Module, device_type: str, dtype: torch.dtype) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.device_type = device_type
+        self.dtype = dtype
+        self.num_channels = getattr(backbone, "num_channels", None)
+        self.strides = getattr(backbone, "strides", None)
+
+    def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
+        with torch.autocast(self.device_type, dtype=self.dtype):
+            features = self.backbone(images)
+        return [feature.float() for feature in features]
+
+
 def prepare_model(
     model: nn.Module, options: InferenceOptions, device: torch.device | str = "cpu"
 ) -> nn.Module:
-    """Eval mode, device, memory format and MSDA backend of ``options`` (in place)."""
+    """Eval mode, device, memory format, MSDA backend and backbone autocast (in place).
+
+    With ``amp`` and ``amp_scope="backbone"`` the detector's ``backbone`` is wrapped in
+    :class:`AutocastBackbone`.
+    """
+    device = torch.device(device)
     model = model.eval().to(device)
     if options.channels_last:
         model = model.to(memory_format=torch.channels_last)
     set_msda_backend(model, options.msda_backend)
+    if options.amp and options.amp_scope == "backbone":
+        detector = getattr(model, "detector", model)  # a ThumbnailDetector or the detector
+        if not isinstance(detector.backbone, AutocastBackbone):
+            detector.backbone = AutocastBackbone(
+                detector.backbone, device.type, _amp_dtype(options, device)
+            )
     return model
 
 
@@ -155,7 +197,7 @@ def inference_context(
             stack.enter_context(torch.inference_mode())
         elif options.grad_mode == "no_grad":
             stack.enter_context(torch.no_grad())
-        if options.amp:
+        if options.amp and options.amp_scope == "model":
             stack.enter_context(torch.autocast(device.type, dtype=_amp_dtype(options, device)))
         yield
 
@@ -260,6 +302,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--compile-mode", default=None, help="e.g. reduce-overhead")
     parser.add_argument("--amp", action="store_true", help="autocast (bf16 on CPU, fp16 on GPU)")
     parser.add_argument("--amp-dtype", choices=sorted(_AMP_DTYPES), default=None)
+    parser.add_argument(
+        "--amp-scope", choices=("model", "backbone"), default="model",
+        help="autocast the whole model or only the backbone",
+    )  # fmt: skip
     parser.add_argument("--channels-last", action="store_true", help="NHWC convolutions")
     parser.add_argument("--cuda-graph", action="store_true", help="replay a CUDA graph")
     parser.add_argument(
@@ -281,13 +327,14 @@ def run(args: argparse.Namespace) -> int:
         channels_last=args.channels_last,
         amp=args.amp,
         amp_dtype=args.amp_dtype,
+        amp_scope=args.amp_scope,
         compile=args.compile,
         compile_mode=args.compile_mode,
         msda_backend=args.msda_backend,
         cuda_graph=args.cuda_graph,
     )
     if args.checkpoint is not None:
-        from thumbdet.train import load_detector
+        from thumbdet.inference import load_detector
 
         model = load_detector(args.checkpoint, device)
         preset = model.checkpoint_meta["preset"]
