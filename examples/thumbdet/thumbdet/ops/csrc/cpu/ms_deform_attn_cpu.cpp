@@ -180,18 +180,19 @@ void backward_kernel(const at::Tensor& grad_output, const at::Tensor& value,
             acc_t dot[4] = {0, 0, 0, 0};  // <grad, corner value> per corner
             for (int corner = 0; corner < 4; ++corner) {
               if (!corners.valid[corner]) continue;
-              const scalar_t* pixel = corners.pixel[corner];
+              const scalar_t* __restrict__ pixel = corners.pixel[corner];
+              // The same pixel offset in grad_value as in value.
+              acc_t* __restrict__ grad_pixel = grad_value_data + (pixel - value_data);
+              const acc_t* __restrict__ grad_channels = grad.data();
+              const acc_t scale = attention * corners.weight[corner];
               acc_t sum = 0;
+              // One pass per corner: the dot product and the scatter share the loads of grad.
+#pragma omp simd reduction(+ : sum)
               for (int64_t channel = 0; channel < s.channels; ++channel) {
-                sum += grad[channel] * static_cast<acc_t>(pixel[channel]);
+                sum += grad_channels[channel] * static_cast<acc_t>(pixel[channel]);
+                grad_pixel[channel] += scale * grad_channels[channel];
               }
               dot[corner] = sum;
-              // The same pixel offset in grad_value as in value.
-              acc_t* grad_pixel = grad_value_data + (pixel - value_data);
-              const acc_t scale = attention * corners.weight[corner];
-              for (int64_t channel = 0; channel < s.channels; ++channel) {
-                grad_pixel[channel] += scale * grad[channel];
-              }
             }
             const acc_t frac_h = corners.frac_h, frac_w = corners.frac_w;
             const acc_t sampled = corners.weight[0] * dot[0] + corners.weight[1] * dot[1] +
