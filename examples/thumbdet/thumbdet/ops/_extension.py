@@ -9,6 +9,7 @@ at import time.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import shutil
@@ -33,7 +34,7 @@ _CUDA_SOURCES = ("cuda/ms_deform_attn_cuda.cu",)
 _HEADERS = ("ms_deform_attn.h",)
 _DEFAULT_CUDA_ARCHS = "8.0;9.0"  # used when no GPU is visible to detect one from
 _BUILD_HINT = (
-    "Build it ahead of time with `python -m thumbdet.ops.build` (add `--cuda` for the CUDA "
+    "Build it ahead of time with `python -m thumbdet.ops.build` (`--variant cuda` for the CUDA "
     "kernel; needs a C++ compiler, ninja and, for CUDA, nvcc with CUDA_HOME set), "
     "or use backend='pytorch'."
 )
@@ -97,14 +98,24 @@ def _build_flags(optimization: str) -> dict[str, list[str]]:
     }
 
 
-def _build_dir(variant: str, optimization: str, cuda_archs: str | None) -> Path:
+@functools.cache
+def _build_digest(variant: str, optimization: str, cuda_archs: str | None) -> str:
+    # Cached: hashing the sources on every call of the op would cost more than the op on
+    # small inputs, and the sources do not change under a running process.
     digest = hashlib.sha256()
     for path in _sources(variant) + [_SOURCE_DIR / name for name in _HEADERS]:
         digest.update(path.read_bytes())
     digest.update(
         f"{torch.__version__}|{sys.version_info[:2]}|{optimization}|{cuda_archs}".encode()
     )
-    return _build_root() / f"ms_deform_attn_{variant}_{digest.hexdigest()[:16]}"
+    return digest.hexdigest()[:16]
+
+
+def _build_dir(variant: str, optimization: str, cuda_archs: str | None) -> Path:
+    return (
+        _build_root()
+        / f"ms_deform_attn_{variant}_{_build_digest(variant, optimization, cuda_archs)}"
+    )
 
 
 def _library_name(variant: str) -> str:
