@@ -140,6 +140,32 @@ def test_matches_pytorch_path(backend, dtype, atol, case):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
+def test_pixel_centres_read_the_pixels(backend):
+    # Independent of grid_sample: with align_corners=False, location ((x + 0.5) / W,
+    # (y + 0.5) / H) is the centre of pixel (x, y), so bilinear sampling returns that pixel.
+    require_backend(backend)
+    value, spatial_shapes, level_start_index, _, weights = make_inputs(
+        2, [(4, 5), (3, 2)], 2, 3, 6, 2, device=device_of(backend)
+    )
+    generator = torch.Generator().manual_seed(3)
+    batch, queries, heads, levels, points = weights.shape
+    expected = torch.zeros(batch, queries, heads, value.shape[-1], dtype=value.dtype)
+    locations = torch.zeros(batch, queries, heads, levels, points, 2, dtype=value.dtype)
+    for level, (height, width) in enumerate(spatial_shapes.tolist()):
+        columns = torch.randint(width, (batch, queries, heads, points), generator=generator)
+        rows = torch.randint(height, (batch, queries, heads, points), generator=generator)
+        locations[:, :, :, level, :, 0] = (columns.double() + 0.5) / width
+        locations[:, :, :, level, :, 1] = (rows.double() + 0.5) / height
+        pixel = int(level_start_index[level]) + rows * width + columns  # (N, Lq, M, P)
+        for n, q, m, p in torch.cartesian_prod(*map(torch.arange, pixel.shape)).tolist():
+            weight = weights[n, q, m, level, p].cpu()
+            expected[n, q, m] += weight * value[n, pixel[n, q, m, p], m].cpu()
+    locations = locations.to(value.device)
+    actual = run(backend, value, spatial_shapes, level_start_index, locations, weights)
+    torch.testing.assert_close(actual.cpu(), expected.flatten(2), atol=1e-12, rtol=0)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_gradcheck(backend):
     require_backend(backend)
     value, spatial_shapes, level_start_index, locations, weights = make_inputs(
