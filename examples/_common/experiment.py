@@ -1,4 +1,4 @@
-"""The three-model comparison both examples run: teacher, bicubic 4x student, learned 4x student."""
+"""The comparison both examples run: teacher, bicubic students (plain, + KD), learned student."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from _common.training import (
     TaskLoss,
     TrainConfig,
     predict,
-    train_learned_student,
+    train_distilled_student,
     train_supervised,
 )
 from learnthumb import ConvDownsampler, InterpolateDownsampler
@@ -58,10 +58,11 @@ def compare(
     scale: int = 4,
     seed: int = 0,
 ) -> list[Trained]:
-    """Train and score the teacher, the bicubic student and the learned student, in that order.
+    """Train and score, in this order: the teacher; a student on bicubic thumbnails; the same
+    with feature distillation from the teacher (a control); a student on learned thumbnails
+    (``ConvDownsampler``: moment matching, then task + moment + feature distillation).
 
-    Both students start from the same random weights; the learned one also learns its
-    ``ConvDownsampler`` (moment matching, then task + moment + feature distillation).
+    All students start from the same random weights and see the same batches.
     """
 
     def score(name: str, model: nn.Module, downsampler: nn.Module, seconds: float) -> Trained:
@@ -84,11 +85,19 @@ def compare(
     seconds = train_supervised(student, bicubic, train, task.loss, student_config)
     results.append(score(f"bicubic {scale}x student", student, bicubic, seconds))
 
+    print(f"student on bicubic {scale}x thumbnails + feature distillation (control)")
+    torch.manual_seed(seed + 1)
+    student = DensePredictionNet(task.num_outputs)
+    seconds = train_distilled_student(
+        student, bicubic, teacher, teacher.feature_names, train, task.loss, student_config
+    )
+    results.append(score(f"bicubic {scale}x student + KD", student, bicubic, seconds))
+
     print(f"student on learned {scale}x thumbnails (moment matching + feature distillation)")
     torch.manual_seed(seed + 1)
     student = DensePredictionNet(task.num_outputs)
     learned = ConvDownsampler(scale)
-    seconds = train_learned_student(
+    seconds = train_distilled_student(
         student, learned, teacher, teacher.feature_names, train, task.loss, student_config
     )
     results.append(score(f"learned {scale}x student", student, learned, seconds))

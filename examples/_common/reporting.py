@@ -131,7 +131,8 @@ def report(
 
     Args:
         args: the parsed command line.
-        results: ``[teacher, bicubic student, learned student]`` as ``experiment.Trained``.
+        results: ``[teacher, bicubic student, bicubic student + KD, learned student]`` as
+            ``experiment.Trained``.
         shown: the images of the figure, (R, 3, H, W).
         columns: extra figure columns after image | bicubic | learned thumbnail:
             ``columns[c][r]`` is an (H, W, 3) array.
@@ -152,16 +153,21 @@ def report(
                 "train s": f"{result.seconds:.0f}",
             }
         )
-    margin = results[2].scores[headline] - results[1].scores[headline]
+    learned_score = results[-1].scores[headline]
+    margin = learned_score - results[1].scores[headline]
+    margin_kd = learned_score - results[2].scores[headline]
     table = format_table(rows, list(rows[0]))
     wall, cpu = elapsed(), cpu_seconds()
     print(f"\n{caption}\n\n{table}\n")
-    print(f"learned - bicubic {headline}: {margin:+.3f}")
+    print(
+        f"learned - bicubic {headline}: {margin:+.3f}; learned - (bicubic + KD): {margin_kd:+.3f}"
+    )
     print(f"wall time {wall:.0f} s, CPU time {cpu:.0f} s; {machine_description()}")
     payload = {
         "rows": rows,
         "headline_metric": headline,
         "margin_learned_minus_bicubic": margin,
+        "margin_learned_minus_bicubic_kd": margin_kd,
         "wall_seconds": wall,
         "cpu_seconds": cpu,
         "machine": machine_description(),
@@ -172,7 +178,7 @@ def report(
     save_json(payload, args.output / "results.json")
 
     with torch.no_grad():
-        bicubic, learned = results[1].downsampler(shown), results[2].downsampler.eval()(shown)
+        bicubic, learned = results[1].downsampler(shown), results[-1].downsampler.eval()(shown)
     figure_rows = [
         [to_display(shown[r]), to_display(bicubic[r]), to_display(learned[r])]
         + [column[r] for column in columns]

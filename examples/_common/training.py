@@ -1,8 +1,8 @@
 """Training loops shared by the examples: teacher, fixed-thumbnail student, learned student.
 
-All three go through ``learnthumb.Thumbnailed(model, downsampler)``: the teacher with an
-identity "downsampler", the bicubic student with ``InterpolateDownsampler``, the learned student
-with ``ConvDownsampler`` trained in two stages (Algorithm 2 of ThumbDet): moment matching alone
+All go through ``learnthumb.Thumbnailed(model, downsampler)``: the teacher with an identity
+"downsampler", the bicubic students with ``InterpolateDownsampler``, the learned student with
+``ConvDownsampler`` trained in two stages (Algorithm 2 of ThumbDet): moment matching alone
 first, then the task loss + moment matching + feature distillation from the frozen teacher.
 """
 
@@ -98,7 +98,7 @@ def train_supervised(
     return time.perf_counter() - start
 
 
-def train_learned_student(
+def train_distilled_student(
     model: nn.Module,
     downsampler: nn.Module,
     teacher: nn.Module,
@@ -108,43 +108,45 @@ def train_learned_student(
     config: TrainConfig,
     log: Callable[[str], None] = print,
 ) -> float:
-    """Two-stage ThumbDet training of a learned downsampler and its student; returns seconds.
+    """ThumbDet training of a student (and its downsampler, if learnable); returns seconds.
 
-    Stage one: the downsampler alone, on the moment-matching loss (Eq. (5)). Stage two:
-    downsampler + student on ``task + gamma * moment + beta * feature`` where the feature loss
-    (Eq. (8)) compares the student's backbone stages, upsampled, with the frozen teacher's.
+    A learnable downsampler goes through two stages (Algorithm 2): first alone, on the
+    moment-matching loss (Eq. (5)); then with the student on ``task + gamma * moment +
+    beta * feature``, where the feature loss (Eq. (8)) compares the student's backbone stages,
+    upsampled, with the frozen teacher's. A fixed downsampler (bicubic) skips stage one and the
+    moment term: the student then gets feature distillation only, the control that separates
+    the effect of the learned thumbnail from that of distillation.
     """
     start = time.perf_counter()
     generator = torch.Generator().manual_seed(config.seed)
-    downsampler.train()
-    optimizer, schedule = _optimizer(
-        [{"params": downsampler.parameters(), "lr": config.downsampler_lr}],
-        0.0,
-        config.stage1_steps,
-    )
-    for step, index in enumerate(
-        _batches(len(data), config.batch_size, config.stage1_steps, generator)
-    ):
-        images = data.images[index]
-        loss = moment_matching_loss(images, downsampler(images), lam=config.lam)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        schedule.step()
-        if step == config.stage1_steps - 1:
-            log(f"    stage 1 step {step:4d}  moment loss {loss.item():.5f}")
+    learnable = any(p.requires_grad for p in downsampler.parameters())
+    if learnable:
+        downsampler.train()
+        optimizer, schedule = _optimizer(
+            [{"params": downsampler.parameters(), "lr": config.downsampler_lr}],
+            0.0,
+            config.stage1_steps,
+        )
+        for step, index in enumerate(
+            _batches(len(data), config.batch_size, config.stage1_steps, generator)
+        ):
+            images = data.images[index]
+            loss = moment_matching_loss(images, downsampler(images), lam=config.lam)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            if step == config.stage1_steps - 1:
+                log(f"    stage 1 step {step:4d}  moment loss {loss.item():.5f}")
 
     teacher.eval().requires_grad_(False)
     net = Thumbnailed(model, downsampler).train()
     feature_loss = FeatureDistillationLoss(align="bilinear")
-    optimizer, schedule = _optimizer(
-        [
-            {"params": model.parameters(), "lr": config.lr},
-            {"params": downsampler.parameters(), "lr": config.downsampler_lr},
-        ],
-        config.weight_decay,
-        config.steps,
-    )
+    groups = [{"params": model.parameters(), "lr": config.lr}]
+    if learnable:
+        groups.append({"params": downsampler.parameters(), "lr": config.downsampler_lr})
+    optimizer, schedule = _optimizer(groups, config.weight_decay, config.steps)
+    zero = torch.zeros(())
     with (
         FeatureTap(model, feature_names) as student_tap,
         FeatureTap(teacher, feature_names) as teacher_tap,
@@ -156,9 +158,8 @@ def train_learned_student(
             with torch.no_grad():
                 teacher(images)
             thumbnail = net.thumbnail(images)
-            predictions = net.model(thumbnail)
-            task = task_loss(predictions, targets)
-            moment = moment_matching_loss(images, thumbnail, lam=config.lam)
+            task = task_loss(net.model(thumbnail), targets)
+            moment = moment_matching_loss(images, thumbnail, lam=config.lam) if learnable else zero
             feature = feature_loss(student_tap.values(), teacher_tap.values())
             loss = task + config.moment_weight * moment + config.feature_weight * feature
             optimizer.zero_grad(set_to_none=True)

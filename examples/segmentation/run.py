@@ -64,10 +64,13 @@ def main() -> None:
     elapsed = start_timer()
     size = (32, 32) if args.quick else (64, 64)
     splits = {"train": 32, "val": 16} if args.quick else {"train": 600, "val": 150}
-    teacher_config = TrainConfig(steps=3 if args.quick else 400, batch_size=8, seed=args.seed)
+    teacher_config = TrainConfig(
+        steps=3 if args.quick else 800, batch_size=16, lr=1e-2, seed=args.seed
+    )
     student_config = TrainConfig(
-        steps=3 if args.quick else 400,
-        batch_size=8,
+        steps=3 if args.quick else 800,
+        batch_size=16,
+        lr=1e-2,
         stage1_steps=2 if args.quick else 100,
         seed=args.seed,
     )

@@ -21,6 +21,7 @@ def test_pose_quick(tmp_path):
     assert [row["model"] for row in results["rows"]] == [
         "teacher",
         "bicubic 4x student",
+        "bicubic 4x student + KD",
         "learned 4x student",
     ]
     for row in results["rows"]:

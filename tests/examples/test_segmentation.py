@@ -17,11 +17,16 @@ _helper.loader.exec_module(run_example)
 def test_segmentation_quick(tmp_path):
     stdout, results = run_example.run_quick("segmentation/run.py", tmp_path)
     names = [row["model"] for row in results["rows"]]
-    assert names == ["teacher", "bicubic 4x student", "learned 4x student"]
-    assert [row["input"] for row in results["rows"]] == ["32x32", "8x8", "8x8"]
+    assert names == [
+        "teacher",
+        "bicubic 4x student",
+        "bicubic 4x student + KD",
+        "learned 4x student",
+    ]
+    assert [row["input"] for row in results["rows"]] == ["32x32", "8x8", "8x8", "8x8"]
     for row in results["rows"]:
         assert 0.0 <= row["mIoU"] <= 1.0
-    margin = results["rows"][2]["mIoU"] - results["rows"][1]["mIoU"]
+    margin = results["rows"][3]["mIoU"] - results["rows"][1]["mIoU"]
     assert abs(results["margin_learned_minus_bicubic"] - margin) < 1e-9
     assert "| model | input | mIoU |" in stdout
     # the generated dataset: PNG images and PNG label masks with the example's 4 classes
@@ -32,4 +37,4 @@ def test_segmentation_quick(tmp_path):
         assert mask.mode == "L" and image.mode == "RGB" and mask.size == image.size == (32, 32)
         assert max(mask.getdata()) < 4
     with Image.open(tmp_path / "figure.png") as figure:
-        assert figure.width > figure.height  # 7 columns, 4 rows
+        assert figure.width > figure.height  # 8 columns, 4 rows
