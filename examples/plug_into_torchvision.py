@@ -12,8 +12,13 @@ from __future__ import annotations
 import torch
 from torchvision.models.detection import fasterrcnn_mobilenet_v3_large_fpn
 
-from learnthumb import ConvDownsampler, moment_matching_loss, thumbnail_size
-from learnthumb.wrappers import Thumbnailed, rescale_boxes
+from learnthumb import (
+    ConvDownsampler,
+    Thumbnailed,
+    moment_matching_loss,
+    rescale_boxes,
+    thumbnail_size,
+)
 
 
 def main() -> None:

@@ -12,11 +12,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from learnthumb import ConvDownsampler, InterpolateDownsampler, thumbnail_size
-from learnthumb.wrappers import (
+from learnthumb import (
+    ConvDownsampler,
+    InterpolateDownsampler,
     Thumbnailed,
     rescale_boxes,
     rescale_keypoints,
+    thumbnail_size,
     upsample_padded,
     upsample_to,
 )

@@ -15,8 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from learnthumb import FeatureDistillationLoss, FeatureTap, moment_matching_loss
-from learnthumb.wrappers import Thumbnailed
+from learnthumb import FeatureDistillationLoss, FeatureTap, Thumbnailed, moment_matching_loss
 
 TaskLoss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 

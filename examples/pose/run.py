@@ -24,7 +24,7 @@ from _common.reporting import parse_args, report
 from _common.training import TrainConfig, predict
 from figures_dataset import KEYPOINTS, load_split, write_dataset
 
-from learnthumb.wrappers import rescale_keypoints, upsample_to
+from learnthumb import rescale_keypoints, upsample_to
 
 SIGMA = 1.5  # Gaussian radius of a target peak, in heatmap pixels (half the image resolution)
 

@@ -25,7 +25,7 @@ from _common.reporting import parse_args, report
 from _common.training import TrainConfig, predict
 from shapes_dataset import CLASSES, load_split, write_dataset
 
-from learnthumb.wrappers import upsample_to
+from learnthumb import upsample_to
 
 
 def segmentation_loss(logits: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
