@@ -10,9 +10,11 @@ student, the downsampler alone.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 import torch
@@ -20,6 +22,7 @@ from PIL import Image
 from torch import nn
 
 __all__ = [
+    "EXPORT_PARTS",
     "DetectorOutputs",
     "add_parser",
     "export_onnx",
@@ -102,44 +105,75 @@ class DetectorOutputs(nn.Module):
         return outputs["pred_logits"], outputs["pred_boxes"]
 
 
+@contextlib.contextmanager
+def _traceable_ms_deform_attn() -> Iterator[None]:
+    """Run MSDA as plain PyTorch ops (grid_sample...) instead of its registered custom op.
+
+    The custom op keeps ``torch.compile`` and the MAC counter happy, but an ONNX exporter
+    cannot translate it; its pure-PyTorch reference traces into standard ONNX operators.
+    """
+    from thumbdet.ops import _backends
+    from thumbdet.ops._reference import ms_deform_attn_pytorch
+
+    with mock.patch.object(_backends, "pytorch_ms_deform_attn_op", ms_deform_attn_pytorch):
+        yield
+
+
 def _export(module: nn.Module, example: torch.Tensor, path: Path, output_names: list[str]) -> None:
     module.eval()
-    torch.onnx.export(
-        module,
-        (example,),
-        str(path),
-        input_names=["images"],
-        output_names=output_names,
-        opset_version=18,
-        dynamo=True,
-        verbose=False,
-    )
+    with _traceable_ms_deform_attn():
+        torch.onnx.export(
+            module,
+            (example,),
+            str(path),
+            input_names=["images"],
+            output_names=output_names,
+            opset_version=20,  # GridSample with the "linear" mode name of opset 20
+            dynamo=True,
+            verbose=False,
+        )
+
+
+EXPORT_PARTS = ("detector", "downsampler")
 
 
 def export_onnx(
-    detector: nn.Module, output: str | os.PathLike, image_size: tuple[int, int]
+    detector: nn.Module,
+    output: str | os.PathLike,
+    image_size: tuple[int, int],
+    parts: Sequence[str] = EXPORT_PARTS,
 ) -> list[Path]:
-    """Export a detector (and its downsampler, when it has one) to ONNX.
+    """Export a detector and/or its downsampler to ONNX (``detector.onnx``, ``downsampler.onnx``).
+
+    MSDA is exported through its pure-PyTorch form, whatever backend the model was built with.
 
     Args:
         detector: a module taking full-size ``(B, 3, H, W)`` images and returning a dict
             with ``pred_logits`` and ``pred_boxes`` (``thumbdet.train.load_detector``).
-        output: folder for ``detector.onnx`` and, for a student, ``downsampler.onnx``.
+        output: the folder to write into.
         image_size: (H, W) of the example input the graph is traced with.
+        parts: ``"detector"`` (downsampler + student, or the teacher) and/or
+            ``"downsampler"`` (students only).
 
     Returns:
         The written files.
     """
     if len(image_size) != 2 or min(image_size) < 1:
         raise ValueError(f"image_size: expected (H, W) of positive ints, got {image_size}")
+    unknown = [part for part in parts if part not in EXPORT_PARTS]
+    if unknown or not parts:
+        raise ValueError(f"parts: expected some of {EXPORT_PARTS}, got {list(parts)}")
+    downsampler = find_downsampler(detector) if "downsampler" in parts else None
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
     example = torch.rand(1, 3, *image_size)
-    written = [output / "detector.onnx"]
-    _export(DetectorOutputs(detector), example, written[0], ["pred_logits", "pred_boxes"])
-    if isinstance(getattr(detector, "downsampler", None), nn.Module):
+    written = []
+    if "detector" in parts:
+        written.append(output / "detector.onnx")
+        _export(DetectorOutputs(detector), example, written[-1], ["pred_logits", "pred_boxes"])
+    if downsampler is not None:
         written.append(output / "downsampler.onnx")
-        _export(detector.downsampler, example, written[1], ["thumbnail"])
+        _export(downsampler, example, written[-1], ["thumbnail"])
     return written
 
 
@@ -160,7 +194,9 @@ def _run_thumbnail(args: argparse.Namespace) -> int:
 
 def _run_export(args: argparse.Namespace) -> int:
     output = args.output or str(Path(args.checkpoint).with_suffix("")) + "_onnx"
-    for path in export_onnx(_load(args.checkpoint), output, tuple(args.image_size)):
+    detector = _load(args.checkpoint)
+    parts = args.parts or (EXPORT_PARTS if hasattr(detector, "downsampler") else ["detector"])
+    for path in export_onnx(detector, output, tuple(args.image_size), parts):
         print(path)
     return 0
 
@@ -186,5 +222,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         default=(128, 128),
         metavar=("H", "W"),
         help="size of the example full-size input the graph is traced with",
+    )
+    export.add_argument(
+        "--parts",
+        nargs="+",
+        choices=EXPORT_PARTS,
+        default=None,
+        help="what to export (default: the detector, plus the downsampler of a student)",
     )
     export.set_defaults(func=_run_export)
