@@ -4,7 +4,7 @@ Each table trains the ThumbDet variants the paper compares, with the demo's reci
 and teacher, and writes ``DIR/ablation_<table>.md`` (our numbers next to the paper's) and
 ``DIR/ablation_<table>.json``. Runs are shared through the demo's phase folders: a variant
 already trained (by the demo or by another table) is reused, so pointing ``--output`` at the
-demo's folder (the default, ``runs/demo``) skips the teacher, bicubic and full ThumbDet runs.
+demo's folder (the default, ``./thumbdet-demo``) skips the teacher, bicubic and full ThumbDet runs.
 """
 
 from __future__ import annotations
@@ -131,7 +131,7 @@ def format_ablation(table: str, ours: dict[str, dict[str, float | None]]) -> str
 
 def run_ablation(
     table: str,
-    output: str | os.PathLike = "runs/demo",
+    output: str | os.PathLike = "thumbdet-demo",
     quick: bool = False,
     data_dir: str | os.PathLike | None = None,
     progress: bool = True,
@@ -183,7 +183,7 @@ def run_ablation(
 
 
 def _run(args: argparse.Namespace) -> int:
-    output = args.output or ("runs/demo-quick" if args.quick else "runs/demo")
+    output = args.output or ("thumbdet-demo-quick" if args.quick else "thumbdet-demo")
     run_ablation(args.table, output, quick=args.quick, data_dir=args.data_dir)
     return 0
 
@@ -194,7 +194,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "ablate", help="the paper's ablations (Tables 3-6) at demo scale"
     )
     parser.add_argument("table", choices=sorted(TABLES), help="which table to reproduce")
-    parser.add_argument("--output", default=None, help="the demo's folder (default runs/demo)")
+    parser.add_argument(
+        "--output", default=None, help="the demo's folder (default ./thumbdet-demo)"
+    )
     parser.add_argument("--quick", action="store_true", help="the demo's toy recipe")
     parser.add_argument("--data-dir", default=None, help="dataset folder (default: cache)")
     parser.set_defaults(func=_run)

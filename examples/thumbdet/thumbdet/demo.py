@@ -67,6 +67,7 @@ class DemoRecipe:
         student_init: ``"random"`` (the paper) or ``"teacher"``.
         figure_images: val images shown in Figs. 5 and 6.
         latency_repeats: timed runs per model for images/s.
+        eval_every: also evaluate during training every this many epochs (0: only at the end).
     """
 
     data: SyntheticSpec
@@ -81,10 +82,22 @@ class DemoRecipe:
     student_init: str = "random"
     figure_images: int = 4
     latency_repeats: int = 20
+    eval_every: int = 0
 
 
 RECIPES: dict[str, DemoRecipe] = {
-    "full": DemoRecipe(data=SyntheticSpec(image_size=128, num_train=512, num_val=128)),
+    "full": DemoRecipe(
+        data=SyntheticSpec(image_size=128, num_train=512, num_val=128),
+        model_overrides={"num_queries": 12, "with_box_refine": True},
+        teacher_epochs=30,
+        student_epochs=30,
+        stage1_epochs=2,
+        batch_size=8,
+        lr=1e-3,
+        lr_backbone=1e-3,
+        lr_drop=24,
+        eval_every=10,
+    ),
     "quick": DemoRecipe(
         data=SyntheticSpec(image_size=64, num_train=16, num_val=8, seed=1),
         model_overrides={"num_queries": 10, "dec_layers": 1},
@@ -130,7 +143,7 @@ def phase_config(
         short_side=[size],
         max_size=size,
         device="cpu",
-        eval_every=0,
+        eval_every=recipe.eval_every,
         mode=mode,
         scale=4,
         downsampler="thumbdet",
@@ -302,7 +315,7 @@ def _draw_figures(
 
 
 def run_demo(
-    output: str | os.PathLike = "runs/demo",
+    output: str | os.PathLike = "thumbdet-demo",
     quick: bool = False,
     data_dir: str | os.PathLike | None = None,
     progress: bool = True,
@@ -373,7 +386,7 @@ def run_demo(
 
 
 def _run(args: argparse.Namespace) -> int:
-    output = args.output or ("runs/demo-quick" if args.quick else "runs/demo")
+    output = args.output or ("thumbdet-demo-quick" if args.quick else "thumbdet-demo")
     run_demo(output, quick=args.quick, data_dir=args.data_dir)
     return 0
 
@@ -383,7 +396,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "demo", help="train teacher, bicubic and ThumbDet students on generated data (CPU)"
     )
-    parser.add_argument("--output", default=None, help="folder (default runs/demo)")
+    parser.add_argument("--output", default=None, help="folder (default ./thumbdet-demo)")
     parser.add_argument("--quick", action="store_true", help="toy size, about a minute")
     parser.add_argument("--data-dir", default=None, help="dataset folder (default: cache)")
     parser.set_defaults(func=_run)
