@@ -12,7 +12,9 @@ from __future__ import annotations
 import functools
 import hashlib
 import os
+import re
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -71,9 +73,31 @@ def find_cuda_home() -> str | None:
     return None
 
 
+@functools.cache
+def _nvcc_release(cuda_home: str) -> str | None:
+    """CUDA release of ``cuda_home/bin/nvcc`` (e.g. ``"13.0"``), or None if it cannot say."""
+    try:
+        banner = subprocess.run(
+            [str(Path(cuda_home) / "bin" / "nvcc"), "--version"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    match = re.search(r"release (\d+)\.(\d+)", banner)
+    return f"{match.group(1)}.{match.group(2)}" if match else None
+
+
 def cuda_toolkit_usable() -> bool:
-    """Whether a CUDA variant can be compiled here: CUDA-enabled torch plus an nvcc."""
-    return torch.version.cuda is not None and find_cuda_home() is not None
+    """Whether a CUDA variant can be compiled here: a CUDA-enabled torch plus a toolkit whose
+    nvcc has the same major CUDA version (a different major cannot build for this torch)."""
+    cuda_home = find_cuda_home()
+    if torch.version.cuda is None or cuda_home is None:
+        return False
+    release = _nvcc_release(cuda_home)
+    return release is not None and release.split(".")[0] == torch.version.cuda.split(".")[0]
 
 
 def _sources(variant: str) -> list[Path]:
@@ -158,10 +182,12 @@ def build_extension(
         raise ValueError(f"variant must be 'cpu' or 'cuda', received {variant!r}")
     if variant == "cuda":
         cuda_home = find_cuda_home()
-        if torch.version.cuda is None or cuda_home is None:
+        if not cuda_toolkit_usable():
+            release = _nvcc_release(cuda_home) if cuda_home else None
             raise RuntimeError(
-                "the CUDA MSDA kernel needs a CUDA-enabled torch and nvcc (set CUDA_HOME); "
-                f"torch.version.cuda={torch.version.cuda}, CUDA_HOME={cuda_home}"
+                "the CUDA MSDA kernel needs a CUDA-enabled torch and an nvcc of the same major "
+                f"CUDA version (set CUDA_HOME); torch.version.cuda={torch.version.cuda}, "
+                f"toolkit={cuda_home}, nvcc release={release}"
             )
         cuda_archs = cuda_archs or _default_cuda_archs()
     if _loaded["variant"] not in (None, variant):
