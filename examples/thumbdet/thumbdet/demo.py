@@ -176,6 +176,16 @@ def _write_json(path: Path, value: dict) -> None:
     temporary.replace(path)
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def run_phase(config: TrainConfig, upstream: str = "") -> tuple[Path, str]:
     """Train one phase, or reuse/resume it when ``config`` (and ``upstream``) match.
 
@@ -196,6 +206,9 @@ def run_phase(config: TrainConfig, upstream: str = "") -> tuple[Path, str]:
     marker = output / "phase.json"
     checkpoint = output / CHECKPOINT_NAME
     state = _read_json(marker) or {}
+    owner = state.get("pid")
+    if not state.get("complete") and owner not in (None, os.getpid()) and _alive(owner):
+        raise RuntimeError(f"{output} is being trained by process {owner}; wait for it to finish")
     same = state.get("fingerprint") == fingerprint and checkpoint.exists()
     if same and state.get("complete"):
         return checkpoint, fingerprint
@@ -203,7 +216,7 @@ def run_phase(config: TrainConfig, upstream: str = "") -> tuple[Path, str]:
         for name in (CHECKPOINT_NAME, "log.jsonl", "config.json", "metrics.json"):
             (output / name).unlink(missing_ok=True)
     output.mkdir(parents=True, exist_ok=True)
-    _write_json(marker, {"fingerprint": fingerprint, "complete": False})
+    _write_json(marker, {"fingerprint": fingerprint, "complete": False, "pid": os.getpid()})
     trainer = Trainer(dataclasses.replace(config, resume=same))
     trainer.train_set.transforms = Compose([RandomHorizontalFlip(), ToTensor()])
     try:
