@@ -9,6 +9,8 @@ import sys
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from thumbdet.ops import (
@@ -163,6 +165,33 @@ def test_pixel_centres_read_the_pixels(backend):
     locations = locations.to(value.device)
     actual = run(backend, value, spatial_shapes, level_start_index, locations, weights)
     torch.testing.assert_close(actual.cpu(), expected.flatten(2), atol=1e-12, rtol=0)
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    batch=st.integers(1, 2),
+    level_shapes=st.lists(st.tuples(st.integers(1, 7), st.integers(1, 7)), min_size=1, max_size=4),
+    heads=st.integers(1, 3),
+    channels=st.integers(1, 9),
+    queries=st.integers(1, 6),
+    points=st.integers(1, 3),
+    seed=st.integers(0, 2**16),
+)
+def test_cpu_kernel_matches_reference_on_random_shapes(
+    batch, level_shapes, heads, channels, queries, points, seed
+):
+    require_backend("cpu")
+    inputs = make_inputs(batch, level_shapes, heads, channels, queries, points, seed=seed)
+    value, _, _, locations, weights = inputs
+    differentiable = [t.requires_grad_() for t in (value, locations, weights)]
+    expected = ms_deform_attn_pytorch(*inputs)
+    actual = run("cpu", *inputs)
+    torch.testing.assert_close(actual, expected, atol=1e-9, rtol=0)
+    grad_output = torch.randn_like(expected)
+    expected_grads = torch.autograd.grad(expected, differentiable, grad_output)
+    actual_grads = torch.autograd.grad(actual, differentiable, grad_output)
+    for got, want in zip(actual_grads, expected_grads, strict=True):
+        torch.testing.assert_close(got, want, atol=1e-9 * max(1.0, float(want.abs().max())), rtol=0)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
