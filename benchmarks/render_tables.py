@@ -20,6 +20,7 @@ README = Path(__file__).resolve().parent / "README.md"
 MIB = 1024 * 1024
 STAGE_ORDER = ("downsampler", "backbone", "input_proj+pos", "encoder", "decoder", "other")
 STAGE_ORDER += ("postprocess",)
+FASTPATH_HEADER = ["configuration", "ms (IQR)", "speed-up", "first call s", "max abs logit diff"]
 
 
 def _table(header: list[str], rows: list[list[str]]) -> str:
@@ -206,9 +207,7 @@ def render_fastpaths(result: dict[str, Any], title: str) -> str:
             f"**{subject['preset']} {subject['case']}**, input {size}, batch 1, "
             f"{timing['warmup']} warm-up + {timing['repeats']} timed rounds.",
             "",
-            _table(
-                ["configuration", "ms (IQR)", "speed-up", "first call s", "max |logit diff|"], rows
-            ),
+            _table(FASTPATH_HEADER, rows),
         ]
         for name, error in subject.get("errors", {}).items():
             parts.append(f"\n- `{name}` failed: {error}")
