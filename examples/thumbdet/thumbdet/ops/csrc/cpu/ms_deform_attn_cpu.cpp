@@ -143,20 +143,21 @@ void backward_kernel(const at::Tensor& grad_output, const at::Tensor& value,
   const int64_t pixel_stride = s.heads * s.channels;
   const int64_t samples = s.levels * s.points;
 
-  // One task per (n, m, l): only samples of the same batch item, head and level scatter into
-  // the same grad_value rows (levels occupy disjoint ranges of S, as the Python entry point
-  // checks), so tasks never race and no atomics are needed. Every task has Lq * P samples.
-  at::parallel_for(0, s.batch * s.heads * s.levels, 1, [&](int64_t begin, int64_t end) {
+  // Tasks are (n, m) pairs, or (n, m, l) triples when there are too few pairs to keep every
+  // thread busy. Only samples of the same batch item, head and level scatter into the same
+  // grad_value rows (levels occupy disjoint ranges of S, as the Python entry point checks), so
+  // tasks never race and no atomics are needed. Splitting by level re-reads each grad row once
+  // per level, which costs about 10% on 2 threads, so it is only done when it adds parallelism.
+  const bool enough_pairs = s.batch * s.heads >= 4 * static_cast<int64_t>(at::get_num_threads());
+  const int64_t level_groups = enough_pairs || s.levels == 0 ? 1 : s.levels;
+  const int64_t levels_per_group = s.levels / level_groups;  // all levels, or one
+  at::parallel_for(0, s.batch * s.heads * level_groups, 1, [&](int64_t begin, int64_t end) {
     std::vector<acc_t> grad(s.channels);
     Corners<scalar_t, acc_t> corners;
     for (int64_t task = begin; task < end; ++task) {
       const int64_t head = task % s.heads;
-      const int64_t level = (task / s.heads) % s.levels;
-      const int64_t batch = task / (s.heads * s.levels);
-      const int64_t height = shape_data[2 * level];
-      const int64_t width = shape_data[2 * level + 1];
-      const int64_t level_offset =
-          ((batch * s.pixels + start_data[level]) * s.heads + head) * s.channels;
+      const int64_t first_level = ((task / s.heads) % level_groups) * levels_per_group;
+      const int64_t batch = task / (s.heads * level_groups);
       for (int64_t query = 0; query < s.queries; ++query) {
         const int64_t row = (batch * s.queries + query) * s.heads + head;  // (n, q, m)
         const scalar_t* grad_row = grad_data + row * s.channels;
@@ -165,47 +166,53 @@ void backward_kernel(const at::Tensor& grad_output, const at::Tensor& value,
         }
         const scalar_t* locations = location_data + row * samples * 2;
         const scalar_t* weights = weight_data + row * samples;
-        for (int64_t point = 0; point < s.points; ++point) {
-          const int64_t sample = level * s.points + point;
-          const int64_t out_index = row * samples + sample;
-          const acc_t x = static_cast<acc_t>(locations[2 * sample]);
-          const acc_t y = static_cast<acc_t>(locations[2 * sample + 1]);
-          if (!find_corners(value_data + level_offset, pixel_stride, height, width, x, y,
-                            corners)) {
-            grad_weight_data[out_index] = scalar_t(0);
-            grad_location_data[2 * out_index] = scalar_t(0);
-            grad_location_data[2 * out_index + 1] = scalar_t(0);
-            continue;
-          }
-          const acc_t attention = static_cast<acc_t>(weights[sample]);
-          acc_t dot[4] = {0, 0, 0, 0};  // <grad, corner value> per corner
-          for (int corner = 0; corner < 4; ++corner) {
-            if (!corners.valid[corner]) continue;
-            const scalar_t* __restrict__ pixel = corners.pixel[corner];
-            // The same pixel offset in grad_value as in value.
-            acc_t* __restrict__ grad_pixel = grad_value_data + (pixel - value_data);
-            const acc_t* __restrict__ grad_channels = grad.data();
-            const acc_t scale = attention * corners.weight[corner];
-            acc_t sum = 0;
-            // One pass per corner: the dot product and the scatter share the loads of grad.
-#pragma omp simd reduction(+ : sum)
-            for (int64_t channel = 0; channel < s.channels; ++channel) {
-              sum += grad_channels[channel] * static_cast<acc_t>(pixel[channel]);
-              grad_pixel[channel] += scale * grad_channels[channel];
+        for (int64_t level = first_level; level < first_level + levels_per_group; ++level) {
+          const int64_t height = shape_data[2 * level];
+          const int64_t width = shape_data[2 * level + 1];
+          const int64_t level_offset =
+              ((batch * s.pixels + start_data[level]) * s.heads + head) * s.channels;
+          for (int64_t point = 0; point < s.points; ++point) {
+            const int64_t sample = level * s.points + point;
+            const int64_t out_index = row * samples + sample;
+            const acc_t x = static_cast<acc_t>(locations[2 * sample]);
+            const acc_t y = static_cast<acc_t>(locations[2 * sample + 1]);
+            if (!find_corners(value_data + level_offset, pixel_stride, height, width, x, y,
+                              corners)) {
+              grad_weight_data[out_index] = scalar_t(0);
+              grad_location_data[2 * out_index] = scalar_t(0);
+              grad_location_data[2 * out_index + 1] = scalar_t(0);
+              continue;
             }
-            dot[corner] = sum;
+            const acc_t attention = static_cast<acc_t>(weights[sample]);
+            acc_t dot[4] = {0, 0, 0, 0};  // <grad, corner value> per corner
+            for (int corner = 0; corner < 4; ++corner) {
+              if (!corners.valid[corner]) continue;
+              const scalar_t* __restrict__ pixel = corners.pixel[corner];
+              // The same pixel offset in grad_value as in value.
+              acc_t* __restrict__ grad_pixel = grad_value_data + (pixel - value_data);
+              const acc_t* __restrict__ grad_channels = grad.data();
+              const acc_t scale = attention * corners.weight[corner];
+              acc_t sum = 0;
+              // One pass per corner: the dot product and the scatter share the loads of grad.
+#pragma omp simd reduction(+ : sum)
+              for (int64_t channel = 0; channel < s.channels; ++channel) {
+                sum += grad_channels[channel] * static_cast<acc_t>(pixel[channel]);
+                grad_pixel[channel] += scale * grad_channels[channel];
+              }
+              dot[corner] = sum;
+            }
+            const acc_t frac_h = corners.frac_h, frac_w = corners.frac_w;
+            const acc_t sampled = corners.weight[0] * dot[0] + corners.weight[1] * dot[1] +
+                                  corners.weight[2] * dot[2] + corners.weight[3] * dot[3];
+            // d(bilinear)/dw and d(bilinear)/dh in pixel units, then chain through x*W-0.5.
+            const acc_t grad_w = (1 - frac_h) * (dot[1] - dot[0]) + frac_h * (dot[3] - dot[2]);
+            const acc_t grad_h = (1 - frac_w) * (dot[2] - dot[0]) + frac_w * (dot[3] - dot[1]);
+            grad_weight_data[out_index] = static_cast<scalar_t>(sampled);
+            grad_location_data[2 * out_index] =
+                static_cast<scalar_t>(attention * grad_w * static_cast<acc_t>(width));
+            grad_location_data[2 * out_index + 1] =
+                static_cast<scalar_t>(attention * grad_h * static_cast<acc_t>(height));
           }
-          const acc_t frac_h = corners.frac_h, frac_w = corners.frac_w;
-          const acc_t sampled = corners.weight[0] * dot[0] + corners.weight[1] * dot[1] +
-                                corners.weight[2] * dot[2] + corners.weight[3] * dot[3];
-          // d(bilinear)/dw and d(bilinear)/dh in pixel units, then chain through x*W-0.5.
-          const acc_t grad_w = (1 - frac_h) * (dot[1] - dot[0]) + frac_h * (dot[3] - dot[2]);
-          const acc_t grad_h = (1 - frac_w) * (dot[2] - dot[0]) + frac_w * (dot[3] - dot[1]);
-          grad_weight_data[out_index] = static_cast<scalar_t>(sampled);
-          grad_location_data[2 * out_index] =
-              static_cast<scalar_t>(attention * grad_w * static_cast<acc_t>(width));
-          grad_location_data[2 * out_index + 1] =
-              static_cast<scalar_t>(attention * grad_h * static_cast<acc_t>(height));
         }
       }
     }
