@@ -44,9 +44,12 @@ def _check_size_pair(size: Any, name: str) -> tuple[int, int]:
     if isinstance(size, Tensor) or not isinstance(size, Sequence) or len(size) != 2:
         raise ValueError(f"{name} must be a (H, W) pair of positive ints, got {size!r}")
     height, width = size
-    if not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in size):
+    # torch.SymInt: sizes read from tensor shapes under torch.compile(dynamic=True).
+    if not all(isinstance(v, (int, torch.SymInt)) and not isinstance(v, bool) for v in size):
         raise ValueError(f"{name} must be a (H, W) pair of positive ints, got {size!r}")
-    return int(height), int(width)
+    if not (height > 0 and width > 0):
+        raise ValueError(f"{name} must be a (H, W) pair of positive ints, got {size!r}")
+    return height, width
 
 
 def _sizes_as_tensor(size: SizeLike, name: str, like: Tensor) -> Tensor:
@@ -331,6 +334,6 @@ class Thumbnailed(nn.Module):
         output = self.model(thumbnail, *args, **kwargs)
         if self.restore is None:
             return output
-        thumbnail_size = (int(thumbnail.shape[-2]), int(thumbnail.shape[-1]))
-        image_size = (int(images.shape[-2]), int(images.shape[-1]))
+        thumbnail_size = (thumbnail.shape[-2], thumbnail.shape[-1])
+        image_size = (images.shape[-2], images.shape[-1])
         return self.restore(output, thumbnail_size, image_size)

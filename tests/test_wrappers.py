@@ -88,6 +88,21 @@ def test_thumbnailed_under_torch_compile():
     assert net.downsampler.convs[0].weight.grad is not None
 
 
+def test_thumbnailed_with_restore_compiles_with_dynamic_shapes():
+    torch.manual_seed(0)
+    net = Thumbnailed(
+        nn.Conv2d(3, 4, 1),
+        ConvDownsampler(4),
+        restore=lambda logits, _, image_size: upsample_to(logits, image_size),
+    )
+    compiled = torch.compile(net, backend="aot_eager", fullgraph=True, dynamic=True)
+    for size in [(32, 24), (40, 52)]:
+        images = torch.rand(2, 3, *size)
+        output = compiled(images)
+        assert output.shape == (2, 4, *size)
+        torch.testing.assert_close(output, net(images))
+
+
 # ------------------------------------------------------------------ export of the downsampler
 def test_conv_downsampler_jit_trace_generalises_to_other_sizes():
     downsampler = ConvDownsampler(4).eval()
