@@ -20,6 +20,7 @@ from thumbdet.ops import (
     ms_deform_attn,
     ms_deform_attn_macs,
     ms_deform_attn_pytorch,
+    traceable_ms_deform_attn,
     uncounted_ms_deform_attn,
 )
 
@@ -351,6 +352,18 @@ def test_import_never_builds_and_reports_pytorch(tmp_path):
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "['pytorch']"
     assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("backend", ["auto", "pytorch", "cpu"])
+def test_traceable_context_uses_no_custom_operator(backend):
+    require_backend("cpu" if backend == "auto" else backend)  # "auto" then picks the kernel
+    inputs = make_inputs(2, [(4, 5), (2, 3)], 2, 6, 5, 2)
+    expected = run(backend, *inputs)
+    with OperatorRecorder() as recorder, traceable_ms_deform_attn():
+        actual = run(backend, *inputs)
+    assert not any(name.startswith("thumbdet.") for name in recorder.names)
+    assert "aten.grid_sampler_2d" in recorder.names
+    torch.testing.assert_close(actual, expected, atol=1e-12, rtol=0)
 
 
 def test_auto_uses_the_compiled_kernel_once_built():

@@ -4,7 +4,7 @@
 and CUDA kernels are used when built. Importing this package never compiles anything.
 """
 
-from ._backends import BACKEND_ENV_VAR, available_backends
+from ._backends import BACKEND_ENV_VAR, available_backends, traceable_ms_deform_attn
 from ._macs import ms_deform_attn_macs, uncounted_ms_deform_attn
 from ._reference import ms_deform_attn_pytorch
 from .ms_deform_attn import MSDeformAttn, ms_deform_attn
@@ -16,5 +16,6 @@ __all__ = [
     "ms_deform_attn",
     "ms_deform_attn_macs",
     "ms_deform_attn_pytorch",
+    "traceable_ms_deform_attn",
     "uncounted_ms_deform_attn",
 ]

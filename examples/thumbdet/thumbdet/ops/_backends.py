@@ -3,17 +3,46 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 
 import torch
 
 from . import _extension
 from ._library import pytorch_ms_deform_attn_op
 from ._macs import register_mac_formulas
+from ._reference import ms_deform_attn_pytorch
 
-__all__ = ["BACKEND_ENV_VAR", "available_backends", "run_ms_deform_attn"]
+__all__ = [
+    "BACKEND_ENV_VAR",
+    "available_backends",
+    "run_ms_deform_attn",
+    "traceable_ms_deform_attn",
+]
 
 BACKEND_ENV_VAR = "THUMBDET_MSDA_BACKEND"
 _BACKENDS = ("auto", "pytorch", "cpu", "cuda")
+_TRACEABLE: ContextVar[bool] = ContextVar("thumbdet_traceable_ms_deform_attn", default=False)
+
+
+@contextmanager
+def traceable_ms_deform_attn() -> Iterator[None]:
+    """Within this context every MSDA call runs as plain PyTorch ops, whatever its backend.
+
+    For exporters that cannot see through the ``thumbdet`` operators (ONNX): inside, calls use
+    :func:`ms_deform_attn_pytorch` (``grid_sample`` and friends, ordinary autograd) instead of a
+    registered operator. ``learnthumb.count_macs`` does not count MSDA inside this context.
+
+    Example:
+        >>> with traceable_ms_deform_attn():
+        ...     torch.onnx.export(model, inputs, "model.onnx")  # doctest: +SKIP
+    """
+    token = _TRACEABLE.set(True)
+    try:
+        yield
+    finally:
+        _TRACEABLE.reset(token)
 
 
 def available_backends() -> list[str]:
@@ -54,6 +83,10 @@ def run_ms_deform_attn(
     backend: str,
 ) -> torch.Tensor:
     """Run MSDA on checked inputs with the resolved backend."""
+    if _TRACEABLE.get():
+        return ms_deform_attn_pytorch(
+            value, spatial_shapes, level_start_index, sampling_locations, attention_weights
+        )
     register_mac_formulas(torch.ops.thumbdet.ms_deform_attn_pytorch)  # no-op once registered
     resolved = _resolve(backend, value.device)
     if resolved == "pytorch":

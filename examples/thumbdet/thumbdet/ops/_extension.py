@@ -273,6 +273,8 @@ def require_kernel(device_type: str) -> None:
     Raises:
         RuntimeError: when it cannot be built or loaded; the message says how to build it.
     """
+    if device_type not in ("cpu", "cuda"):
+        raise ValueError(f"device_type must be 'cpu' or 'cuda', received {device_type!r}")
     if kernel_available(device_type):
         return
     if device_type == "cuda" and not torch.cuda.is_available():
