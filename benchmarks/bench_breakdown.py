@@ -31,7 +31,7 @@ CASES = (("teacher", 1), ("thumbdet", 4))
 STAGES = ("downsampler", "backbone", "input_proj+pos", "encoder", "decoder", "other", "postprocess")
 # preset, quick -> (input size, warm-up calls, timed calls)
 SETTINGS = {
-    ("paper_r50", False): ((800, 1333), 1, 5),
+    ("paper_r50", False): ((800, 1333), 1, 3),
     ("paper_r50", True): ((256, 416), 1, 2),
     ("tiny", False): ((128, 128), 3, 20),
     ("tiny", True): ((128, 128), 1, 5),

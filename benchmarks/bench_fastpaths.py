@@ -33,7 +33,7 @@ SUBJECTS = {
 }
 # The paper teacher is slow on a CPU: only the baseline and the most promising paths.
 TEACHER_SUBJECT = ("paper_r50", "teacher", 1)
-TEACHER_SETTINGS = {False: ((800, 1333), 1, 3), True: ((256, 416), 0, 1)}
+TEACHER_SETTINGS = {False: ((800, 1333), 1, 2), True: ((256, 416), 0, 1)}
 TEACHER_CONFIGS = ("inference_mode", "amp_backbone", "channels_last+amp_backbone")
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import json
 import os
 import sys
 import time
@@ -19,6 +20,7 @@ from pathlib import Path
 import torch
 
 from benchmarks import bench_breakdown, bench_fastpaths, bench_inference, bench_training
+from benchmarks.plot import plot_inference
 
 # name -> run(*, quick, presets, device, output_dir) -> path of the JSON written
 BENCHMARKS: dict[str, Callable[..., Path]] = {
@@ -32,6 +34,17 @@ BENCHMARKS: dict[str, Callable[..., Path]] = {
 DEFAULT_ORDER = ("inference", "breakdown", "fastpaths", "training")
 
 
+def auto_threads() -> int:
+    """CPUs left idle by the other work on the machine (1-minute load average), at least 1.
+
+    On an oversubscribed machine several OpenMP threads wait on each other at every barrier
+    and a call can become 10x slower than with one thread; one thread is then the honest
+    choice.
+    """
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, min(usable or 1, (usable or 1) - round(os.getloadavg()[0])))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes, few repeats")
@@ -42,14 +55,21 @@ def main(argv: list[str] | None = None) -> int:
         "--presets", nargs="+", choices=("paper_r50", "tiny"), default=["paper_r50", "tiny"]
     )
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
-    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
+    parser.add_argument(
+        "--threads",
+        default=None,
+        help="torch.set_num_threads: a number, or 'auto' = the CPUs not already busy by the "
+        "1-minute load average (at least 1); default: torch's choice",
+    )
     parser.add_argument("--compile", action="store_true", help="also run fastpaths_compile")
     parser.add_argument("--output-dir", default=None, help="instead of benchmarks/results")
     args = parser.parse_args(argv)
 
     if args.threads is not None:
-        torch.set_num_threads(args.threads)
-        os.environ["OMP_NUM_THREADS"] = str(args.threads)  # memory probes inherit it
+        threads = auto_threads() if args.threads == "auto" else int(args.threads)
+        torch.set_num_threads(threads)
+        os.environ["OMP_NUM_THREADS"] = str(threads)  # memory probes inherit it
+        print(f"[benchmarks] {threads} torch thread(s), load average {os.getloadavg()}")
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     names = list(args.only) if args.only else list(DEFAULT_ORDER)
     if args.compile and "fastpaths_compile" not in names:
@@ -71,6 +91,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"[benchmarks] {name} FAILED: {type(error).__name__}: {error}", file=sys.stderr)
             continue
         print(f"[benchmarks] {name}: {time.perf_counter() - tick:.0f} s -> {path}", flush=True)
+        if name == "inference":
+            figure = plot_inference(json.loads(path.read_text()), path.with_suffix(".png"))
+            print(f"[benchmarks] plot -> {figure}", flush=True)
     print(f"[benchmarks] done in {time.perf_counter() - started:.0f} s", flush=True)
     return 1 if failures else 0
 
