@@ -93,7 +93,11 @@ def test_run_quick_writes_valid_json_and_tables(tmp_path):
     result = json.loads((machine_dir / "breakdown.json").read_text())
     assert result["benchmark"] == "breakdown" and result["quick"] is True
     cases = result["presets"]["tiny"]["cases"]
-    assert [case["case"] for case in cases] == ["teacher", "thumbdet-4x"]
+    assert [case["case"] for case in cases] == [
+        "teacher",
+        "thumbdet-4x",
+        "thumbdet-4x+channels_last",
+    ]
     assert "downsampler" in cases[1]["stages"] and "downsampler" not in cases[0]["stages"]
     for case in cases:
         assert {"backbone", "encoder", "decoder", "postprocess"} <= set(case["stages"])
