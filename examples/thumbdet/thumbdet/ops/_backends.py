@@ -30,7 +30,9 @@ _TRACEABLE: ContextVar[bool] = ContextVar("thumbdet_traceable_ms_deform_attn", d
 def traceable_ms_deform_attn() -> Iterator[None]:
     """Within this context every MSDA call runs as plain PyTorch ops, whatever its backend.
 
-    For exporters that cannot see through the ``thumbdet`` operators (ONNX): inside, calls use
+    For exporters that cannot translate the ``thumbdet`` operators (``torch.onnx``; note that
+    ``torch.onnx.is_in_onnx_export()`` is still False while the dynamo exporter captures the
+    graph, so this cannot be detected automatically): inside, calls use
     :func:`ms_deform_attn_pytorch` (``grid_sample`` and friends, ordinary autograd) instead of a
     registered operator. ``learnthumb.count_macs`` does not count MSDA inside this context.
 
