@@ -7,7 +7,7 @@ and CUDA kernels are used when built. Importing this package never compiles anyt
 from ._backends import BACKEND_ENV_VAR, available_backends, traceable_ms_deform_attn
 from ._macs import ms_deform_attn_macs, uncounted_ms_deform_attn
 from ._reference import ms_deform_attn_pytorch
-from .ms_deform_attn import MSDeformAttn, ms_deform_attn
+from .deformable_attention import MSDeformAttn, ms_deform_attn
 
 __all__ = [
     "BACKEND_ENV_VAR",
