@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -46,7 +46,6 @@ class Trained:
     downsampler: nn.Module
     scores: dict[str, float]
     seconds: float
-    extra: dict = field(default_factory=dict)
 
 
 def compare(
