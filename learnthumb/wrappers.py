@@ -271,8 +271,27 @@ def upsample_padded(
                 f"image_sizes[{index}] = {(height, width)} does not fit in padded_size "
                 f"{(padded_height, padded_width)}"
             )
+    _check_common_stride(tuple(maps.shape[-2:]), (padded_height, padded_width))
     full = _interpolate(maps, (padded_height, padded_width), mode)  # (B, C, H, W)
     return [full[index, :, :height, :width] for index, (height, width) in enumerate(pairs)]
+
+
+def _stride_interval(image: int, output: int) -> tuple[float, float]:
+    """Real strides ``s`` for which ``image`` pixels give ``output`` cells (floor or ceil)."""
+    return image / (output + 1), (image / (output - 1) if output > 1 else float("inf"))
+
+
+def _check_common_stride(map_size: tuple[int, int], padded_size: tuple[int, int]) -> None:
+    """Catch maps that cannot come from ``padded_size`` (e.g. H and W swapped)."""
+    low_y, high_y = _stride_interval(padded_size[0], map_size[0])
+    low_x, high_x = _stride_interval(padded_size[1], map_size[1])
+    if max(low_y, low_x) >= min(high_y, high_x):
+        raise ValueError(
+            f"maps of spatial size {map_size} do not match padded_size {padded_size}: the "
+            f"implied strides differ ({padded_size[0] / map_size[0]:.2f} along H, "
+            f"{padded_size[1] / map_size[1]:.2f} along W); padded_size is (H, W) of the batch "
+            "fed to the downsampler"
+        )
 
 
 # ----------------------------------------------------------------------------------- wrapper

@@ -376,6 +376,8 @@ def test_upsample_padded_bad_input():
         ValueError, match=r"image_sizes\[1\] = \(40, 8\) does not fit in padded_size"
     ):
         upsample_padded(maps, [(8, 8), (40, 8)], (32, 32))
+    with pytest.raises(ValueError, match=r"maps of spatial size \(8, 8\) do not match padded_size"):
+        upsample_padded(maps, [(32, 32), (32, 64)], (32, 64))  # 4x along H, 8x along W
     with pytest.raises(ValueError, match=r"image_sizes must have shape \(B, 2\)"):
         upsample_padded(maps, torch.zeros(2, 3, dtype=torch.long), (32, 32))
     with pytest.raises(ValueError, match=r"maps \(logits or heatmaps\) must have shape"):
