@@ -34,7 +34,7 @@ SUBJECTS = {
 # The paper teacher is slow on a CPU: only the baseline and the most promising paths.
 TEACHER_SUBJECT = ("paper_r50", "teacher", 1)
 TEACHER_SETTINGS = {False: ((800, 1333), 1, 2), True: ((256, 416), 0, 1)}
-TEACHER_CONFIGS = ("inference_mode", "amp_backbone", "channels_last+amp_backbone")
+TEACHER_CONFIGS = ("inference_mode", "channels_last+amp", "channels_last+amp_backbone")
 
 
 def configurations(device: torch.device, compile_model: bool) -> dict[str, dict[str, Any]]:
@@ -47,6 +47,7 @@ def configurations(device: torch.device, compile_model: bool) -> dict[str, dict[
         "channels_last": {"channels_last": True},
         "amp": {"amp": True},
         "amp_backbone": {"amp": True, "amp_scope": "backbone"},
+        "channels_last+amp": {"channels_last": True, "amp": True},
         "channels_last+amp_backbone": {
             "channels_last": True,
             "amp": True,
@@ -158,6 +159,21 @@ def benchmark_subject(
     }
 
 
+def student_speedups(subjects: list[dict[str, Any]]) -> dict[str, float]:
+    """Paper teacher latency / paper 4x student latency, per configuration both ran with
+    (the two were timed in separate round-robin groups, one after the other)."""
+    by_case = {(s["preset"], s["case"]): s["rows"] for s in subjects}
+    teacher = by_case.get(("paper_r50", "teacher"))
+    student = by_case.get(("paper_r50", "thumbdet-4x"))
+    if not teacher or not student:
+        return {}
+    return {
+        name: teacher[name]["latency_ms"] / student[name]["latency_ms"]
+        for name in teacher
+        if name in student
+    }
+
+
 def run(
     *,
     quick: bool = False,
@@ -194,6 +210,7 @@ def run(
             "quick": quick,
             "method": method,
             "subjects": subjects,
+            "student_4x_speedup_over_teacher": student_speedups(subjects),
             "skipped": skipped_configurations(torch_device, compile_model),
         },
         device=torch_device,

@@ -211,6 +211,10 @@ def render_fastpaths(result: dict[str, Any], title: str) -> str:
         ]
         for name, error in subject.get("errors", {}).items():
             parts.append(f"\n- `{name}` failed: {error}")
+    speedups = result.get("student_4x_speedup_over_teacher")
+    if speedups:
+        shown = ", ".join(f"{name} {value:.1f}x" for name, value in speedups.items())
+        parts += ["", f"4x student speed-up over the teacher (paper preset, batch 1): {shown}."]
     if result.get("skipped"):
         parts += [""] + [f"- skipped `{name}`: {why}" for name, why in result["skipped"].items()]
     return "\n".join(parts)
