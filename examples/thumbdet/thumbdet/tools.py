@@ -14,7 +14,6 @@ import contextlib
 import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from unittest import mock
 
 import numpy as np
 import torch
@@ -112,10 +111,9 @@ def _traceable_ms_deform_attn() -> Iterator[None]:
     The custom op keeps ``torch.compile`` and the MAC counter happy, but an ONNX exporter
     cannot translate it; its pure-PyTorch reference traces into standard ONNX operators.
     """
-    from thumbdet.ops import _backends
-    from thumbdet.ops._reference import ms_deform_attn_pytorch
+    from thumbdet.ops import traceable_ms_deform_attn
 
-    with mock.patch.object(_backends, "pytorch_ms_deform_attn_op", ms_deform_attn_pytorch):
+    with traceable_ms_deform_attn():
         yield
 
 
