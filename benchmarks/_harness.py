@@ -381,6 +381,11 @@ def write_result(
     environment = environment if environment is not None else describe_environment(device)
     path = result_path(name, environment["machine"], output_dir)
     path.parent.mkdir(parents=True, exist_ok=True)
+    environment = dict(environment)
+    try:  # the load before the run is in the description; this is the load at its end
+        environment["load_average_at_end"] = [round(value, 2) for value in os.getloadavg()]
+    except OSError:
+        environment["load_average_at_end"] = None
     payload = {"benchmark": name, "environment": environment, **results}
     temporary = path.with_suffix(".json.tmp")
     temporary.write_text(json.dumps(payload, indent=2, sort_keys=False) + "\n")

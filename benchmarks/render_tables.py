@@ -39,7 +39,8 @@ def _environment_line(result: dict[str, Any]) -> str:
     return (
         f"*{env['date_utc']}, {env['cpu_model']}, {env['usable_cpus']} CPUs, "
         f"{env['torch_threads']} torch threads, torch {env['torch_version']}, commit {commit}, "
-        f"load average before the run {env.get('load_average_1_5_15min')} (1/5/15 min)"
+        f"load average {env.get('load_average_1_5_15min')} before and "
+        f"{env.get('load_average_at_end')} after the run (1/5/15 min)"
         f"{', quick run' if result.get('quick') else ''}.*"
     )
 
