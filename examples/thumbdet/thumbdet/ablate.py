@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from thumbdet.demo import RECIPES, evaluate_phase, phase_config, run_phase
+from thumbdet.demo import RECIPES, evaluate_phase, phase_config, run_phase, set_threads
 from thumbdet.report import AP_KEYS, normalise_ap_metrics, write_results
 
 __all__ = ["PAPER", "TABLES", "VARIANTS", "add_parser", "format_ablation", "run_ablation"]
@@ -190,6 +190,7 @@ def run_ablation(
 
 
 def _run(args: argparse.Namespace) -> int:
+    set_threads(args.threads)
     output = args.output or ("thumbdet-demo-quick" if args.quick else "thumbdet-demo")
     run_ablation(args.table, output, quick=args.quick, data_dir=args.data_dir)
     return 0
@@ -206,4 +207,5 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--quick", action="store_true", help="the demo's toy recipe")
     parser.add_argument("--data-dir", default=None, help="dataset folder (default: cache)")
+    parser.add_argument("--threads", type=int, default=1, help="PyTorch threads (0: default)")
     parser.set_defaults(func=_run)
