@@ -18,7 +18,9 @@ def quick_demo(tmp_path_factory):
     root = tmp_path_factory.mktemp("demo")
     output, data = root / "out", root / "data"
     argv = ["demo", "--quick", "--output", str(output), "--data-dir", str(data)]
-    assert main(argv) == 0
+    threads = torch.get_num_threads()
+    assert main(argv) == 0  # runs with --threads 1 ...
+    assert torch.get_num_threads() == threads  # ... and leaves the process as it found it
     return output, data, argv
 
 

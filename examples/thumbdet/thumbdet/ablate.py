@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from thumbdet.demo import RECIPES, evaluate_phase, phase_config, run_phase, set_threads
+from thumbdet.demo import RECIPES, evaluate_phase, phase_config, run_phase, use_threads
 from thumbdet.report import AP_KEYS, normalise_ap_metrics, write_results
 
 __all__ = ["PAPER", "TABLES", "VARIANTS", "add_parser", "format_ablation", "run_ablation"]
@@ -190,9 +190,9 @@ def run_ablation(
 
 
 def _run(args: argparse.Namespace) -> int:
-    set_threads(args.threads)
     output = args.output or ("thumbdet-demo-quick" if args.quick else "thumbdet-demo")
-    run_ablation(args.table, output, quick=args.quick, data_dir=args.data_dir)
+    with use_threads(args.threads):
+        run_ablation(args.table, output, quick=args.quick, data_dir=args.data_dir)
     return 0
 
 

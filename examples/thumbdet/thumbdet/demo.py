@@ -19,11 +19,13 @@ interrupted training run where it stopped.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import hashlib
 import json
 import os
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,7 +47,7 @@ __all__ = [
     "phase_config",
     "run_demo",
     "run_phase",
-    "set_threads",
+    "use_threads",
 ]
 
 MODEL_KEYS = ("teacher", "bicubic_4x", "thumbdet_4x")
@@ -399,8 +401,9 @@ def run_demo(
     return results
 
 
-def set_threads(threads: int) -> None:
-    """Use ``threads`` intra-op threads (``0`` keeps PyTorch's default).
+@contextlib.contextmanager
+def use_threads(threads: int) -> Iterator[None]:
+    """Run the block with ``threads`` intra-op threads (``0``: PyTorch's default), then restore.
 
     The tiny models parallelise poorly; measured on a 2-core machine shared with other jobs,
     two OpenMP threads ran a training step 8-20x slower than one (threads spinning against
@@ -408,14 +411,19 @@ def set_threads(threads: int) -> None:
     """
     if threads < 0:
         raise ValueError(f"threads: expected >= 0, got {threads}")
+    previous = torch.get_num_threads()
     if threads:
         torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def _run(args: argparse.Namespace) -> int:
-    set_threads(args.threads)
     output = args.output or ("thumbdet-demo-quick" if args.quick else "thumbdet-demo")
-    run_demo(output, quick=args.quick, data_dir=args.data_dir)
+    with use_threads(args.threads):
+        run_demo(output, quick=args.quick, data_dir=args.data_dir)
     return 0
 
 
