@@ -354,7 +354,7 @@ def run_demo(
     output.mkdir(parents=True, exist_ok=True)
     root = Path(data_dir) if data_dir is not None else default_cache_dir() / f"demo-{name}"
     print(f"[demo] dataset: {root}", flush=True)
-    data = generate_synthetic_dataset(root, recipe.data)
+    data = generate_synthetic_dataset(root, recipe.data, progress=progress)
     phase_seconds: dict[str, float] = {}
 
     def phase(key: str, config: TrainConfig, upstream: str = "") -> tuple[Path, str]:

@@ -31,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+from tqdm.auto import tqdm
 
 __all__ = [
     "TEXTURES",
@@ -251,11 +252,13 @@ def render_image(spec: SyntheticSpec, split: str, index: int) -> tuple[np.ndarra
     return pixels, objects
 
 
-def _write_split(spec: SyntheticSpec, split: str, count: int, root: Path) -> None:
+def _write_split(
+    spec: SyntheticSpec, split: str, count: int, root: Path, progress: bool = False
+) -> None:
     image_dir = root / split
     image_dir.mkdir(parents=True)
     images, annotations = [], []
-    for index in range(count):
+    for index in tqdm(range(count), desc=f"generating {split}", disable=not progress, leave=False):
         pixels, objects = render_image(spec, split, index)
         file_name = f"{index:06d}.png"
         Image.fromarray(pixels).save(image_dir / file_name, compress_level=1)
@@ -306,7 +309,9 @@ def _paths(root: Path, spec: SyntheticSpec) -> SyntheticDataset:
 
 
 def generate_synthetic_dataset(
-    root: str | os.PathLike | None = None, spec: SyntheticSpec | None = None
+    root: str | os.PathLike | None = None,
+    spec: SyntheticSpec | None = None,
+    progress: bool = False,
 ) -> SyntheticDataset:
     """Generate the dataset under ``root``, or reuse it if ``root`` already holds this spec.
 
@@ -314,6 +319,7 @@ def generate_synthetic_dataset(
         root: the dataset folder; default
             ``default_cache_dir() / "synthetic-<image_size>px-seed<seed>"``.
         spec: what to generate; default ``SyntheticSpec()``.
+        progress: show a progress bar while generating.
 
     Returns:
         The paths of the images and COCO annotation files.
@@ -342,8 +348,8 @@ def generate_synthetic_dataset(
     staging = Path(tempfile.mkdtemp(prefix=f".{root.name}-", dir=root.parent))
     try:
         (staging / "annotations").mkdir()
-        _write_split(spec, "train", spec.num_train, staging)
-        _write_split(spec, "val", spec.num_val, staging)
+        _write_split(spec, "train", spec.num_train, staging, progress)
+        _write_split(spec, "val", spec.num_val, staging, progress)
         (staging / "spec.json").write_text(json.dumps(spec.to_json(), indent=2))
         if root.exists():
             shutil.rmtree(root)
