@@ -407,7 +407,7 @@ def use_threads(threads: int) -> Iterator[None]:
 
     The tiny models parallelise poorly; measured on a 2-core machine shared with other jobs,
     two OpenMP threads ran a training step 8-20x slower than one (threads spinning against
-    other processes), while on an idle machine they are about 1.5x faster.
+    other processes), while on an idle machine they were about 1.8x faster.
     """
     if threads < 0:
         raise ValueError(f"threads: expected >= 0, got {threads}")
