@@ -37,6 +37,7 @@ from learnthumb import count_macs, measure_latency
 from thumbdet.config import TrainConfig
 from thumbdet.data.synthetic import SyntheticSpec, generate_synthetic_dataset
 from thumbdet.data.transforms import Compose, RandomHorizontalFlip, ToTensor
+from thumbdet.tools import load_image
 from thumbdet.train import CHECKPOINT_NAME, Trainer, evaluate_checkpoint, load_detector
 
 __all__ = [
@@ -274,8 +275,6 @@ def _figure_images(data: Any, count: int) -> tuple[list[torch.Tensor], list[dict
         objects.setdefault(annotation["image_id"], []).append(annotation)
     ranked = sorted(coco["images"], key=lambda im: (len(objects.get(im["id"], [])) < 2, im["id"]))
     chosen = ranked[:count]
-    from thumbdet.tools import load_image
-
     images = [load_image(Path(data.val_images) / entry["file_name"]) for entry in chosen]
     return images, [{"objects": objects.get(entry["id"], [])} for entry in chosen]
 
@@ -289,8 +288,9 @@ def _draw_figures(
     from thumbdet.postprocess import postprocess_detections
 
     images, annotations = _figure_images(data, recipe.figure_images)
-    names = list(models["teacher"].checkpoint_meta["category_names"])
-    by_id = dict(enumerate(names, start=1))  # the synthetic data's ids are 1..K in name order
+    meta = models["teacher"].checkpoint_meta
+    names = list(meta["category_names"])
+    by_id = dict(zip(meta["category_ids"], names, strict=True))
     bicubic = InterpolateDownsampler(4)
     written = [figures.plot_map_vs_speed(results, output / "fig1_map_vs_speed.png")]
     thumbnails = {
