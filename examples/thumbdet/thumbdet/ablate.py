@@ -37,6 +37,12 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "temperature_1.5": {"mode": "thumbdet", "temperature": 1.5},
     "temperature_2": {"mode": "thumbdet", "temperature": 2.0},
     "init_teacher": {"mode": "thumbdet", "student_init": "teacher"},
+    "one_stage_distill": {"mode": "thumbdet", "one_stage": True},
+    "one_stage_distill_init_teacher": {
+        "mode": "thumbdet",
+        "one_stage": True,
+        "student_init": "teacher",
+    },
 }
 """Variant name -> ``TrainConfig`` changes from the demo's configuration."""
 
@@ -64,9 +70,11 @@ TABLES: dict[str, dict[str, str]] = {
         "temperature_1.5": "T = 1.5",
         "temperature_2": "T = 2",
     },
-    "init": {  # beyond the paper: does starting the student from the teacher help?
-        "thumbdet_4x": "student from random weights (paper)",
-        "init_teacher": "student from the teacher's weights",
+    "init": {  # beyond the paper: student initialisation, and one stage with distillation
+        "thumbdet_4x": "two-stage, student from random weights (paper)",
+        "init_teacher": "two-stage, student from the teacher's weights",
+        "one_stage_distill": "one-stage, random weights",
+        "one_stage_distill_init_teacher": "one-stage, teacher's weights",
     },
 }
 """Table name -> (variant -> the row's label, as in the paper)."""
