@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import argparse
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -107,3 +109,40 @@ def start_timer() -> Callable[[], float]:
     """Seconds since this call."""
     start = time.perf_counter()
     return lambda: time.perf_counter() - start
+
+
+@dataclass
+class Experiment:
+    """The data and schedules both examples use (a toy size with ``--quick``)."""
+
+    size: tuple[int, int]
+    train: Split
+    val: Split
+    teacher_config: TrainConfig
+    student_config: TrainConfig
+
+
+def prepare_experiment(
+    args: argparse.Namespace,
+    write_dataset: Callable[[Path, dict[str, int], tuple[int, int], int], None],
+    load_split: Callable[[Path, str], Split],
+    elapsed: Callable[[], float],
+) -> Experiment:
+    """Generate the example's dataset and pick the schedules from ``args.quick``."""
+    quick = args.quick
+    size = (32, 32) if quick else (64, 64)
+    splits = {"train": 32, "val": 16} if quick else {"train": 600, "val": 150}
+    steps = 3 if quick else 800
+    teacher_config = TrainConfig(steps=steps, batch_size=16, lr=1e-2, seed=args.seed)
+    student_config = TrainConfig(
+        steps=steps,
+        batch_size=16,
+        lr=1e-2,
+        stage1_steps=2 if quick else 100,
+        seed=args.seed,
+    )
+    data = args.output / "data"
+    write_dataset(data, splits, size, seed=args.seed)
+    train, val = load_split(data, "train"), load_split(data, "val")
+    print(f"data: {len(train)} train / {len(val)} val images of {size} ({elapsed():.0f} s)")
+    return Experiment(size, train, val, teacher_config, student_config)

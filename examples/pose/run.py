@@ -19,9 +19,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # examples/ -> imp
 
 import torch
 import torch.nn.functional as F
-from _common.experiment import Task, compare, start_timer
+from _common.experiment import Task, compare, prepare_experiment, start_timer
 from _common.reporting import parse_args, report
-from _common.training import TrainConfig, predict
+from _common.training import predict
 from figures_dataset import KEYPOINTS, load_split, write_dataset
 
 from learnthumb import rescale_keypoints, upsample_to
@@ -100,24 +100,13 @@ def make_pose_scores(image_size: tuple[int, int]):
 def main() -> None:
     args = parse_args(__doc__.splitlines()[0], "runs/pose")
     elapsed = start_timer()
-    size = (32, 32) if args.quick else (64, 64)
-    splits = {"train": 32, "val": 16} if args.quick else {"train": 600, "val": 150}
-    teacher_config = TrainConfig(
-        steps=3 if args.quick else 800, batch_size=16, lr=1e-2, seed=args.seed
-    )
-    student_config = TrainConfig(
-        steps=3 if args.quick else 800,
-        batch_size=16,
-        lr=1e-2,
-        stage1_steps=2 if args.quick else 100,
-        seed=args.seed,
-    )
-    write_dataset(args.output / "data", splits, size, seed=args.seed)
-    train, val = load_split(args.output / "data", "train"), load_split(args.output / "data", "val")
-    print(f"data: {len(train)} train / {len(val)} val images of {size} ({elapsed():.0f} s)")
+    experiment = prepare_experiment(args, write_dataset, load_split, elapsed)
+    size, train, val = experiment.size, experiment.train, experiment.val
 
     task = Task(len(KEYPOINTS), make_pose_loss(size), make_pose_scores(size))
-    results = compare(task, train, val, teacher_config, student_config, seed=args.seed)
+    results = compare(
+        task, train, val, experiment.teacher_config, experiment.student_config, seed=args.seed
+    )
 
     shown = val.images[:4]
     images = [shown[r].permute(1, 2, 0).numpy() for r in range(len(shown))]  # (H, W, 3)
