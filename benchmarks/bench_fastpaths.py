@@ -16,6 +16,7 @@ skipped when no GPU is used.
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -184,7 +185,10 @@ def run(
 ) -> Path:
     """Run the fast-path benchmark and write ``fastpaths.json``; returns its path."""
     torch_device = torch.device(device)
+    if compile_model:  # first_call_s must be a cold compilation, not a cache hit
+        os.environ.setdefault("TORCHINDUCTOR_FORCE_DISABLE_CACHES", "1")
     environment = describe_environment(torch_device)
+    environment["inductor_caches_disabled"] = os.environ.get("TORCHINDUCTOR_FORCE_DISABLE_CACHES")
     configs = configurations(torch_device, compile_model)
     subjects = []
     for subject, settings in SUBJECTS.items():
