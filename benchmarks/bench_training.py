@@ -9,8 +9,9 @@ fixed random batch with random targets:
 - ``thumbdet-4x``: the stage-two step of ThumbDet (``learnthumb.ThumbnailDistillation`` as
   ``thumbdet.train`` builds it: frozen teacher forward + learned downsampler + student + moment,
   feature and logit losses with the Query Filter);
-- ``thumbdet-4x-no-query-filter``: the same, distilling every query (``ThumbnailDistillation``
-  has no switch for the filter, so its threshold is set to 1e-6, which keeps all queries);
+- ``thumbdet-4x-no-query-filter``: the same, distilling every query
+  (``ThumbnailDistillation(use_query_filter=False)``; the results recorded before that option
+  existed used a threshold of 1e-6, which also keeps every query);
 - ``teacher-forward``: the frozen teacher's forward alone (``no_grad``, eval).
 
 The teacher of the distillation steps has random weights with its class bias shifted so that
@@ -125,7 +126,7 @@ def build_steps(
 
         return step
 
-    def distillation_step(threshold: float) -> Any:
+    def distillation_step(use_query_filter: bool) -> Any:
         downsampler = create_downsampler("thumbdet", scale=SCALE).to(device)
         student = build_model(preset).to(device)
         distillation = ThumbnailDistillation(
@@ -134,7 +135,8 @@ def build_steps(
             student,
             features="backbone_features",
             logits="pred_logits",
-            weights=DistillWeights(threshold=threshold),
+            weights=DistillWeights(),
+            use_query_filter=use_query_filter,
             schedule=TwoStageSchedule(0),  # always stage two
             logit_activation="sigmoid",
             mask_argument="padding_mask",
@@ -161,8 +163,8 @@ def build_steps(
     steps = {
         "teacher": plain_step(teacher, teacher),
         "bicubic-4x": plain_step(bicubic, bicubic_detector),
-        "thumbdet-4x": distillation_step(0.5),
-        "thumbdet-4x-no-query-filter": distillation_step(1e-6),
+        "thumbdet-4x": distillation_step(True),
+        "thumbdet-4x-no-query-filter": distillation_step(False),
         "teacher-forward": teacher_forward,
     }
     with torch.no_grad():

@@ -84,6 +84,8 @@ class ThumbnailDistillation(nn.Module):
         background_index: with softmax, the no-object class ignored by the Query Filter.
         logit_pairing: ``"index"`` or ``"hungarian"`` (see
             :func:`~learnthumb.logit_distillation_loss`).
+        use_query_filter: distil only the queries kept by the Query Filter (the paper);
+            ``False`` distils every query (an ablation, and the official code's behaviour).
         mask_argument: keyword through which both models take a padding mask (e.g.
             ``"padding_mask"``); the student gets the mask reduced to the thumbnail size.
         moment_statistic: ``"std"`` (Eq. (5)) or ``"var"`` (official code).
@@ -120,6 +122,7 @@ class ThumbnailDistillation(nn.Module):
         logit_activation: str = "softmax",
         background_index: int | None = None,
         logit_pairing: str = "index",
+        use_query_filter: bool = True,
         mask_argument: str | None = None,
         moment_statistic: str = "std",
         scale: int | None = None,
@@ -155,6 +158,7 @@ class ThumbnailDistillation(nn.Module):
         self.logit_activation = logit_activation
         self.background_index = background_index
         self.logit_pairing = logit_pairing
+        self.use_query_filter = use_query_filter
         self.mask_argument = mask_argument
         self.moment_statistic = moment_statistic
         self.feature_loss = feature_loss if feature_loss is not None else FeatureDistillationLoss()
@@ -251,8 +255,12 @@ class ThumbnailDistillation(nn.Module):
         if weights.logit > 0 and self.logits is not None:
             teacher_logits = _select(teacher_output, self.logits, "logits")
             student_logits = _select(student_output, self.logits, "logits")
-            keep = query_filter(
-                teacher_logits, weights.threshold, self.logit_activation, self.background_index
+            keep = (
+                query_filter(
+                    teacher_logits, weights.threshold, self.logit_activation, self.background_index
+                )
+                if self.use_query_filter
+                else None
             )
             losses["logit"] = weights.logit * logit_distillation_loss(
                 student_logits,

@@ -185,3 +185,18 @@ def test_end_to_end_training_moves_student_and_downsampler_not_teacher():
     changed = [not torch.equal(v, student_before[k]) for k, v in student.state_dict().items()]
     assert any(changed)
     assert not torch.equal(distill.downsampler.convs[0].weight, down_before["convs.0.weight"])
+
+
+def test_query_filter_can_be_switched_off():
+    torch.manual_seed(0)
+    teacher, student = _SetPredictor(), _SetPredictor()
+    images = torch.rand(2, 3, 32, 32)
+    kwargs = dict(logits="pred_logits", weights=DistillWeights(moment=0.0, threshold=0.99))
+    filtered = ThumbnailDistillation(ConvDownsampler(4), teacher, student, **kwargs)
+    everything = ThumbnailDistillation(
+        filtered.downsampler, teacher, student, use_query_filter=False, **kwargs
+    )
+    filtered.eval(), everything.eval()
+    # A random teacher is never 99% sure: the filter keeps nothing, the unfiltered loss is > 0.
+    assert filtered(images).losses["logit"].item() == 0.0
+    assert everything(images).losses["logit"].item() > 0.0

@@ -19,7 +19,7 @@ from thumbdet.config import MODES, TrainConfig
 
 __all__ = ["build_parser", "config_from_args", "main"]
 
-_PLUGIN_MODULES = ("thumbdet.demo", "thumbdet.ablate", "thumbdet.tools")
+_PLUGIN_MODULES = ("thumbdet.demo", "thumbdet.ablate", "thumbdet.tools", "thumbdet.bench")
 _DEFAULTS = TrainConfig()
 
 
