@@ -15,6 +15,7 @@ allocations of earlier benchmarks in this process do not count.
 
 from __future__ import annotations
 
+import argparse
 import datetime
 import json
 import os
@@ -24,7 +25,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,7 @@ __all__ = [
     "REPO_ROOT",
     "RESULTS_DIR",
     "Timing",
+    "benchmark_parser",
     "cpu_model",
     "describe_environment",
     "git_commit",
@@ -391,3 +393,13 @@ def write_result(
     temporary.write_text(json.dumps(payload, indent=2, sort_keys=False) + "\n")
     temporary.replace(path)
     return path
+
+
+def benchmark_parser(description: str, presets: Sequence[str]) -> argparse.ArgumentParser:
+    """The options every benchmark script takes: --quick, --presets, --device, --output-dir."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--quick", action="store_true", help="small sizes, few repeats")
+    parser.add_argument("--presets", nargs="+", choices=list(presets), default=list(presets))
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--output-dir", default=None, help="instead of benchmarks/results")
+    return parser

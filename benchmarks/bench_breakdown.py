@@ -13,7 +13,6 @@ over the repeats is reported with its share of the median end-to-end time. An op
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import time
 from collections import defaultdict
@@ -23,7 +22,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from benchmarks._harness import describe_environment, synchronize, write_result
+from benchmarks._harness import (
+    benchmark_parser,
+    describe_environment,
+    synchronize,
+    write_result,
+)
 
 NAME = "breakdown"
 PRESETS = ("paper_r50", "tiny")
@@ -226,12 +230,8 @@ def run(
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--presets", nargs="+", choices=PRESETS, default=list(PRESETS))
-    parser.add_argument("--device", default="cpu")
+    parser = benchmark_parser(__doc__.splitlines()[0], PRESETS)
     parser.add_argument("--no-profile", action="store_true", help="skip the operator table")
-    parser.add_argument("--output-dir", default=None)
     args = parser.parse_args(argv)
     path = run(
         quick=args.quick,

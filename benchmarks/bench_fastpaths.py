@@ -15,7 +15,6 @@ skipped when no GPU is used.
 
 from __future__ import annotations
 
-import argparse
 import os
 import time
 from pathlib import Path
@@ -23,7 +22,13 @@ from typing import Any
 
 import torch
 
-from benchmarks._harness import describe_environment, synchronize, time_interleaved, write_result
+from benchmarks._harness import (
+    benchmark_parser,
+    describe_environment,
+    synchronize,
+    time_interleaved,
+    write_result,
+)
 
 NAME = "fastpaths"
 
@@ -224,12 +229,8 @@ def run(
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true")
+    parser = benchmark_parser(__doc__.splitlines()[0], ("paper_r50", "tiny"))
     parser.add_argument("--compile", action="store_true", help="also measure torch.compile")
-    parser.add_argument("--presets", nargs="+", default=["paper_r50", "tiny"])
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--output-dir", default=None)
     args = parser.parse_args(argv)
     path = run(
         quick=args.quick,

@@ -12,13 +12,13 @@ memory of a batch-1 call (CPU: peak RSS of a separate process; CUDA: max_memory_
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from benchmarks._harness import (
+    benchmark_parser,
     describe_environment,
     peak_cuda_memory,
     peak_rss_in_subprocess,
@@ -219,11 +219,7 @@ def run(
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="small sizes, few repeats")
-    parser.add_argument("--presets", nargs="+", choices=PRESETS, default=list(PRESETS))
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--output-dir", default=None, help="instead of benchmarks/results")
+    parser = benchmark_parser(__doc__.splitlines()[0], PRESETS)
     args = parser.parse_args(argv)
     path = run(
         quick=args.quick,

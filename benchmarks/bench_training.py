@@ -24,14 +24,18 @@ Target (recorded, never asserted): stage-two step <= 1.5 x (teacher forward + bi
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from benchmarks._harness import describe_environment, time_interleaved, write_result
+from benchmarks._harness import (
+    benchmark_parser,
+    describe_environment,
+    time_interleaved,
+    write_result,
+)
 
 NAME = "training"
 PRESETS = ("tiny", "paper_r50")
@@ -235,11 +239,7 @@ def run(
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--presets", nargs="+", choices=PRESETS, default=list(PRESETS))
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--output-dir", default=None)
+    parser = benchmark_parser(__doc__.splitlines()[0], PRESETS)
     args = parser.parse_args(argv)
     path = run(
         quick=args.quick,
