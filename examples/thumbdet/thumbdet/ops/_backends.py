@@ -11,7 +11,6 @@ import torch
 
 from . import _extension
 from ._library import pytorch_ms_deform_attn_op
-from ._macs import register_mac_formulas
 from ._reference import ms_deform_attn_pytorch
 
 __all__ = [
@@ -89,7 +88,6 @@ def run_ms_deform_attn(
         return ms_deform_attn_pytorch(
             value, spatial_shapes, level_start_index, sampling_locations, attention_weights
         )
-    register_mac_formulas(torch.ops.thumbdet.ms_deform_attn_pytorch)  # no-op once registered
     resolved = _resolve(backend, value.device)
     if resolved == "pytorch":
         return pytorch_ms_deform_attn_op(

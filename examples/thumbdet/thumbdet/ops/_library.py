@@ -58,6 +58,11 @@ def _pytorch_backward_op(
     )
 
 
+# Registered with the operator, not on each call: a first call inside torch.compile would
+# otherwise break the graph.
+register_mac_formulas(torch.ops.thumbdet.ms_deform_attn_pytorch)
+
+
 def pytorch_ms_deform_attn_op(
     value: torch.Tensor,
     spatial_shapes: torch.Tensor,

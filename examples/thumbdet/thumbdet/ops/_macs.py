@@ -1,4 +1,4 @@
-"""MAC count of multi-scale deformable attention, registered with ``learnthumb.count_macs``."""
+"""MAC count of multi-scale deformable attention, registered for ``learnthumb.count_macs``."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 
 import torch
+from torch.utils import flop_counter
 
 __all__ = ["ms_deform_attn_macs", "register_mac_formulas", "uncounted_ms_deform_attn"]
 
@@ -60,22 +61,23 @@ def uncounted_ms_deform_attn() -> Iterator[None]:
         _COUNTED.reset(token)
 
 
-def register_mac_formulas(*ops: torch._ops.OpOverloadPacket) -> None:
-    """Register :func:`ms_deform_attn_macs` for ``ops`` with ``learnthumb.register_mac_formula``.
+def _flops(*args: object, **kwargs: object) -> int:
+    return 2 * ms_deform_attn_macs(*args, **kwargs)
 
-    Silently does nothing when learnthumb (or its MAC counter) is not importable: counting MACs
-    is optional for running the op.
+
+def register_mac_formulas(*ops: torch._ops.OpOverloadPacket) -> None:
+    """Register :func:`ms_deform_attn_macs` for ``ops``, once each, so that
+    ``learnthumb.count_macs`` (PyTorch's ``FlopCounterMode``) counts them.
+
+    Registered with ``torch.utils.flop_counter`` directly, in the convention of
+    ``learnthumb.register_mac_formula`` (FLOPs = 2 x MACs), so that defining the operators does
+    not import learnthumb (and SciPy) with ``thumbdet.ops``.
     """
-    pending = [op for op in ops if str(op) not in _registered_ops]
-    if not pending:
-        return
-    try:
-        from learnthumb import register_mac_formula
-    except ImportError:
-        return
-    for op in pending:
+    for op in ops:
+        if str(op) in _registered_ops:
+            continue
         try:
-            register_mac_formula(op)(ms_deform_attn_macs)
+            flop_counter.register_flop_formula(op)(_flops)
         except RuntimeError as error:  # registered before, e.g. by a reloaded module
             if "duplicate" not in str(error).lower():
                 raise
