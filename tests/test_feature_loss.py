@@ -111,3 +111,17 @@ def test_bad_input():
         feature_distillation_loss(student, teacher, align="lanczos")
     with pytest.raises(ValueError, match="padding_mask must be 3-D"):
         feature_distillation_loss(student, teacher, padding_mask=torch.zeros(4, 4, dtype=bool))
+
+
+def test_batch_mismatch_does_not_suggest_adapters():
+    # Adapters fix a channel mismatch only; a batch mismatch means unpaired images.
+    with pytest.raises(ValueError, match="same batch size") as error:
+        feature_distillation_loss([torch.rand(1, 4, 3, 3)], [torch.rand(2, 4, 6, 6)])
+    assert "adapter" not in str(error.value)
+    with pytest.raises(ValueError, match="same channels C.*adapters"):
+        feature_distillation_loss([torch.rand(2, 5, 3, 3)], [torch.rand(2, 4, 6, 6)])
+
+
+def test_empty_batch_is_refused():
+    with pytest.raises(ValueError, match="expected a non-empty batch, got B=0"):
+        feature_distillation_loss([torch.rand(0, 4, 3, 3)], [torch.rand(0, 4, 6, 6)])

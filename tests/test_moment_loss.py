@@ -184,3 +184,12 @@ def test_bad_input():
         moment_matching_loss(x, y, original_padding_mask=torch.zeros(2, 8, 7, dtype=torch.bool))
     with pytest.raises(TypeError, match="original_padding_mask must be a bool"):
         moment_matching_loss(x, y, original_padding_mask=torch.zeros(2, 8, 8))
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_empty_batch_is_refused(reduction):
+    # The moments of no image are 0/0; a NaN loss would poison training silently.
+    with pytest.raises(ValueError, match="expected a non-empty batch, got B=0"):
+        moment_matching_loss(torch.rand(0, 3, 8, 8), torch.rand(0, 3, 2, 2), reduction=reduction)
+    with pytest.raises(ValueError, match="B=0"):
+        MomentMatchingLoss()(torch.rand(0, 3, 8, 8), torch.rand(0, 3, 2, 2))

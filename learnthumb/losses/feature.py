@@ -61,11 +61,21 @@ def _check_pair(student: torch.Tensor, teacher: torch.Tensor, level: str) -> Non
     check_ndim(teacher, 4, f"teacher_features[{level}]", "(B, C, H, W)")
     check_floating(student, f"student_features[{level}]")
     check_floating(teacher, f"teacher_features[{level}]")
-    if student.shape[:2] != teacher.shape[:2]:
+    if student.shape[0] != teacher.shape[0]:
+        # Adapters map channels, not images: a batch mismatch is a pairing error upstream.
         raise ValueError(
-            f"student_features[{level}] and teacher_features[{level}] must agree in (B, C): got "
-            f"student {tuple(student.shape)} and teacher {tuple(teacher.shape)}; use "
-            "FeatureDistillationLoss(student_channels, teacher_channels) for 1x1 adapters"
+            f"student_features[{level}] and teacher_features[{level}] must agree in (B, C): "
+            f"expected the same batch size B, got student {tuple(student.shape)} and teacher "
+            f"{tuple(teacher.shape)}; pass the features of the same images"
+        )
+    if student.shape[0] == 0:
+        raise ValueError(f"student_features[{level}]: expected a non-empty batch, got B=0")
+    if student.shape[1] != teacher.shape[1]:
+        raise ValueError(
+            f"student_features[{level}] and teacher_features[{level}] must agree in (B, C): "
+            f"expected the same channels C, got student {tuple(student.shape)} and teacher "
+            f"{tuple(teacher.shape)}; use FeatureDistillationLoss(student_channels, "
+            "teacher_channels) for 1x1 adapters"
         )
 
 

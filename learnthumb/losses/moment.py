@@ -105,6 +105,9 @@ def moment_matching_loss(
     Returns:
         The loss, non-negative, 0 exactly when the moments agree.
 
+    Raises:
+        ValueError: for an empty batch (``B = 0``), whose moments are undefined.
+
     Example:
         >>> x = torch.rand(2, 3, 32, 32)
         >>> y = x[:, :, ::4, ::4]
@@ -120,6 +123,9 @@ def moment_matching_loss(
             "original and thumbnail must agree in batch and channels (B, C), got "
             f"original {tuple(original.shape)} and thumbnail {tuple(thumbnail.shape)}"
         )
+    if original.shape[0] == 0:
+        # The moments of no image are 0/0: refuse rather than return NaN.
+        raise ValueError("original: expected a non-empty batch, got B=0")
     if isinstance(lam, bool) or not isinstance(lam, (int, float)) or lam < 0:
         raise ValueError(f"lam must be a number >= 0, got {lam!r}")
     if statistic not in _STATISTICS:
