@@ -69,12 +69,47 @@ def test_frozen_parameters_do_not_move_and_max_steps_stops_early():
 def test_non_finite_loss_stops_training():
     model = _Linear()
     optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
-    with pytest.raises(FloatingPointError, match="loss is nan"):
+    with pytest.raises(FloatingPointError, match="non-finite loss at epoch 0, iteration 0"):
         train_one_epoch(
             model, _Criterion(float("nan")), _batches(1), optimizer, torch.device("cpu"), 0,
             show_progress=False,
         )  # fmt: skip
     assert torch.equal(model.weight.detach(), torch.ones(3))
+
+
+class _SqrtCriterion(_Criterion):
+    """A finite loss with an infinite gradient: d sqrt(u) / du at u = 0."""
+
+    def __call__(self, outputs, targets):
+        logits = outputs["pred_logits"]
+        return {"loss_ce": (logits - logits.detach()).sqrt().sum()}
+
+
+class _Broken(_Linear):
+    def forward(self, images, padding_mask=None):
+        return {"pred_logits": super().forward(images)["pred_logits"] * float("nan")}
+
+
+@pytest.mark.parametrize(
+    ("model", "criterion", "lr", "message"),
+    [
+        (_Linear, _Criterion, float("inf"), "non-finite parameter at epoch 0, iteration 0: weight"),
+        (_Linear, _SqrtCriterion, 1.0, "non-finite gradient at epoch 0, iteration 0: gradient of"),
+        (_Broken, _Criterion, 1.0, "non-finite model outputs at epoch 0, iteration 0: pred_log"),
+    ],
+)
+def test_non_finite_gradient_parameter_or_output_stops_training(model, criterion, lr, message):
+    model = model()
+    optimizer = torch.optim.SGD(model.parameters(), lr=lr)
+    with pytest.raises(FloatingPointError, match=message) as error:
+        train_one_epoch(
+            model, criterion(), _batches(2), optimizer, torch.device("cpu"), 0,
+            show_progress=False,
+        )  # fmt: skip
+    text = str(error.value)
+    assert "\n" not in text and "learning rate too high" in text
+    if "outputs" not in text:
+        assert "loss=" in text and "loss_ce=" in text  # the loss terms and their values
 
 
 @pytest.fixture(scope="module")

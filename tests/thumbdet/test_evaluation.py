@@ -142,3 +142,26 @@ def test_thumbnail_detector_gives_the_detector_the_thumbnail_and_its_mask():
     assert recorder.seen[1] is None
     with pytest.raises(ValueError, match="scale"):
         ThumbnailDetector(recorder, InterpolateDownsampler(4), 0)
+
+
+def test_non_finite_detections_are_refused():
+    detection = {
+        "scores": torch.tensor([0.5, float("nan")]),
+        "labels": torch.tensor([0, 0]),
+        "boxes": torch.tensor([[0.0, 0.0, 4.0, 4.0], [1.0, 1.0, 2.0, 2.0]]),
+    }
+    with pytest.raises(ValueError, match="image 7: expected finite scores, got NaN/inf"):
+        detections_to_coco_results([7], [detection], [1])
+
+
+def test_evaluate_refuses_a_model_with_non_finite_outputs(dataset):
+    loader = DataLoader(dataset, batch_size=2, collate_fn=DetectionCollator(4))
+    nan = {
+        "pred_logits": torch.full((2, 4, dataset.num_classes), float("nan")),
+        "pred_boxes": torch.full((2, 4, 4), float("nan")),
+    }
+    with pytest.raises(ValueError, match="expected finite values"):
+        evaluate(
+            _Replay([nan] * 3), loader, PostProcess(), dataset, torch.device("cpu"),
+            show_progress=False,
+        )  # fmt: skip

@@ -129,3 +129,12 @@ def test_bad_inputs_raise():
         )
     with pytest.raises(ValueError, match="non-zero"):
         HungarianMatcher(0, 0, 0)
+
+
+def test_non_finite_cost_gives_a_clear_error():
+    # scipy alone says "matrix contains invalid numeric entries".
+    outputs = _random_outputs(2, 4, 2)
+    outputs["pred_boxes"][1, 0, 0] = float("nan")
+    targets = [_random_target(1, 2, seed=0), _random_target(2, 2, seed=1)]
+    with pytest.raises(ValueError, match="matching cost: expected finite.*pred_boxes.*learning"):
+        hungarian_match(outputs, targets)

@@ -43,3 +43,13 @@ def test_bad_inputs_raise():
         thumbdet.PostProcess()(outputs, torch.tensor([[10, 10]]))
     with pytest.raises(ValueError, match="num_detections"):
         thumbdet.PostProcess(0)
+
+
+@pytest.mark.parametrize("key", ["pred_logits", "pred_boxes"])
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_non_finite_outputs_are_refused(key, value):
+    # NaN logits still rank: a broken model once scored AP 10.94 instead of an error.
+    outputs = {"pred_logits": torch.randn(2, 5, 3), "pred_boxes": torch.rand(2, 5, 4)}
+    outputs[key][1, 2, 0] = value
+    with pytest.raises(ValueError, match=f"{key}: expected finite values, got 1 NaN/inf"):
+        thumbdet.PostProcess()(outputs, torch.tensor([[10, 10], [20, 20]]))

@@ -272,7 +272,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         return int(args.func(args) or 0)
-    except (ValueError, FileNotFoundError, FileExistsError) as error:
+    except (ValueError, FileNotFoundError, FileExistsError, FloatingPointError) as error:
         print(f"thumbdet {args.command}: error: {error}", file=sys.stderr)
         return 1
 

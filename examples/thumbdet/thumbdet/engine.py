@@ -15,10 +15,19 @@ from tqdm.auto import tqdm
 from thumbdet.distributed import all_gather_objects, reduce_mean, world_size
 from thumbdet.evaluation import coco_evaluate, detections_to_coco_results
 
-__all__ = ["evaluate", "targets_to_device", "train_one_epoch", "unwrap"]
+__all__ = [
+    "check_model_outputs_finite",
+    "evaluate",
+    "targets_to_device",
+    "train_one_epoch",
+    "unwrap",
+]
 
 Batch = tuple[torch.Tensor, torch.Tensor, list[dict[str, Any]]]
 _TARGET_TENSORS = ("boxes", "labels")
+_OUTPUT_TENSORS = ("pred_logits", "pred_boxes")
+#: What a non-finite loss, gradient, parameter or output usually means.
+LIKELY_CAUSE = "likely cause: learning rate too high or a non-finite input"
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -32,6 +41,90 @@ def targets_to_device(targets: Sequence[dict[str, Any]], device: torch.device) -
         {key: value.to(device) if key in _TARGET_TENSORS else value for key, value in t.items()}
         for t in targets
     ]
+
+
+def _output_tensors(outputs: dict[str, Any] | None) -> dict[str, torch.Tensor]:
+    """``pred_logits``/``pred_boxes`` of the final and auxiliary decoder layers, by name."""
+    if outputs is None:
+        return {}
+    named = {key: outputs[key] for key in _OUTPUT_TENSORS if key in outputs}
+    for layer, aux in enumerate(outputs.get("aux_outputs") or []):
+        named.update({f"aux_outputs[{layer}].{key}": aux[key] for key in _OUTPUT_TENSORS})
+    return named
+
+
+def _non_finite(tensors: dict[str, torch.Tensor]) -> list[str]:
+    """Names of the tensors holding a NaN or an infinity (one device sync for all)."""
+    if not tensors:
+        return []
+    # max |x| cannot overflow, unlike a 2-norm: it is finite exactly when every entry is.
+    values = [t.detach() for t in tensors.values()]
+    peaks = torch.stack([peak.float() for peak in torch._foreach_norm(values, math.inf)])
+    flags = torch.isfinite(peaks).tolist()
+    return [name for name, finite in zip(tensors, flags, strict=True) if not finite]
+
+
+_NOT_SAVED = "stopped before saving (a previous checkpoint is left as it was)"
+
+
+def _some(names: list[str], shown: int = 3) -> str:
+    more = f" and {len(names) - shown} more" if len(names) > shown else ""
+    return ", ".join(names[:shown]) + more
+
+
+def _stop(what: str, epoch: int, step: int, detail: str) -> FloatingPointError:
+    return FloatingPointError(
+        f"non-finite {what} at epoch {epoch}, iteration {step}: {detail}; {LIKELY_CAUSE}; "
+        f"{_NOT_SAVED}"
+    )
+
+
+def _format_terms(total: float, losses: dict[str, torch.Tensor]) -> str:
+    terms = {"loss": total, **{name: float(value.detach()) for name, value in losses.items()}}
+    return ", ".join(f"{name}={value:.4g}" for name, value in terms.items())
+
+
+def _parameter_names(model: nn.Module, parameters: Sequence[nn.Parameter]) -> list[str]:
+    names = {id(p): name for name, p in unwrap(model).named_parameters()}
+    return [names.get(id(p), f"param_groups parameter {i}") for i, p in enumerate(parameters)]
+
+
+@torch.no_grad()
+def check_model_outputs_finite(model: nn.Module, device: torch.device, epoch: int) -> None:
+    """Refuse a model whose outputs on a fixed probe image hold a NaN or an infinity.
+
+    A step can leave weights that are finite but so large (e.g. ``lr=1e30``) that every output
+    overflows; the training loop only sees that at the next step. Run before saving a
+    checkpoint, this keeps such a model out of it. The probe is a deterministic 128 x 128
+    colour gradient, so no random number generator is touched; train/eval modes are restored.
+
+    Args:
+        model: ``model(images, padding_mask) -> outputs`` taking full-size images, e.g.
+            ``TrainingParts.inference``.
+        device: Device of the model.
+        epoch: The epoch just trained, for the message.
+
+    Raises:
+        FloatingPointError: One line naming the epoch, the non-finite outputs and the likely
+            cause.
+    """
+    model = unwrap(model)
+    modes = {module: module.training for module in model.modules()}
+    ramp = torch.linspace(0.0, 1.0, 128, device=device)
+    red, green = ramp[None, :].expand(128, 128), ramp[:, None].expand(128, 128)  # (128, 128)
+    probe = torch.stack([red, green, 1.0 - red])[None]  # (1, 3, 128, 128)
+    mask = torch.zeros(1, 128, 128, dtype=torch.bool, device=device)
+    try:
+        model.eval()
+        bad = _non_finite(_output_tensors(model(probe, mask)))
+    finally:
+        for module, training in modes.items():
+            module.training = training
+    if bad:
+        raise FloatingPointError(
+            f"non-finite model outputs after epoch {epoch} ({_some(bad)} on a probe image); "
+            f"{LIKELY_CAUSE}; {_NOT_SAVED}"
+        )
 
 
 def _is_distillation(model: nn.Module) -> bool:
@@ -79,6 +172,11 @@ def train_one_epoch(
         Mean of ``loss`` (the optimised total), each unweighted detection loss of the last
         decoder layer, each weighted distillation loss, plus ``lr`` and ``images_per_s``
         (training throughput of all processes together).
+
+    Raises:
+        FloatingPointError: At the first non-finite model output, loss, gradient or parameter,
+            in one line naming the epoch, the iteration, the loss terms with their values and
+            the likely cause. The loop stops before the caller can save a checkpoint.
     """
     model.train()
     weight_dict = getattr(criterion, "weight_dict", {})
@@ -86,6 +184,7 @@ def train_one_epoch(
     sums: dict[str, float] = defaultdict(float)
     steps, images_seen = 0, 0
     trainable = [p for group in optimizer.param_groups for p in group["params"]]
+    names = _parameter_names(model, trainable)
     total_steps = len(data_loader) if hasattr(data_loader, "__len__") else None
     if max_steps and total_steps is not None:
         total_steps = min(total_steps, max_steps)
@@ -108,6 +207,9 @@ def train_one_epoch(
         else:
             outputs, losses = model(images, padding_mask), {}
         total = sum(losses.values(), torch.zeros((), device=device))
+        bad = _non_finite(_output_tensors(outputs))
+        if bad:
+            raise _stop("model outputs", epoch, steps, _some(bad))
         if outputs is not None:
             detection_losses = criterion(outputs, targets)
             total = total + sum(
@@ -120,20 +222,28 @@ def train_one_epoch(
                     losses[name] = detection_losses[name]
         loss_value = float(total.detach())
         if not math.isfinite(loss_value):
-            terms = {name: float(value.detach()) for name, value in losses.items()}
-            raise FloatingPointError(
-                f"loss is {loss_value} at epoch {epoch}, step {steps}; stopping (the last "
-                f"checkpoint is intact): {terms}"
-            )
+            raise _stop("loss", epoch, steps, _format_terms(loss_value, losses))
         optimizer.zero_grad(set_to_none=True)
         total.backward()
         for parameter in frozen_parameters:
             parameter.grad = None
+        checked = {
+            f"gradient of {name}": p.grad
+            for name, p in zip(names, trainable, strict=True)
+            if p.grad is not None
+        }
         if clip_max_norm > 0:
             torch.nn.utils.clip_grad_norm_(
                 [p for p in trainable if p.grad is not None], clip_max_norm
             )
         optimizer.step()
+        # Checked after the step, with one sync: a NaN gradient has made NaN weights by now,
+        # but the loop stops before any checkpoint is written.
+        checked.update(zip(names, trainable, strict=True))
+        bad = _non_finite(checked)
+        if bad:
+            what = "gradient" if bad[0].startswith("gradient of ") else "parameter"
+            raise _stop(what, epoch, steps, f"{_some(bad)}; {_format_terms(loss_value, losses)}")
 
         steps += 1
         images_seen += images.shape[0]

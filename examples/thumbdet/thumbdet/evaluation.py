@@ -35,10 +35,20 @@ def detections_to_coco_results(
 
     Returns:
         ``[{"image_id", "category_id", "bbox": [x, y, w, h], "score"}, ...]``.
+
+    Raises:
+        ValueError: when a box or score is NaN or infinite: COCOeval would rank such
+            detections and report an AP for a broken model.
     """
     results = []
     for image_id, detection in zip(image_ids, detections, strict=True):
         boxes = detection["boxes"].detach().float().cpu()  # (N, 4) xyxy
+        for key in ("boxes", "scores"):
+            if not bool(torch.isfinite(detection[key]).all()):
+                raise ValueError(
+                    f"detections of image {image_id}: expected finite {key}, got NaN/inf; "
+                    "the model is broken (e.g. training diverged), no AP is computed"
+                )
         widths_heights = boxes[:, 2:] - boxes[:, :2]
         xywh = torch.cat([boxes[:, :2], widths_heights], dim=1).tolist()
         scores = detection["scores"].detach().float().cpu().tolist()

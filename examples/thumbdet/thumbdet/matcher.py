@@ -75,6 +75,10 @@ def hungarian_match(
     Returns:
         One ``(query_indices, target_indices)`` pair of int64 CPU tensors per image, each of
         length ``min(Q, T_b)``, query indices ascending.
+
+    Raises:
+        ValueError: for malformed inputs, or when the cost holds a NaN or an infinity (naming
+            the non-finite predictions).
     """
     logits, pred_boxes = outputs["pred_logits"], outputs["pred_boxes"]
     if logits.dim() != 3 or pred_boxes.shape != (*logits.shape[:2], 4):
@@ -102,6 +106,18 @@ def hungarian_match(
         )
     )  # (B*Q, T)
     cost = cost.view(batch, queries, -1).cpu()  # (B, Q, T)
+    if not bool(torch.isfinite(cost).all()):
+        # scipy would only say "matrix contains invalid numeric entries".
+        bad = [
+            name
+            for name, tensor in (("pred_logits", logits), ("pred_boxes", pred_boxes))
+            if not bool(torch.isfinite(tensor).all())
+        ]
+        raise ValueError(
+            "matching cost: expected finite values, got NaN/inf "
+            f"(from non-finite {' and '.join(bad) or 'target boxes'}); the model diverged, "
+            "likely cause: learning rate too high or a non-finite input"
+        )
 
     indices = []
     for image, block in enumerate(cost.split(sizes, -1)):

@@ -30,6 +30,10 @@ def postprocess_detections(
     Returns:
         One dict per image: ``"scores"`` :math:`(k,)`, ``"labels"`` :math:`(k,)` int64 and
         ``"boxes"`` :math:`(k, 4)` as (x0, y0, x1, y1) pixels, scores descending.
+
+    Raises:
+        ValueError: for a wrong shape, or outputs with a NaN or an infinity (a broken model has
+            no detections, so evaluation reports an error rather than an AP).
     """
     logits, boxes = outputs["pred_logits"], outputs["pred_boxes"]
     if logits.dim() != 3 or boxes.shape != (*logits.shape[:2], 4):
@@ -37,6 +41,15 @@ def postprocess_detections(
             "outputs must hold pred_logits (B, Q, K) and pred_boxes (B, Q, 4), received "
             f"{tuple(logits.shape)} and {tuple(boxes.shape)}"
         )
+    for name, tensor in (("pred_logits", logits), ("pred_boxes", boxes)):
+        finite = torch.isfinite(tensor)
+        if not bool(finite.all()):
+            # Scores of NaN logits still rank and score against the ground truth, which once
+            # gave a broken model AP 10.94: refuse instead of reporting a meaningless number.
+            raise ValueError(
+                f"{name}: expected finite values, got {int((~finite).sum())} NaN/inf of "
+                f"{finite.numel()}; the model is broken (e.g. training diverged), no detections"
+            )
     batch, _, num_classes = logits.shape
     target_sizes = torch.as_tensor(target_sizes, device=logits.device)
     if target_sizes.shape != (batch, 2):

@@ -43,7 +43,7 @@ from thumbdet.distributed import (
     cleanup_distributed,
     init_distributed,
 )
-from thumbdet.engine import evaluate, train_one_epoch
+from thumbdet.engine import check_model_outputs_finite, evaluate, train_one_epoch
 from thumbdet.inference import evaluate_checkpoint, load_detector
 from thumbdet.modes import build_training_parts, checkpoint_meta
 from thumbdet.postprocess import PostProcess
@@ -253,6 +253,8 @@ class Trainer:
                 max_steps=config.max_steps_per_epoch,
                 show_progress=show,
             )
+            # Finite but overflowing weights (e.g. --lr 1e30) must not reach the checkpoint.
+            check_model_outputs_finite(self.parts.inference, context.device, epoch)
             self.scheduler.step()
             metrics = None
             last = epoch + 1 == config.epochs
