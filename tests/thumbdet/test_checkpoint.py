@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+import thumbdet.checkpoint
 from thumbdet.checkpoint import (
     IncompatibleCheckpointError,
     capture_rng_state,
@@ -21,17 +22,25 @@ from thumbdet.testing import write_tiny_coco
 from thumbdet.train import Trainer, train
 
 
-class _Unpicklable:
-    def __reduce__(self):
-        raise RuntimeError("cannot pickle this")
+class _Unstorable:
+    pass
 
 
-def test_save_is_atomic_and_keeps_the_old_file_on_error(tmp_path):
+def test_save_is_atomic_and_keeps_the_old_file_on_error(tmp_path, monkeypatch):
     path = tmp_path / "checkpoint.pth"
     save_checkpoint({"model": {"w": torch.ones(2)}, "config": {}}, path)
     before = path.read_bytes()
-    with pytest.raises(RuntimeError, match="cannot pickle"):
-        save_checkpoint({"model": {"w": torch.zeros(2)}, "config": {}, "bad": _Unpicklable()}, path)
+    with pytest.raises(TypeError, match=r"cannot store the _Unstorable at state\['bad'\]"):
+        save_checkpoint({"model": {"w": torch.zeros(2)}, "config": {}, "bad": _Unstorable()}, path)
+
+    def interrupted_write(tensors, filename, metadata=None):
+        with open(filename, "wb") as handle:
+            handle.write(b"half a checkpoint")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(thumbdet.checkpoint, "save_file", interrupted_write)
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint({"model": {"w": torch.zeros(2)}, "config": {}}, path)
     assert path.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.pth"]  # no temp file left
     assert torch.equal(load_checkpoint(path)["model"]["w"], torch.ones(2))

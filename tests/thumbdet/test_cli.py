@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from learnthumb import list_downsamplers, register_downsampler
+from thumbdet.checkpoint import load_checkpoint
 from thumbdet.cli import build_parser, main
 from thumbdet.config import TrainConfig
 from thumbdet.testing import write_tiny_coco
@@ -91,7 +92,7 @@ def test_train_students_and_eval_on_full_size_images(data, teacher, mode, extra)
     assert isinstance(student, ThumbnailDetector) and student.scale == int(extra[1])
     outputs = student(torch.rand(1, 3, 40, 52), torch.zeros(1, 40, 52, dtype=torch.bool))
     assert outputs["pred_boxes"].shape[-1] == 4
-    state = torch.load(checkpoint, weights_only=False)
+    state = load_checkpoint(checkpoint)
     assert state["meta"]["mode"] == mode and state["meta"]["scale"] == int(extra[1])
     assert state["downsampler"] is not None  # saved with the detector ({} for bicubic)
 

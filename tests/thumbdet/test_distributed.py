@@ -8,6 +8,7 @@ import socket
 import torch
 import torch.multiprocessing as mp
 
+from thumbdet.checkpoint import load_checkpoint
 from thumbdet.config import TrainConfig
 from thumbdet.distributed import init_distributed
 from thumbdet.testing import distributed_train_worker, write_tiny_coco
@@ -57,7 +58,7 @@ def test_two_gloo_processes_end_with_identical_weights(tmp_path):
     assert rank0.keys() == rank1.keys()
     for key in rank0:
         assert torch.equal(rank0[key], rank1[key]), key
-    checkpoint = torch.load(output / "checkpoint.pth", weights_only=False)
+    checkpoint = load_checkpoint(output / "checkpoint.pth")
     assert checkpoint["epoch"] == 2 and len(checkpoint["rng"]) == 2
     moved = [k for k, v in checkpoint["model"].items() if not torch.equal(v, rank0["model." + k])]
     assert moved == []  # rank 0's checkpoint holds the final weights

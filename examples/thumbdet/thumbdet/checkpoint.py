@@ -1,34 +1,124 @@
-"""Atomic training checkpoints with everything needed to resume exactly."""
+"""Training checkpoints that cannot run code, checked on load, written atomically.
+
+A checkpoint is one `safetensors <https://huggingface.co/docs/safetensors>`_ file:
+
+- its tensors are every tensor of the state (detector and downsampler weights under
+  ``model/...`` and ``downsampler/...``, the optimizer moments under ``optimizer/...``, the
+  torch RNG state under ``rng/...``);
+- its header's ``__metadata__`` holds ``thumbdet.state``, the rest of the state as JSON (the
+  configuration, ``meta``, the epoch, the scheduler, the python and numpy RNG states), with
+  ``{"__tensor__": name}`` where a tensor was, and ``thumbdet.sha256``, the SHA-256 of that
+  JSON and of every tensor's bytes, computed when it was saved.
+
+Reading it parses JSON and copies tensor bytes: nothing in the file can run code. Every
+tensor that is read, and the JSON, is checked against its SHA-256: a damaged file is refused
+with one line naming the file and the tensor. One file replaced by one ``os.replace`` keeps
+the checkpoint consistent: a save interrupted at any point leaves the previous checkpoint
+intact (and a ``.<name>.*.tmp`` file that :func:`remove_interrupted_saves` deletes).
+
+Checkpoints of earlier thumbdet versions (torch pickles) and other torch files such as the
+official Deformable-DETR checkpoints are read by :func:`load_torch_file`, i.e. ``torch.load``
+with ``weights_only=True`` and an allow-list of the few classes they hold
+(:data:`ALLOWED_PICKLE_GLOBALS`); a pickle that needs anything else is refused.
+"""
 
 from __future__ import annotations
 
+import argparse
+import glob
+import hashlib
+import json
 import os
+import pickle
 import random
+import re
 import tempfile
-from collections.abc import Mapping
+import warnings
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
 
 __all__ = [
+    "ALLOWED_PICKLE_GLOBALS",
     "CHECKPOINT_VERSION",
+    "TRAINING_STATE_KEYS",
+    "CorruptCheckpointError",
     "IncompatibleCheckpointError",
+    "UnsafeCheckpointError",
     "capture_rng_state",
     "check_compatible",
     "load_checkpoint",
+    "load_torch_file",
+    "remove_interrupted_saves",
     "restore_rng_state",
     "save_checkpoint",
 ]
 
-CHECKPOINT_VERSION = 1
+#: 1: a torch pickle (thumbdet 0.1); 2: safetensors + JSON metadata with SHA-256 checksums.
+CHECKPOINT_VERSION = 2
+
+#: Entries only ``--resume`` needs; ``load_checkpoint(..., training_state=False)`` skips them.
+TRAINING_STATE_KEYS = ("optimizer", "scheduler", "rng")
+
+#: Entries holding model weights; :func:`save_checkpoint` refuses non-finite values in them.
+_WEIGHT_KEYS = ("model", "downsampler")
+
+# Keys of the safetensors metadata.
+_STATE_KEY = "thumbdet.state"
+_SHA256_KEY = "thumbdet.sha256"
+_VERSION_KEY = "thumbdet.version"
+
+# Markers of the JSON tree: a dict with exactly one of these keys stands for another type.
+_TENSOR = "__tensor__"
+_NDARRAY = "__ndarray__"
+_TUPLE = "__tuple__"
+_ITEMS = "__items__"  # a dict whose keys are not all strings (optimizer state: int keys)
+_MARKERS = (_TENSOR, _NDARRAY, _TUPLE, _ITEMS)
 
 
 class IncompatibleCheckpointError(ValueError):
     """A checkpoint does not fit the run that wants to use it (preset, classes, mode...)."""
 
 
+class UnsafeCheckpointError(ValueError):
+    """A torch pickle needs a class or function outside :data:`ALLOWED_PICKLE_GLOBALS`."""
+
+
+class CorruptCheckpointError(ValueError):
+    """A checkpoint's bytes differ from the SHA-256 recorded when it was saved."""
+
+
+def _numpy_reconstruct() -> Callable[..., Any]:
+    """The function numpy arrays are pickled with (``numpy[._]core.multiarray._reconstruct``)."""
+    return np.zeros(1).__reduce__()[0]
+
+
+def _allowed_pickle_globals() -> list[Any]:
+    reconstruct = _numpy_reconstruct()
+    # np.random.get_state() holds a uint32 array: its dtype is rebuilt from its class.
+    allowed: list[Any] = [argparse.Namespace, np.ndarray, np.dtype, reconstruct]
+    uint32_dtype = type(np.dtype(np.uint32))
+    if uint32_dtype is not np.dtype:  # numpy >= 1.25
+        allowed.append(uint32_dtype)
+    # Files pickled under numpy 1 name numpy.core, under numpy 2 numpy._core.
+    for module in ("numpy.core.multiarray", "numpy._core.multiarray"):
+        if module != reconstruct.__module__:
+            allowed.append((reconstruct, f"{module}._reconstruct"))
+    return allowed
+
+
+#: What a torch pickle may contain besides tensors and plain Python values: the numpy uint32
+#: array of the RNG states of thumbdet 0.1 checkpoints and the ``argparse.Namespace`` of the
+#: official Deformable-DETR checkpoints (``"args"``).
+ALLOWED_PICKLE_GLOBALS: list[Any] = _allowed_pickle_globals()
+
+
+# ---------------------------------------------------------------------------------- RNG
 def capture_rng_state() -> dict[str, Any]:
     """States of the python, numpy, torch (and CUDA, when initialised) generators."""
     state: dict[str, Any] = {
@@ -42,43 +132,185 @@ def capture_rng_state() -> dict[str, Any]:
 
 
 def restore_rng_state(state: Mapping[str, Any]) -> None:
-    """Restore the generators from :func:`capture_rng_state` output."""
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])  # noqa: NPY002
+    """Restore the generators from :func:`capture_rng_state` output.
+
+    Also takes the state as read back from a checkpoint (lists where tuples were).
+    """
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    np.random.set_state(tuple(state["numpy"]))  # noqa: NPY002
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def save_checkpoint(state: Mapping[str, Any], path: str | Path) -> Path:
-    """Write ``state`` with ``torch.save`` atomically: temp file in the same folder + rename.
+# ---------------------------------------------------------------------------------- save
+def _sha256_of_tensor(tensor: torch.Tensor) -> str:
+    data = tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy()
+    return hashlib.sha256(data).hexdigest()
 
-    An existing file at ``path`` is replaced only once the new one is completely written and
-    flushed to disk; on any error it is left untouched and the temp file is removed.
+
+def _sha256_of_text(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+class _Encoder:
+    """Turns a state into a JSON tree plus a flat ``{name: tensor}`` dict for safetensors."""
+
+    def __init__(self) -> None:
+        self.tensors: dict[str, torch.Tensor] = {}
+        self._storages: set[tuple[str, int]] = set()
+
+    def encode(self, value: Any, where: tuple[str, ...]) -> Any:
+        if isinstance(value, torch.Tensor):
+            return {_TENSOR: self._add_tensor(value, where)}
+        if isinstance(value, np.ndarray):
+            if value.dtype.kind not in "biuf":
+                raise TypeError(self._refusal(value, where))
+            array = {"dtype": value.dtype.str, "shape": list(value.shape)}
+            return {_NDARRAY: dict(array, data=value.reshape(-1).tolist())}
+        if isinstance(value, np.generic) and value.dtype.kind in "biuf":
+            return value.item()
+        if value is None or isinstance(value, (bool, int, float, str)):
+            return value
+        if isinstance(value, tuple):
+            return {_TUPLE: [self.encode(item, (*where, str(i))) for i, item in enumerate(value)]}
+        if isinstance(value, list):
+            return [self.encode(item, (*where, str(i))) for i, item in enumerate(value)]
+        if isinstance(value, Mapping):
+            plain = all(isinstance(key, str) for key in value) and not (
+                len(value) == 1 and next(iter(value)) in _MARKERS
+            )
+            if plain:
+                return {key: self.encode(item, (*where, key)) for key, item in value.items()}
+            return {
+                _ITEMS: [
+                    [self.encode(key, (*where, "key")), self.encode(item, (*where, str(key)))]
+                    for key, item in value.items()
+                ]
+            }
+        raise TypeError(self._refusal(value, where))
+
+    @staticmethod
+    def _refusal(value: Any, where: tuple[str, ...]) -> str:
+        return (
+            f"save_checkpoint: cannot store the {type(value).__name__} at state"
+            f"[{']['.join(repr(part) for part in where)}]: expected tensors, numeric numpy "
+            "arrays, dicts, lists, tuples, str, int, float, bool or None"
+        )
+
+    def _add_tensor(self, tensor: torch.Tensor, where: tuple[str, ...]) -> str:
+        name = "/".join(where) or "tensor"
+        unique, count = name, 1
+        while unique in self.tensors:
+            count += 1
+            unique = f"{name}#{count}"
+        tensor = tensor.detach().cpu().contiguous()
+        # safetensors stores each tensor on its own: copy tied weights and views.
+        storage = tensor.untyped_storage()
+        key = (str(storage.device), storage.data_ptr())
+        if key in self._storages or storage.nbytes() != tensor.numel() * tensor.element_size():
+            tensor = tensor.clone()
+        self._storages.add((str(tensor.device), tensor.untyped_storage().data_ptr()))
+        self.tensors[unique] = tensor
+        return unique
+
+
+def _check_finite_weights(state: Mapping[str, Any], path: Path) -> None:
+    for entry in _WEIGHT_KEYS:
+        weights = state.get(entry)
+        if not isinstance(weights, Mapping):
+            continue
+        for key, value in weights.items():
+            if isinstance(value, torch.Tensor) and value.is_floating_point():
+                if not bool(torch.isfinite(value).all()):
+                    raise FloatingPointError(
+                        f"refusing to save {path}: {entry} weight {key!r} holds NaN or Inf "
+                        "(the training diverged; the previous checkpoint, if any, is kept)"
+                    )
+
+
+def _current_umask() -> int:
+    """The process umask, read without changing it where the system allows."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _fsync_folder(folder: Path) -> None:
+    """Make a rename in ``folder`` durable (where folders can be opened)."""
+    try:
+        handle = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(handle)
+    except OSError:
+        pass
+    finally:
+        os.close(handle)
+
+
+def save_checkpoint(state: Mapping[str, Any], path: str | Path) -> Path:
+    """Write ``state`` as a safetensors checkpoint, atomically, with SHA-256 checksums.
+
+    The file is written to a temp file in the same folder (``.<name>.*.tmp``), flushed to
+    disk, given the permissions of a normal new file (``0o666`` minus the umask) and renamed
+    over ``path``: an existing checkpoint is replaced only by a complete new one, and on any
+    error (or Ctrl-C) it is left untouched and the temp file is removed.
 
     Args:
-        state: The checkpoint dict (tensors, state dicts, plain Python values).
+        state: The checkpoint dict: tensors (state dicts), numeric numpy arrays, and dicts,
+            lists, tuples, str, int, float, bool or None around them. ``state["model"]``
+            and ``state["downsampler"]`` are the weights.
         path: Destination file.
 
     Returns:
         ``path``.
+
+    Raises:
+        FloatingPointError: A weight of ``state["model"]`` or ``state["downsampler"]`` holds
+            NaN or Inf (nothing is written).
+        TypeError: ``state`` holds a value of another type (nothing is written).
     """
     path = Path(path)
+    _check_finite_weights(state, path)
+    encoder = _Encoder()
+    tree = encoder.encode(dict(state, version=CHECKPOINT_VERSION), ())
+    state_json = json.dumps(tree)
+    checksums = {
+        "state": _sha256_of_text(state_json),
+        "tensors": {name: _sha256_of_tensor(t) for name, t in encoder.tensors.items()},
+    }
+    metadata = {
+        "format": "pt",
+        _VERSION_KEY: str(CHECKPOINT_VERSION),
+        _STATE_KEY: state_json,
+        _SHA256_KEY: json.dumps(checksums),
+    }
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(handle)
     try:
-        with os.fdopen(handle, "wb") as temp_file:
-            torch.save(dict(state, version=CHECKPOINT_VERSION), temp_file)
-            temp_file.flush()
+        save_file(encoder.tensors, temp_name, metadata=metadata)
+        with open(temp_name, "rb") as temp_file:
             os.fsync(temp_file.fileno())
+        os.chmod(temp_name, 0o666 & ~_current_umask())  # mkstemp made it 0o600
         os.replace(temp_name, path)
     except BaseException:
         _remove_quietly(temp_name)
         raise
+    _fsync_folder(path.parent)
     return path
 
 
-def _remove_quietly(name: str) -> None:
+def _remove_quietly(name: str | Path) -> None:
     """Remove a file if it exists (cleanup after a failed write)."""
     try:
         os.unlink(name)
@@ -86,23 +318,217 @@ def _remove_quietly(name: str) -> None:
         pass
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Read a checkpoint written by :func:`save_checkpoint`.
+def remove_interrupted_saves(path: str | Path) -> list[Path]:
+    """Delete the temp files that interrupted :func:`save_checkpoint` calls left next to ``path``.
+
+    A save killed hard (``kill -9``, power loss) cannot remove its ``.<name>.*.tmp`` file.
+    Call this only while no other process saves to ``path`` (``thumbdet train`` calls it
+    with the lock of its output folder held).
+
+    Args:
+        path: A checkpoint path (the file need not exist).
+
+    Returns:
+        The removed files.
+    """
+    path = Path(path)
+    if not path.parent.is_dir():
+        return []
+    removed = []
+    for temp in sorted(path.parent.glob(f".{glob.escape(path.name)}.*.tmp")):
+        if temp.is_file():
+            _remove_quietly(temp)
+            removed.append(temp)
+    return removed
+
+
+# ---------------------------------------------------------------------------------- load
+def _file_kind(path: Path) -> str:
+    """``"safetensors"``, ``"torch"`` (zip or pickle) or ``"unknown"``, from the first bytes."""
+    size = path.stat().st_size
+    with path.open("rb") as handle:
+        head = handle.read(9)
+    if head.startswith(b"PK\x03\x04") or head.startswith(b"\x80"):
+        return "torch"
+    if len(head) == 9 and head[8:9] == b"{" and 2 <= int.from_bytes(head[:8], "little") < size:
+        return "safetensors"
+    return "unknown"
+
+
+def load_torch_file(path: str | Path, map_location: str | torch.device = "cpu") -> Any:
+    """``torch.load`` that cannot run code: ``weights_only=True`` plus a small allow-list.
+
+    Tensors, plain Python values and the classes of :data:`ALLOWED_PICKLE_GLOBALS` (numpy
+    arrays, ``argparse.Namespace``) load; a pickle that needs anything else is refused
+    before any of it runs.
+
+    Args:
+        path: A file written by ``torch.save`` (e.g. a thumbdet 0.1 checkpoint, an official
+            Deformable-DETR checkpoint, backbone weights).
+        map_location: Where to put the tensors.
+
+    Raises:
+        UnsafeCheckpointError: The pickle needs another class or function.
+        ValueError: The file is not a readable torch file.
+    """
+    path = Path(path)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "Detected pickle protocol 4" and the like
+            with torch.serialization.safe_globals(ALLOWED_PICKLE_GLOBALS):
+                return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as error:
+        match = re.search(r"GLOBAL ([\w.]+)|got <class '([\w.]+)'>", str(error))
+        needed = next((name for name in match.groups() if name), None) if match else None
+        what = (
+            f"needs {needed}, which is not on the allow-list (tensors, plain values, numpy "
+            "arrays, argparse.Namespace)"
+            if needed
+            else "uses pickle instructions a weights-only load does not allow"
+        )
+        raise UnsafeCheckpointError(
+            f"{path}: refused to load: its pickle {what}; it could run code, so none of it was run"
+        ) from None
+    except (RuntimeError, EOFError, OSError, ValueError, TypeError, AttributeError) as error:
+        detail = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ValueError(f"{path} is not a readable torch file: {detail}") from error
+
+
+def _decode(value: Any, tensor: Callable[[str], torch.Tensor]) -> Any:
+    if isinstance(value, list):
+        return [_decode(item, tensor) for item in value]
+    if not isinstance(value, dict):
+        return value
+    if len(value) == 1:
+        marker, content = next(iter(value.items()))
+        if marker == _TENSOR:
+            return tensor(content)
+        if marker == _NDARRAY:
+            dtype = np.dtype(content["dtype"])
+            if dtype.kind not in "biuf":
+                raise ValueError(f"numpy array of dtype {dtype}")
+            return np.array(content["data"], dtype=dtype).reshape(content["shape"])
+        if marker == _TUPLE:
+            return tuple(_decode(item, tensor) for item in content)
+        if marker == _ITEMS:
+            return {_decode(key, tensor): _decode(item, tensor) for key, item in content}
+    return {key: _decode(item, tensor) for key, item in value.items()}
+
+
+def _load_safetensors(path: Path, skip: Iterable[str]) -> dict[str, Any]:
+    damaged = f"{path} is not a readable checkpoint (damaged or not written by thumbdet)"
+    try:
+        handle = safe_open(str(path), framework="pt", device="cpu")
+    except (SafetensorError, OSError) as error:
+        raise ValueError(f"{damaged}: {error}") from error
+    with handle:
+        metadata = handle.metadata() or {}
+        if _STATE_KEY not in metadata or _SHA256_KEY not in metadata:
+            raise ValueError(
+                f"{path} is a safetensors file but not a thumbdet checkpoint (no "
+                f"{_STATE_KEY!r} and {_SHA256_KEY!r} metadata)"
+            )
+        try:
+            version = int(metadata.get(_VERSION_KEY, "0"))
+            checksums = json.loads(metadata[_SHA256_KEY])
+            state_checksum, recorded = checksums["state"], dict(checksums["tensors"])
+        except (ValueError, KeyError, TypeError, RecursionError) as error:
+            raise ValueError(f"{damaged}: checksums: {error}") from error
+        if version > CHECKPOINT_VERSION:
+            raise ValueError(
+                f"{path} has checkpoint format {version}, this thumbdet reads formats up to "
+                f"{CHECKPOINT_VERSION}: upgrade thumbdet"
+            )
+        state_json = metadata[_STATE_KEY]
+        if _sha256_of_text(state_json) != state_checksum:
+            raise CorruptCheckpointError(
+                f"{path} is damaged: its metadata (configuration, epoch...) does not match the "
+                "SHA-256 recorded when it was saved; use another copy or checkpoint"
+            )
+
+        def tensor(name: str) -> torch.Tensor:
+            value = handle.get_tensor(name)
+            if _sha256_of_tensor(value) != recorded.get(name):
+                raise CorruptCheckpointError(
+                    f"{path} is damaged: tensor {name!r} does not match the SHA-256 recorded "
+                    "when it was saved; use another copy or checkpoint"
+                )
+            return value
+
+        try:
+            tree = json.loads(state_json)
+            for key in skip:
+                tree.pop(key, None)
+            return _decode(tree, tensor)
+        except CorruptCheckpointError:
+            raise
+        except (SafetensorError, ValueError, KeyError, TypeError, AttributeError) as error:
+            raise ValueError(f"{damaged}: {error}") from error
+        except RecursionError as error:
+            raise ValueError(f"{damaged}: metadata nested too deeply") from error
+
+
+def _to_device(value: Any, device: str | torch.device) -> Any:
+    if isinstance(value, torch.Tensor):
+        return value.to(device)
+    if isinstance(value, dict):
+        return {key: _to_device(item, device) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_to_device(item, device) for item in value]
+    if isinstance(value, tuple):
+        return tuple(_to_device(item, device) for item in value)
+    return value
+
+
+def load_checkpoint(
+    path: str | Path,
+    map_location: str | torch.device = "cpu",
+    *,
+    training_state: bool = True,
+) -> dict[str, Any]:
+    """Read a checkpoint written by :func:`save_checkpoint` (or by thumbdet 0.1).
+
+    A safetensors checkpoint is checked against its SHA-256 checksums (the JSON and every
+    tensor read). A thumbdet 0.1 checkpoint (a torch pickle) is read with
+    :func:`load_torch_file` (no checksum to check); saving it again converts it.
+
+    Args:
+        path: The checkpoint file.
+        map_location: Where to put the tensors.
+        training_state: Also read the optimizer, scheduler and RNG states
+            (:data:`TRAINING_STATE_KEYS`), which only ``--resume`` needs; ``False`` leaves
+            them out (and does not read their tensors).
+
+    Returns:
+        The state given to :func:`save_checkpoint` (tuples of the RNG states may come back
+        as lists), plus ``"version"``.
 
     Raises:
         FileNotFoundError: No file at ``path``.
+        CorruptCheckpointError: A tensor or the metadata differs from its checksum.
+        UnsafeCheckpointError: A torch pickle that needs more than tensors and values.
         ValueError: The file is not a thumbdet checkpoint.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
-    try:
-        # Checkpoints hold RNG states and config dicts, not only tensors.
-        checkpoint = torch.load(path, map_location=map_location, weights_only=False)
-    except Exception as error:
-        raise ValueError(f"{path} is not a readable torch checkpoint: {error}") from error
+    skip = () if training_state else TRAINING_STATE_KEYS
+    kind = _file_kind(path)
+    if kind == "safetensors":
+        checkpoint: Any = _load_safetensors(path, skip)
+    elif kind == "torch":
+        checkpoint = load_torch_file(path)
+    else:
+        raise ValueError(
+            f"{path} is not a readable checkpoint: expected a thumbdet checkpoint "
+            "(safetensors) or a torch file"
+        )
     if not isinstance(checkpoint, dict) or "model" not in checkpoint or "config" not in checkpoint:
         raise ValueError(f"{path} is not a thumbdet checkpoint (no 'model' and 'config' entries)")
+    for key in skip:
+        checkpoint.pop(key, None)
+    if str(map_location) != "cpu":
+        checkpoint = _to_device(checkpoint, map_location)
     return checkpoint
 
 

@@ -45,7 +45,7 @@ def load_detector(
         >>> outputs = model(torch.rand(1, 3, 128, 128))  # doctest: +SKIP
     """
     if not isinstance(checkpoint, dict):
-        checkpoint = load_checkpoint(checkpoint)
+        checkpoint = load_checkpoint(checkpoint, training_state=False)
     meta = checkpoint["meta"]
     # The weights come from the checkpoint: never download or read backbone weights again.
     model_config = DetectorConfig.from_dict(
@@ -95,7 +95,7 @@ def evaluate_checkpoint(
         ``{"AP", "AP50", "AP75", "APs", "APm", "APl"}`` in percent.
     """
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    state = load_checkpoint(checkpoint)
+    state = load_checkpoint(checkpoint, training_state=False)
     train_config = TrainConfig.from_dict(state["config"])
     meta = state["meta"]
     dataset = CocoDetection(

@@ -112,7 +112,7 @@ def load_teacher(path: str | Path, preset: str, category_ids: list[int]) -> nn.M
         IncompatibleCheckpointError: Not a teacher, or another preset, class count or
             category set than this run.
     """
-    checkpoint = load_checkpoint(path)
+    checkpoint = load_checkpoint(path, training_state=False)
     check_compatible(
         checkpoint,
         path,
