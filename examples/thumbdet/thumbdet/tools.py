@@ -28,6 +28,7 @@ __all__ = [
     "find_downsampler",
     "load_image",
     "save_thumbnails",
+    "thumbnail_names",
 ]
 
 
@@ -56,11 +57,54 @@ def find_downsampler(detector: nn.Module) -> nn.Module:
     return downsampler
 
 
+def thumbnail_names(image_paths: Sequence[str | os.PathLike]) -> list[Path]:
+    """Distinct relative output names of the thumbnails of ``image_paths``.
+
+    An image's thumbnail is ``<stem>_thumbnail.png``. Different files that share a stem keep
+    the folders that tell them apart (``cam1/0001.jpg``, ``cam2/0001.jpg`` ->
+    ``cam1/0001_thumbnail.png``, ``cam2/0001_thumbnail.png``), and in the same folder their
+    extension (``img.png``, ``img.jpg`` -> ``img_png_thumbnail.png``, ``img_jpg_thumbnail.png``);
+    any name still taken gets ``-2``, ``-3``... The same file given twice gets the same name.
+
+    Example:
+        >>> [str(name) for name in thumbnail_names(["a/x.png", "b/x.png", "y.jpg"])]
+        ['a/x_thumbnail.png', 'b/x_thumbnail.png', 'y_thumbnail.png']
+    """
+    files = [Path(os.path.abspath(path)) for path in image_paths]
+    names = [Path(f"{file.stem}_thumbnail.png") for file in files]
+    by_stem: dict[str, list[int]] = {}
+    for index, file in enumerate(files):
+        by_stem.setdefault(file.stem, []).append(index)
+    for stem, indices in by_stem.items():
+        if len({files[index] for index in indices}) < 2:
+            continue
+        common = Path(os.path.commonpath([files[index].parent for index in indices]))
+        folders = {index: files[index].parent.relative_to(common) for index in indices}
+        for index in indices:
+            names[index] = folders[index] / f"{stem}_thumbnail.png"
+        for index in indices:
+            twins = [other for other in indices if folders[other] == folders[index]]
+            if len({files[other] for other in twins}) > 1:
+                extension = files[index].suffix.lstrip(".")
+                names[index] = folders[index] / f"{stem}_{extension}_thumbnail.png"
+    owner: dict[Path, Path] = {}  # name -> the file that has it
+    for index, file in enumerate(files):
+        name, count = names[index], 1
+        while owner.setdefault(name, file) != file:
+            count += 1
+            name = names[index].with_name(f"{names[index].stem}-{count}.png")
+        names[index] = name
+    return names
+
+
 @torch.no_grad()
 def save_thumbnails(
     downsampler: nn.Module, image_paths: Sequence[str | os.PathLike], output: str | os.PathLike
 ) -> list[Path]:
     """Write the thumbnail of each image as ``<output>/<stem>_thumbnail.png``.
+
+    Images that share a file stem get distinct names (:func:`thumbnail_names`): no thumbnail
+    overwrites another one of the same call.
 
     Args:
         downsampler: maps ``(1, 3, H, W)`` images in [0, 1] to thumbnails.
@@ -76,11 +120,12 @@ def save_thumbnails(
     output.mkdir(parents=True, exist_ok=True)
     downsampler.eval()
     written = []
-    for image_path in image_paths:
+    for image_path, name in zip(image_paths, thumbnail_names(image_paths), strict=True):
         image = load_image(image_path)
         thumbnail = downsampler(image[None])[0].clamp(0.0, 1.0)  # (3, h, w)
         pixels = (thumbnail.permute(1, 2, 0).cpu().numpy() * 255.0).round().astype(np.uint8)
-        target = output / f"{Path(image_path).stem}_thumbnail.png"
+        target = output / name
+        target.parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(pixels).save(target)
         written.append(target)
     return written

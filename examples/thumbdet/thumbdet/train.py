@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import random
 import time
 from pathlib import Path
@@ -30,6 +31,7 @@ from thumbdet.checkpoint import (
     capture_rng_state,
     check_compatible,
     load_checkpoint,
+    remove_interrupted_saves,
     restore_rng_state,
     save_checkpoint,
 )
@@ -46,6 +48,7 @@ from thumbdet.distributed import (
 from thumbdet.engine import check_model_outputs_finite, evaluate, train_one_epoch
 from thumbdet.inference import evaluate_checkpoint, load_detector
 from thumbdet.modes import build_training_parts, checkpoint_meta
+from thumbdet.output_lock import OutputLock
 from thumbdet.postprocess import PostProcess
 
 __all__ = [
@@ -81,8 +84,16 @@ class Trainer:
     Everything that can be wrong with the configuration, the data or the teacher checkpoint
     is reported when the trainer is built, before any training step.
 
+    The trainer holds the lock of its output folder (:class:`~thumbdet.output_lock.OutputLock`,
+    rank 0 of a distributed run) from its creation until :meth:`close`, so a second run into
+    the same folder is refused; it releases it itself when its creation fails. Use it as a
+    context manager or call :meth:`close`.
+
     Args:
         config: The run's configuration.
+
+    Raises:
+        OutputLockedError: Another run trains into ``config.output``.
     """
 
     def __init__(self, config: TrainConfig) -> None:
@@ -90,6 +101,19 @@ class Trainer:
         self.config = config
         self.output = Path(config.output)
         self.checkpoint_path = self.output / CHECKPOINT_NAME
+        self._lock: OutputLock | None = None
+        if int(os.environ.get("RANK", "0")) == 0:  # the rank that writes
+            self._lock = OutputLock(self.output)
+        try:
+            self._build()
+        except BaseException:
+            self.close()
+            raise
+
+    def _build(self) -> None:
+        config = self.config
+        for temp in remove_interrupted_saves(self.checkpoint_path) if self._lock else []:
+            logger.warning("removed %s, left by an interrupted checkpoint save", temp)
         if self.checkpoint_path.exists() and not config.resume:
             raise FileExistsError(
                 f"{self.checkpoint_path} already exists; pass --resume to continue that run or "
@@ -295,8 +319,16 @@ class Trainer:
         )
 
     def close(self) -> None:
-        """Tear down the process group (if this trainer started one)."""
+        """Release the output folder's lock and tear down the process group (if started)."""
+        if self._lock is not None:
+            self._lock.release()
         cleanup_distributed()
+
+    def __enter__(self) -> Trainer:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
 
 def _gather_rng_states() -> list[dict[str, Any]]:
@@ -313,7 +345,6 @@ def train(config: TrainConfig) -> Path:
         >>> path = train(TrainConfig(preset="tiny", train_images="imgs", train_ann="a.json",
         ...                          epochs=1, output="runs/x"))  # doctest: +SKIP
     """
-    try:
-        return Trainer(config).fit()
-    finally:
-        cleanup_distributed()  # also when the configuration was refused
+    # Trainer releases the lock and the process group itself when it refuses the config.
+    with Trainer(config) as trainer:
+        return trainer.fit()
