@@ -7,6 +7,7 @@ method of *ThumbDet: One thumbnail image is enough for object detection*, made r
 
 from learnthumb.distill import DistillationOutput, ThumbnailDistillation
 from learnthumb.downsamplers import (
+    RECOMMENDED_DOWNSAMPLER,
     ConvDownsampler,
     InterpolateDownsampler,
     ResidualDownsampler,
@@ -15,6 +16,12 @@ from learnthumb.downsamplers import (
     list_downsamplers,
     register_downsampler,
     thumbnail_size,
+)
+from learnthumb.health import (
+    ThumbnailHealthReport,
+    ThumbnailHealthWarning,
+    check_thumbnail_health,
+    constant_channel_fraction,
 )
 from learnthumb.losses import (
     FeatureDistillationLoss,
@@ -45,6 +52,7 @@ from learnthumb.wrappers import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "RECOMMENDED_DOWNSAMPLER",
     "ConvDownsampler",
     "DistillWeights",
     "DistillationOutput",
@@ -57,10 +65,14 @@ __all__ = [
     "QueryFilter",
     "ResidualDownsampler",
     "ThumbnailDistillation",
+    "ThumbnailHealthReport",
+    "ThumbnailHealthWarning",
     "Thumbnailed",
     "TwoStageSchedule",
     "__version__",
     "accuracy_drop_rate",
+    "check_thumbnail_health",
+    "constant_channel_fraction",
     "count_macs",
     "create_downsampler",
     "downsample_padding_mask",

@@ -12,9 +12,11 @@ import torch
 
 __all__ = [
     "check_bool_mask",
+    "check_finite",
     "check_floating",
     "check_in_open_interval",
     "check_ndim",
+    "check_non_negative_int",
     "check_positive",
     "check_positive_int",
     "check_tensor",
@@ -65,6 +67,30 @@ def check_positive_int(value: object, name: str) -> int:
     if value < 1:
         raise ValueError(f"{name} must be >= 1, got {value}")
     return value
+
+
+def check_non_negative_int(value: object, name: str) -> int:
+    """Raise unless ``value`` is an ``int`` (not a bool) that is at least 0."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__} ({value!r})")
+    if value < 0:
+        raise ValueError(f"{name} must be >= 0, got {value}")
+    return value
+
+
+def check_finite(tensor: torch.Tensor, name: str) -> None:
+    """Raise ``FloatingPointError`` unless every value of ``tensor`` is finite.
+
+    Costs one reduction and one device-to-host copy; the counts are only computed on failure.
+    """
+    if bool(torch.isfinite(tensor).all()):
+        return
+    nan = int(torch.isnan(tensor).sum())
+    inf = int(torch.isinf(tensor).sum())
+    raise FloatingPointError(
+        f"{name} must be finite, got {nan} NaN and {inf} Inf values "
+        f"among {tensor.numel()} (shape {tuple(tensor.shape)})"
+    )
 
 
 def check_positive(value: float, name: str) -> float:

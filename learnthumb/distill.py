@@ -2,14 +2,28 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import torch
 from torch import nn
 
-from learnthumb._checks import check_bool_mask, check_floating, check_ndim
+from learnthumb._checks import (
+    check_bool_mask,
+    check_finite,
+    check_floating,
+    check_ndim,
+    check_non_negative_int,
+    check_positive_int,
+)
 from learnthumb.downsamplers import downsample_padding_mask
+from learnthumb.health import (
+    ThumbnailHealthReport,
+    ThumbnailHealthWarning,
+    _report,
+    constant_channel_fraction,
+)
 from learnthumb.losses.feature import FeatureDistillationLoss
 from learnthumb.losses.logit import logit_distillation_loss
 from learnthumb.losses.moment import moment_matching_loss
@@ -20,6 +34,9 @@ from learnthumb.taps import FeatureTap
 __all__ = ["DistillationOutput", "ThumbnailDistillation"]
 
 OutputSelector = str | Callable[[Any], Any]
+
+# A channel this constant over a batch is dead or saturated (see learnthumb.health).
+_HEALTH_THRESHOLD = 0.95
 
 
 class DistillationOutput(NamedTuple):
@@ -43,7 +60,8 @@ def _select(output: Any, selector: OutputSelector, what: str) -> Any:
     if not isinstance(output, Mapping):
         raise TypeError(
             f"{what}={selector!r} is a key, but the model returned {type(output).__name__}, "
-            "not a dict; pass a callable instead"
+            f"not a dict; pass a callable instead (e.g. {what}=lambda output: output for a "
+            "model that returns its logits)"
         )
     if selector not in output:
         raise KeyError(f"{what}={selector!r} is not among the model's outputs {sorted(output)}")
@@ -60,11 +78,29 @@ class ThumbnailDistillation(nn.Module):
     - ``"moment"``: moment matching between images and thumbnails (Eq. (5)), padding excluded;
     - ``"feature"``: feature distillation (Eq. (8)) between student and teacher maps, taken
       from named submodules (``feature_layers``) or from the model outputs (``features``);
-    - ``"logit"``: logit distillation (Eq. (7)) over the queries kept by the Query Filter
-      (Algorithm 1), when ``logits`` says where the class logits are.
+    - ``"logit"``: logit distillation (Eq. (7)) when ``logits`` says where the class logits
+      are: a detector's :math:`(B, N, C)` queries, those kept by the Query Filter
+      (Algorithm 1), or a classifier's :math:`(B, C)` logits (one "query" per image).
 
     In stage one of ``schedule`` only ``"moment"`` is computed and neither network runs. The
     teacher is frozen for good: eval mode, ``requires_grad=False``, run under ``no_grad``.
+
+    Safeguards, each switchable, so that a broken run fails loudly and early:
+
+    - ``check_finite``: non-finite images, thumbnail or loss terms raise a
+      ``FloatingPointError`` naming them, before an optimiser step spreads a NaN into every
+      weight;
+    - with a schedule, a training-mode ``forward`` that gets neither ``epoch`` nor ``step``
+      warns (once) and runs stage two, as without a schedule;
+    - stage one shorter than ``min_stage1_steps`` optimiser steps warns (once) when stage two
+      begins: the paper finds training everything from an untrained downsampler worse than
+      bicubic (its Table 5);
+    - ``check_health``: in training mode, a thumbnail channel that stays at least 95% constant
+      over the batch (a dead ReLU, a saturated channel) for ``health_patience`` consecutive
+      calls warns (once) with a :class:`~learnthumb.ThumbnailHealthWarning` (see
+      :func:`~learnthumb.check_thumbnail_health`). The patience is there because a freshly
+      initialised ``ConvDownsampler`` often starts with such a channel that moment matching
+      revives within a few dozen steps; a channel still dead after 100 steps rarely recovers.
 
     Args:
         downsampler: the thumbnail module (its ``scale`` attribute is used for masks).
@@ -74,22 +110,33 @@ class ThumbnailDistillation(nn.Module):
             ``{student_name: teacher_name}`` for different architectures.
         features: alternatively, a key of (or a callable on) the models' outputs giving a
             list of feature maps, e.g. ``"backbone_features"``.
-        logits: a key of (or callable on) the models' outputs giving class logits
-            :math:`(B, N, C)`; ``None`` disables logit distillation.
+        logits: a key of (or callable on) the models' outputs giving class logits,
+            :math:`(B, N, C)` or :math:`(B, C)`; for a classifier that returns its logits,
+            ``lambda output: output``. ``None`` disables logit distillation.
         weights: loss weights and hyper-parameters (paper defaults).
-        schedule: two-stage schedule; ``None`` means always stage two.
+        schedule: two-stage schedule, in epochs or steps; ``None`` means always stage two.
         feature_loss: a configured :class:`FeatureDistillationLoss` (e.g. with adapters);
             defaults to bilinear alignment without adapters.
-        logit_activation: ``"sigmoid"`` for focal-loss detectors, ``"softmax"`` otherwise.
+        logit_activation: ``"sigmoid"`` for focal-loss detectors, ``"softmax"`` otherwise;
+            used by both the Query Filter and the logit loss.
         background_index: with softmax, the no-object class ignored by the Query Filter.
         logit_pairing: ``"index"`` or ``"hungarian"`` (see
-            :func:`~learnthumb.logit_distillation_loss`).
+            :func:`~learnthumb.logit_distillation_loss`); ``"index"`` for :math:`(B, C)`.
         use_query_filter: distil only the queries kept by the Query Filter (the paper);
             ``False`` distils every query (an ablation, and the official code's behaviour).
+            ``None`` (default): on for :math:`(B, N, C)` query logits, off for a classifier's
+            :math:`(B, C)`, where ``True`` would distil only the images whose teacher is
+            confident.
         mask_argument: keyword through which both models take a padding mask (e.g.
             ``"padding_mask"``); the student gets the mask reduced to the thumbnail size.
         moment_statistic: ``"std"`` (Eq. (5)) or ``"var"`` (official code).
         scale: downsampling factor, when the downsampler has no ``scale`` attribute.
+        min_stage1_steps: warn when stage one ends after fewer optimiser steps (training-mode
+            ``forward`` calls; with gradient accumulation, count micro-batches); 0 disables.
+        check_health: in training mode, warn once when a thumbnail channel stays constant.
+        health_patience: consecutive training-mode calls a channel must be constant for before
+            ``check_health`` warns (1: at once).
+        check_finite: raise ``FloatingPointError`` on non-finite images, thumbnail or losses.
 
     Shape:
         - images: :math:`(B, C, H, W)`; padding_mask: :math:`(B, H, W)`, True = padded.
@@ -105,6 +152,20 @@ class ThumbnailDistillation(nn.Module):
         >>> thumbnail, logits, losses = distill(torch.rand(2, 3, 64, 64))
         >>> sorted(losses)
         ['feature', 'moment']
+
+        A classifier's :math:`(B, C)` logits, with a schedule counted in optimiser steps:
+
+        >>> from learnthumb import TwoStageSchedule
+        >>> distill = ThumbnailDistillation(
+        ...     ConvDownsampler(4),
+        ...     teacher,
+        ...     student,
+        ...     logits=lambda output: output,  # timm models return their logits
+        ...     schedule=TwoStageSchedule(stage1_steps=1000),
+        ...     check_health=False,
+        ... ).eval()
+        >>> sorted(distill(torch.rand(2, 3, 64, 64), step=1000).losses)
+        ['logit', 'moment']
     """
 
     def __init__(
@@ -122,10 +183,14 @@ class ThumbnailDistillation(nn.Module):
         logit_activation: str = "softmax",
         background_index: int | None = None,
         logit_pairing: str = "index",
-        use_query_filter: bool = True,
+        use_query_filter: bool | None = None,
         mask_argument: str | None = None,
         moment_statistic: str = "std",
         scale: int | None = None,
+        min_stage1_steps: int = 100,
+        check_health: bool = True,
+        health_patience: int = 100,
+        check_finite: bool = True,
     ) -> None:
         super().__init__()
         for name, module in (("downsampler", downsampler), ("teacher", teacher)):
@@ -138,13 +203,24 @@ class ThumbnailDistillation(nn.Module):
         weights = DistillWeights() if weights is None else weights
         if not isinstance(weights, DistillWeights):
             raise TypeError(f"weights must be a DistillWeights, got {type(weights).__name__}")
-        if schedule is not None and schedule.stage1_epochs > 0 and weights.moment == 0:
+        if schedule is not None and not isinstance(schedule, TwoStageSchedule):
+            raise TypeError(
+                f"schedule must be a TwoStageSchedule or None, got {type(schedule).__name__}"
+            )
+        if schedule is not None and schedule.stage1_length > 0 and weights.moment == 0:
             raise ValueError(
                 "stage one trains the downsampler on the moment loss alone: "
-                "weights.moment must be > 0 when schedule.stage1_epochs > 0"
+                f"weights.moment must be > 0 with {schedule!r}"
             )
         if feature_layers and features is not None:
             raise ValueError("give feature_layers or features, not both")
+        for name, flag in (
+            ("use_query_filter", use_query_filter),
+            ("check_health", check_health),
+            ("check_finite", check_finite),
+        ):
+            if not isinstance(flag, bool) and not (name == "use_query_filter" and flag is None):
+                raise TypeError(f"{name} must be a bool, got {type(flag).__name__} ({flag!r})")
         self.scale = scale if scale is not None else getattr(downsampler, "scale", None)
         if mask_argument is not None and self.scale is None:
             raise ValueError("the downsampler has no `scale` attribute: pass scale=")
@@ -161,6 +237,10 @@ class ThumbnailDistillation(nn.Module):
         self.use_query_filter = use_query_filter
         self.mask_argument = mask_argument
         self.moment_statistic = moment_statistic
+        self.min_stage1_steps = check_non_negative_int(min_stage1_steps, "min_stage1_steps")
+        self.check_health = check_health
+        self.health_patience = check_positive_int(health_patience, "health_patience")
+        self.check_finite = check_finite
         self.feature_loss = feature_loss if feature_loss is not None else FeatureDistillationLoss()
 
         if isinstance(feature_layers, Mapping):
@@ -169,6 +249,12 @@ class ThumbnailDistillation(nn.Module):
             student_layers = teacher_layers = list(feature_layers)
         self._student_tap = FeatureTap(student, student_layers) if student_layers else None
         self._teacher_tap = FeatureTap(teacher, teacher_layers) if teacher_layers else None
+
+        # Bookkeeping of the warnings (plain attributes: not part of the state dict).
+        self._stage1_steps_seen = 0
+        self._stage2_started = False
+        self._warned: set[str] = set()
+        self._constant_streak: list[int] = []  # per thumbnail channel
 
         self.teacher.requires_grad_(False)
         self.teacher.eval()
@@ -184,11 +270,14 @@ class ThumbnailDistillation(nn.Module):
         for module in (self.downsampler, self.student, self.feature_loss):
             yield from (p for p in module.parameters() if p.requires_grad)
 
-    def stage(self, epoch: int | None) -> int:
-        """The training stage at ``epoch`` (2 without a schedule or an epoch)."""
-        if self.schedule is None or epoch is None:
+    def stage(self, epoch: int | None = None, step: int | None = None) -> int:
+        """The training stage at ``epoch`` or ``step`` (see :meth:`TwoStageSchedule.stage`).
+
+        2 without a schedule, and when neither counter is given (``forward`` then warns).
+        """
+        if self.schedule is None or (epoch is None and step is None):
             return 2
-        return self.schedule.stage(epoch)
+        return self.schedule.stage(epoch, step)
 
     def _model_features(self, output: Any, tap: FeatureTap | None) -> list[torch.Tensor] | None:
         if tap is not None:
@@ -204,11 +293,35 @@ class ThumbnailDistillation(nn.Module):
         images: torch.Tensor,
         padding_mask: torch.Tensor | None = None,
         epoch: int | None = None,
+        step: int | None = None,
     ) -> DistillationOutput:
+        """Thumbnail, student output and weighted losses of one batch.
+
+        Args:
+            images: full-size images.
+            padding_mask: bool, True = padded.
+            epoch: the epoch, from 0, for an epoch schedule.
+            step: the global optimiser step, from 0, for a step schedule.
+
+        Shape:
+            - images: :math:`(B, C, H, W)`; padding_mask: :math:`(B, H, W)`
+
+        Returns:
+            A :class:`DistillationOutput`.
+
+        Raises:
+            FloatingPointError: with ``check_finite``, on non-finite images, thumbnail or
+                loss terms.
+        """
         check_ndim(images, 4, "images", "(B, C, H, W)")
         check_floating(images, "images")
         if padding_mask is not None:
             check_bool_mask(padding_mask, "padding_mask", (images.shape[0], *images.shape[-2:]))
+        if self.check_finite:
+            check_finite(images, "images")
+        stage = self.stage(epoch, step)
+        if self.training:
+            self._track_stage(stage, epoch, step)
         weights = self.weights
         thumbnail = self.downsampler(images)
         thumbnail_mask = (
@@ -217,7 +330,6 @@ class ThumbnailDistillation(nn.Module):
             else None
         )
         losses: dict[str, torch.Tensor] = {}
-        stage = self.stage(epoch)
         if weights.moment > 0 or stage == 1:
             losses["moment"] = weights.moment * moment_matching_loss(
                 images,
@@ -228,6 +340,7 @@ class ThumbnailDistillation(nn.Module):
                 thumbnail_padding_mask=thumbnail_mask,
             )
         if stage == 1:
+            self._check_outputs(thumbnail, thumbnail_mask, losses)
             return DistillationOutput(thumbnail, None, losses)
 
         teacher_kwargs: dict[str, Any] = {}
@@ -255,22 +368,121 @@ class ThumbnailDistillation(nn.Module):
         if weights.logit > 0 and self.logits is not None:
             teacher_logits = _select(teacher_output, self.logits, "logits")
             student_logits = _select(student_output, self.logits, "logits")
-            keep = (
-                query_filter(
-                    teacher_logits, weights.threshold, self.logit_activation, self.background_index
-                )
-                if self.use_query_filter
-                else None
-            )
-            losses["logit"] = weights.logit * logit_distillation_loss(
-                student_logits,
-                teacher_logits,
-                temperature=weights.temperature,
-                keep=keep,
-                activation=self.logit_activation,
-                pairing=self.logit_pairing,
-            )
+            losses["logit"] = weights.logit * self._logit_loss(student_logits, teacher_logits)
+        self._check_outputs(thumbnail, thumbnail_mask, losses)
         return DistillationOutput(thumbnail, student_output, losses)
+
+    def _logit_loss(self, student_logits: Any, teacher_logits: Any) -> torch.Tensor:
+        check_ndim(teacher_logits, (3, 2), "teacher logits", "(B, N, C) or (B, C)")
+        check_ndim(student_logits, (3, 2), "student logits", "(B, N, C) or (B, C)")
+        use_filter = self.use_query_filter
+        if use_filter is None:  # the Query Filter is a tool for set predictors' queries
+            use_filter = teacher_logits.dim() == 3
+        keep = None
+        if use_filter:
+            queries = teacher_logits if teacher_logits.dim() == 3 else teacher_logits[:, None]
+            keep = query_filter(  # (B, N)
+                queries, self.weights.threshold, self.logit_activation, self.background_index
+            )
+            keep = keep if teacher_logits.dim() == 3 else keep[:, 0]  # (B,) for a classifier
+        return logit_distillation_loss(
+            student_logits,
+            teacher_logits,
+            temperature=self.weights.temperature,
+            keep=keep,
+            activation=self.logit_activation,
+            pairing=self.logit_pairing,
+        )
+
+    def _warn_once(self, key: str, message: str, category: type[Warning] = UserWarning) -> None:
+        if key in self._warned:
+            return
+        self._warned.add(key)
+        warnings.warn(message, category, stacklevel=2)
+
+    def _track_stage(self, stage: int, epoch: int | None, step: int | None) -> None:
+        """Training-mode bookkeeping of the schedule: count stage one, warn on misuse."""
+        schedule = self.schedule
+        if schedule is None or schedule.stage1_length == 0:
+            return
+        if epoch is None and step is None:
+            self._warn_once(
+                "no_counter",
+                f"ThumbnailDistillation has {schedule!r} but forward got neither epoch= nor "
+                f"step=: running stage two, so stage one never happens. Pass "
+                f"forward(images, {schedule.unit}=...)",
+            )
+            return
+        if stage == 1:
+            self._stage1_steps_seen += 1
+            return
+        if self._stage2_started:
+            return
+        self._stage2_started = True
+        # A step schedule knows its length; an epoch schedule's is what this instance saw
+        # (0 after resuming in stage two: nothing to judge then).
+        length = schedule.stage1_steps if schedule.unit == "step" else self._stage1_steps_seen
+        if 0 < length < self.min_stage1_steps:
+            self._warn_once(
+                "short_stage1",
+                f"stage one of {schedule!r} ended after {length} optimiser step(s), fewer than "
+                f"min_stage1_steps={self.min_stage1_steps}: the downsampler may not make "
+                "image-like thumbnails yet, and training everything from an untrained "
+                "downsampler can end worse than bicubic (Table 5 of ThumbDet). Lengthen stage "
+                "one (e.g. TwoStageSchedule(stage1_steps=...)) or pass min_stage1_steps=0",
+            )
+
+    def _check_outputs(
+        self,
+        thumbnail: torch.Tensor,
+        thumbnail_mask: torch.Tensor | None,
+        losses: dict[str, torch.Tensor],
+    ) -> None:
+        """Finite thumbnail and losses, healthy thumbnail channels: one device-to-host copy."""
+        check_health = self.training and self.check_health and "health" not in self._warned
+        if not (self.check_finite or check_health):
+            return
+        with torch.no_grad():
+            parts = []
+            if self.check_finite:
+                finite = [thumbnail, *losses.values()]
+                parts.append(torch.stack([torch.isfinite(t).all() for t in finite]).float())
+            if check_health:
+                parts.append(constant_channel_fraction(thumbnail, thumbnail_mask))  # (C,)
+            host = torch.cat(parts).tolist()
+        if self.check_finite:
+            finite_flags, host = host[: 1 + len(losses)], host[1 + len(losses) :]
+            if not finite_flags[0]:
+                raise FloatingPointError(
+                    "the thumbnail has non-finite values although the images are finite: the "
+                    "downsampler's weights are probably NaN/Inf already (an earlier step "
+                    "diverged: lower the learning rate, clip gradients)"
+                )
+            bad = [name for name, ok in zip(losses, finite_flags[1:], strict=True) if not ok]
+            if bad:
+                values = ", ".join(f"{name}={losses[name].detach().sum().item()}" for name in bad)
+                raise FloatingPointError(
+                    f"non-finite loss term(s) {values} with finite images and thumbnail: a "
+                    "model output overflowed (e.g. under float16 autocast) or the student "
+                    "diverged; an optimiser step now would turn every weight into NaN"
+                )
+        if check_health:
+            flagged = _report(host, _HEALTH_THRESHOLD).constant_channels
+            if len(self._constant_streak) != len(host):
+                self._constant_streak = [0] * len(host)
+            self._constant_streak = [
+                streak + 1 if channel in flagged else 0
+                for channel, streak in enumerate(self._constant_streak)
+            ]
+            dead = [c for c, n in enumerate(self._constant_streak) if n >= self.health_patience]
+            if dead:
+                report = ThumbnailHealthReport(host, _HEALTH_THRESHOLD, dead)
+                self._warn_once(
+                    "health",
+                    f"ThumbnailDistillation: for {self.health_patience} consecutive training "
+                    f"steps, {report.message}",
+                    ThumbnailHealthWarning,
+                )
 
     @property
     def _has_features(self) -> bool:

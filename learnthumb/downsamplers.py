@@ -25,6 +25,7 @@ from torch import nn
 from learnthumb._checks import check_floating, check_ndim, check_positive_int
 
 __all__ = [
+    "RECOMMENDED_DOWNSAMPLER",
     "ConvDownsampler",
     "InterpolateDownsampler",
     "ResidualDownsampler",
@@ -327,6 +328,11 @@ class ResidualDownsampler(nn.Module):
     def extra_repr(self) -> str:
         return f"scale={self.scale}"
 
+
+#: The downsampler the library recommends (see docs/quality.md): bicubic plus a learned
+#: residual that starts at zero. It equals antialiased bicubic at initialisation, has no final
+#: activation that could zero a channel, and its bicubic path keeps every channel alive.
+RECOMMENDED_DOWNSAMPLER = "residual"
 
 Factory = Callable[..., nn.Module]
 _REGISTRY: dict[str, Factory] = {}

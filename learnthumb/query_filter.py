@@ -1,4 +1,9 @@
-"""The Query Filter of ThumbDet (Algorithm 1): which teacher queries are worth distilling."""
+"""The Query Filter of ThumbDet (Algorithm 1): which teacher queries are worth distilling.
+
+A tool for DETR-style set predictors, whose ``N`` queries are mostly "no object": it keeps the
+few the teacher is confident about. A classifier's :math:`(B, C)` logits have nothing to filter
+(:class:`~learnthumb.ThumbnailDistillation` leaves the filter off for them by default).
+"""
 
 from __future__ import annotations
 
@@ -55,6 +60,11 @@ def query_filter(
 
     A query is kept when the teacher's highest class probability exceeds ``threshold``
     (Step 1 of Algorithm 1: the first entry of the descending sort is the maximum).
+
+    The default ``activation="sigmoid"`` is that of the paper's detector, Deformable-DETR
+    (focal loss); :func:`~learnthumb.logit_distillation_loss` defaults to ``"softmax"``
+    (classifiers, DETR). Give both the activation your model was trained with;
+    :class:`~learnthumb.ThumbnailDistillation` passes its one ``logit_activation`` to both.
 
     Args:
         teacher_logits: the teacher's class logits.

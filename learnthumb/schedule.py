@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from learnthumb._checks import check_in_open_interval, check_positive
+from learnthumb._checks import check_in_open_interval, check_non_negative_int, check_positive
 
 __all__ = ["DistillWeights", "TwoStageSchedule"]
 
@@ -12,30 +12,75 @@ __all__ = ["DistillWeights", "TwoStageSchedule"]
 class TwoStageSchedule:
     """Stage one trains only the downsampler (moment matching); stage two trains everything.
 
+    The length of stage one is counted in epochs (the paper: 5) or in optimiser steps, which
+    suits iteration-based training loops and short fine-tuning runs. Give at most one of the
+    two a non-zero value; with neither, the paper's 5 epochs. A length of 0 gives one-stage
+    training.
+
     Args:
-        stage1_epochs: epochs of stage one (5 in the paper). 0 gives one-stage training.
+        stage1_epochs: epochs of stage one.
+        stage1_steps: optimiser steps of stage one (the global step count, from 0).
+
+    Raises:
+        ValueError: when both lengths are non-zero, or one is negative.
 
     Example:
         >>> schedule = TwoStageSchedule(stage1_epochs=5)
         >>> [schedule.stage(e) for e in (0, 4, 5, 50)]
         [1, 1, 2, 2]
+        >>> steps = TwoStageSchedule(stage1_steps=200)
+        >>> [steps.stage(step=s) for s in (0, 199, 200)]
+        [1, 1, 2]
+        >>> steps.stage(epoch=3, step=10)  # a step schedule ignores the epoch
+        1
+        >>> steps
+        TwoStageSchedule(stage1_steps=200)
     """
 
-    def __init__(self, stage1_epochs: int = 5) -> None:
-        if isinstance(stage1_epochs, bool) or not isinstance(stage1_epochs, int):
-            raise TypeError(f"stage1_epochs must be an int, got {stage1_epochs!r}")
-        if stage1_epochs < 0:
-            raise ValueError(f"stage1_epochs must be >= 0, got {stage1_epochs}")
-        self.stage1_epochs = stage1_epochs
+    def __init__(self, stage1_epochs: int | None = None, stage1_steps: int | None = None) -> None:
+        for name, value in (("stage1_epochs", stage1_epochs), ("stage1_steps", stage1_steps)):
+            if value is not None:
+                check_non_negative_int(value, name)
+        if stage1_epochs and stage1_steps:
+            raise ValueError(
+                "give stage one a length in epochs or in steps, not both: got "
+                f"stage1_epochs={stage1_epochs} and stage1_steps={stage1_steps}"
+            )
+        if stage1_epochs is None and stage1_steps is None:
+            stage1_epochs = 5  # the paper
+        self.stage1_epochs = stage1_epochs or 0
+        self.stage1_steps = stage1_steps or 0
+        # Counted in steps only when asked for steps (and not in epochs) explicitly.
+        self.unit = "step" if stage1_steps is not None and not stage1_epochs else "epoch"
 
-    def stage(self, epoch: int) -> int:
-        """1 during the first ``stage1_epochs`` epochs (counting from 0), else 2."""
-        if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
-            raise ValueError(f"epoch must be an int >= 0, got {epoch!r}")
-        return 1 if epoch < self.stage1_epochs else 2
+    @property
+    def stage1_length(self) -> int:
+        """Length of stage one in :attr:`unit` (``"epoch"`` or ``"step"``); 0: one stage."""
+        return self.stage1_steps if self.unit == "step" else self.stage1_epochs
+
+    def stage(self, epoch: int | None = None, step: int | None = None) -> int:
+        """The stage (1 or 2) at ``epoch`` or ``step``, both counted from 0.
+
+        An epoch schedule needs ``epoch``, a step schedule ``step``; the other counter may be
+        given too and is then ignored. A one-stage schedule (length 0) needs neither.
+
+        Raises:
+            ValueError: when the counter the schedule needs is missing or negative.
+        """
+        for name, value in (("epoch", epoch), ("step", step)):
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, int) or value < 0
+            ):
+                raise ValueError(f"{name} must be an int >= 0, got {value!r}")
+        if self.stage1_length == 0:
+            return 2
+        counter = step if self.unit == "step" else epoch
+        if counter is None:
+            raise ValueError(f"{self!r} counts {self.unit}s: expected {self.unit}=, got None")
+        return 1 if counter < self.stage1_length else 2
 
     def __repr__(self) -> str:
-        return f"TwoStageSchedule(stage1_epochs={self.stage1_epochs})"
+        return f"TwoStageSchedule(stage1_{self.unit}s={self.stage1_length})"
 
 
 @dataclass(frozen=True)

@@ -96,6 +96,7 @@ def test_stage_one_runs_only_the_moment_loss():
         logits="pred_logits",
         schedule=TwoStageSchedule(1),
         mask_argument="padding_mask",
+        min_stage1_steps=0,
     )
     thumbnail, output, losses = distill(torch.rand(2, 3, 32, 32), epoch=0)
     assert output is None and set(losses) == {"moment"}
@@ -156,6 +157,8 @@ def test_end_to_end_training_moves_student_and_downsampler_not_teacher():
         weights=DistillWeights(threshold=0.3),
         schedule=TwoStageSchedule(1),
         logit_activation="sigmoid",
+        min_stage1_steps=0,
+        check_health=False,
     )
     distill.train()
     assert not teacher.training

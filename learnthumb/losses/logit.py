@@ -1,4 +1,4 @@
-"""Logit distillation for DETR-style set predictors (Eq. (6)-(7) of ThumbDet)."""
+"""Logit distillation for DETR-style set predictors and classifiers (Eq. (6)-(7) of ThumbDet)."""
 
 from __future__ import annotations
 
@@ -100,6 +100,14 @@ def logit_distillation_loss(
     classification of focal-loss detectors such as Deformable-DETR) and the binary KLs are
     summed over classes. The teacher's logits are detached.
 
+    Classifiers' :math:`(B, C)` logits are one query per image: the loss equals that of the
+    :math:`(B, 1, C)` logits (classic knowledge distillation, averaged over the batch). For them
+    ``keep`` (if any) selects images, and ``pairing="hungarian"`` is refused (nothing to pair).
+
+    The default ``activation="softmax"`` suits classifiers and DETR (a no-object class), while
+    :func:`~learnthumb.query_filter` defaults to ``"sigmoid"`` like the paper's
+    Deformable-DETR: pass the same activation to both (``ThumbnailDistillation`` does).
+
     The official code uses a cross-entropy of softmax probabilities without a filter; we follow
     the paper: a KL divergence, with temperature, over the kept queries only.
 
@@ -107,39 +115,54 @@ def logit_distillation_loss(
         student_logits: the student's class logits.
         teacher_logits: the teacher's class logits.
         temperature: ``T > 0``; 1 in the paper.
-        keep: bool, queries to distil (:func:`~learnthumb.query_filter`); ``None`` keeps all.
-            When no query is kept the loss is an exact 0 that still back-propagates.
+        keep: bool, queries (images, for :math:`(B, C)` logits) to distil
+            (:func:`~learnthumb.query_filter`); ``None`` keeps all. When none is kept the loss
+            is an exact 0 that still back-propagates.
         activation: ``"softmax"`` or ``"sigmoid"``.
         pairing: ``"index"`` compares query ``i`` with query ``i`` (a student initialised from
             its teacher); ``"hungarian"`` first pairs each kept teacher query with the student
             query whose distribution is closest (:func:`match_queries`).
 
     Shape:
-        - student_logits, teacher_logits: :math:`(B, N, C)`
-        - keep: :math:`(B, N)`
+        - student_logits, teacher_logits: :math:`(B, N, C)`, or :math:`(B, C)` for classifiers
+        - keep: :math:`(B, N)`, or :math:`(B,)` with :math:`(B, C)` logits
         - output: scalar.
 
     Example:
         >>> s, t = torch.randn(2, 5, 4), torch.randn(2, 5, 4)
         >>> logit_distillation_loss(s, t, keep=torch.ones(2, 5, dtype=torch.bool)) >= 0
         tensor(True)
+        >>> s, t = torch.randn(8, 10), torch.randn(8, 10)  # a classifier's (B, C) logits
+        >>> one_query = logit_distillation_loss(s[:, None], t[:, None])  # (B, 1, C)
+        >>> torch.equal(logit_distillation_loss(s, t), one_query)
+        True
     """
-    check_ndim(student_logits, 3, "student_logits", "(B, N, C)")
-    check_ndim(teacher_logits, 3, "teacher_logits", "(B, N, C)")
+    check_ndim(student_logits, (3, 2), "student_logits", "(B, N, C) or (B, C)")
+    check_ndim(teacher_logits, (3, 2), "teacher_logits", "(B, N, C) or (B, C)")
     check_floating(student_logits, "student_logits")
     check_floating(teacher_logits, "teacher_logits")
+    if student_logits.dim() != teacher_logits.dim():
+        raise ValueError(
+            "student_logits and teacher_logits must both be (B, N, C) or both (B, C): got "
+            f"{tuple(student_logits.shape)} and {tuple(teacher_logits.shape)}"
+        )
     if student_logits.shape[0] != teacher_logits.shape[0]:
         raise ValueError(
             "student_logits and teacher_logits must have the same batch size: got "
             f"{tuple(student_logits.shape)} and {tuple(teacher_logits.shape)}"
         )
-    if student_logits.shape[2] != teacher_logits.shape[2]:
+    if student_logits.shape[-1] != teacher_logits.shape[-1]:
         raise ValueError(
             "student_logits and teacher_logits must have the same number of classes C: got "
             f"{tuple(student_logits.shape)} and {tuple(teacher_logits.shape)}"
         )
     if pairing not in _PAIRINGS:
         raise ValueError(f"pairing must be one of {_PAIRINGS}, got {pairing!r}")
+    if pairing == "hungarian" and student_logits.dim() == 2:
+        raise ValueError(
+            "pairing='hungarian' pairs the queries of (B, N, C) set predictions; (B, C) logits "
+            "hold one prediction per image: expected pairing='index', got 'hungarian'"
+        )
     if pairing == "index" and student_logits.shape != teacher_logits.shape:
         raise ValueError(
             "with pairing='index', student_logits and teacher_logits must have the same shape "
@@ -149,7 +172,11 @@ def logit_distillation_loss(
         raise ValueError(f"activation must be one of {_ACTIVATIONS}, got {activation!r}")
     check_positive(temperature, "temperature")
     if keep is not None:
-        check_bool_mask(keep, "keep", teacher_logits.shape[:2])
+        check_bool_mask(keep, "keep", teacher_logits.shape[:-1])
+    if student_logits.dim() == 2:
+        # A classifier: one prediction per image, i.e. a set of one query.
+        student_logits, teacher_logits = student_logits[:, None], teacher_logits[:, None]
+        keep = keep[:, None] if keep is not None else None  # (B, 1)
 
     student = student_logits / temperature
     teacher = teacher_logits.detach() / temperature
@@ -174,7 +201,12 @@ class LogitDistillationLoss(nn.Module):
         pairing: ``"index"`` or ``"hungarian"``.
 
     Shape:
-        See :func:`logit_distillation_loss`.
+        See :func:`logit_distillation_loss`: :math:`(B, N, C)` or :math:`(B, C)` logits.
+
+    Example:
+        >>> loss = LogitDistillationLoss(temperature=2.0)
+        >>> loss(torch.zeros(4, 10), torch.zeros(4, 10))
+        tensor(0.)
     """
 
     def __init__(
