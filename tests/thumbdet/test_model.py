@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import textwrap
+
 import pytest
 import torch
 
@@ -266,6 +271,31 @@ def test_compiles_without_graph_breaks(tiny_model):
         outputs = compiled(images, mask)
     torch.testing.assert_close(outputs["pred_logits"], expected["pred_logits"])
     torch.testing.assert_close(outputs["pred_boxes"], expected["pred_boxes"])
+
+
+def test_compiles_before_any_kernel_is_built(tmp_path):
+    # A fresh machine: empty build cache, nothing loaded. The "auto" backend must not probe the
+    # cache (hashing, dlopen) inside the traced region, or fullgraph compilation fails.
+    script = textwrap.dedent(
+        """
+        import torch, thumbdet
+        torch.manual_seed(0)
+        model = thumbdet.build_model("tiny", num_classes=3).eval()
+        images, mask = torch.rand(1, 3, 48, 64), torch.zeros(1, 48, 64, dtype=torch.bool)
+        with torch.no_grad():
+            compiled = torch.compile(model, backend="eager", fullgraph=True)
+            outputs = compiled(images, mask)
+        print(tuple(outputs["pred_logits"].shape))
+        """
+    )
+    environment = {**os.environ, "THUMBDET_BUILD_DIR": str(tmp_path), "CUDA_VISIBLE_DEVICES": ""}
+    environment.pop("THUMBDET_MSDA_BACKEND", None)
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=environment, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip().endswith("3)")
+    assert not any(tmp_path.iterdir())
 
 
 def test_public_api_surface():

@@ -63,8 +63,7 @@ def _resolve(backend: str, device: torch.device) -> str:
     elif backend not in _BACKENDS:
         raise ValueError(f"backend must be one of {_BACKENDS}, received {backend!r}")
     if backend == "auto":
-        compiled = device.type if device.type in ("cpu", "cuda") else None
-        return compiled if compiled and _extension.kernel_available(compiled) else "pytorch"
+        return _auto_backend(device.type)
     if backend in ("cpu", "cuda"):
         _extension.require_kernel(backend)
         if device.type != backend:
@@ -72,6 +71,20 @@ def _resolve(backend: str, device: torch.device) -> str:
                 f"backend {backend!r} needs tensors on a {backend} device, received {device}"
             )
     return backend
+
+
+def _auto_backend(device_type: str) -> str:
+    """The compiled kernel for ``device_type`` when there is one, else ``"pytorch"``."""
+    if device_type not in ("cpu", "cuda"):
+        return "pytorch"
+    if torch.compiler.is_compiling():
+        # Looking for a built kernel hashes the sources and loads a library: neither can be
+        # traced (a fullgraph compile would fail on a machine with an empty build cache), so
+        # traced code only uses a kernel that an eager call has already loaded.
+        available = _extension.kernel_loaded(device_type)
+    else:
+        available = _extension.kernel_available(device_type)
+    return device_type if available else "pytorch"
 
 
 def run_ms_deform_attn(

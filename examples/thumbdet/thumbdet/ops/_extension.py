@@ -25,6 +25,7 @@ __all__ = [
     "build_extension",
     "compiled_ms_deform_attn",
     "kernel_available",
+    "kernel_loaded",
     "loaded_variant",
     "require_kernel",
 ]
@@ -255,6 +256,13 @@ def _try_load_cached() -> str | None:
         _on_loaded(variant)
         return variant
     return None
+
+
+def kernel_loaded(device_type: str) -> bool:
+    """Whether a compiled kernel for ``device_type`` is loaded in this process (no file access;
+    safe inside traced code)."""
+    variant = _loaded["variant"]
+    return variant is not None if device_type == "cpu" else variant == "cuda"
 
 
 def kernel_available(device_type: str) -> bool:
