@@ -20,6 +20,8 @@ import torch
 from PIL import Image
 from torch import nn
 
+from thumbdet.data.images import load_rgb_image
+
 __all__ = [
     "EXPORT_PARTS",
     "DetectorOutputs",
@@ -33,12 +35,13 @@ __all__ = [
 
 
 def load_image(path: str | os.PathLike) -> torch.Tensor:
-    """An image file as a ``(3, H, W)`` float tensor in [0, 1]."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"image: no such file {path}")
-    with Image.open(path) as image:
-        pixels = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0  # (H, W, 3)
+    """An image file as a ``(3, H, W)`` float tensor in [0, 1].
+
+    Read like training and evaluation images (:func:`thumbdet.data.images.load_rgb_image`):
+    every PIL mode is converted to 8-bit RGB, 16-bit images scaled; an unreadable file
+    raises ``ImageReadError`` (a ``ValueError``) naming it.
+    """
+    pixels = np.asarray(load_rgb_image(path), dtype=np.float32) / 255.0  # (H, W, 3)
     return torch.from_numpy(pixels).permute(2, 0, 1).contiguous()  # (3, H, W)
 
 
