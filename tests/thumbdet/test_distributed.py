@@ -69,5 +69,6 @@ def test_two_gloo_processes_end_with_identical_weights(tmp_path):
     assert sorted(p.name for p in output.iterdir()) == [
         "checkpoint.pth",
         "config.json",
+        "image_check.json",  # the images rank 0 checked, for a later --resume
         "log.jsonl",
     ]

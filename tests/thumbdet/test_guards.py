@@ -7,11 +7,14 @@ behind that a later command would trust.
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import signal
 
 import pytest
 import torch
 
-from thumbdet.checkpoint import load_checkpoint
+from thumbdet.checkpoint import load_checkpoint, save_checkpoint
 from thumbdet.cli import main
 from thumbdet.testing import write_tiny_coco
 
@@ -43,6 +46,10 @@ def teacher(data):
     root, flags = data
     assert _train(root / "teacher", flags) == 0
     return root / "teacher" / "checkpoint.pth"
+
+
+def _files(folder):
+    return {path: path.read_bytes() for path in sorted(folder.rglob("*")) if path.is_file()}
 
 
 def _one_error_line(capsys, *fragments):
@@ -81,3 +88,239 @@ def test_eval_of_a_broken_checkpoint_reports_no_ap(data, teacher, tmp_path, caps
     assert main([*argv, "--num-workers", "0", "--device", "cpu"]) == 1
     _one_error_line(capsys, "expected finite values", "broken")
     assert not metrics.exists()
+
+
+# ------------------------------------------------------------------ B: bad settings
+@pytest.mark.parametrize(
+    ("flag", "value", "expected"),
+    [
+        ("--lr-backbone", "-1", "expected a number >= 0, got -1.0"),
+        ("--lr", "0", "expected a number > 0"),
+        ("--lr", "nan", "expected a number > 0, got nan"),
+        ("--weight-decay", "-0.1", ">= 0"),
+        ("--clip-max-norm", "-1", ">= 0"),
+        ("--num-workers", "-1", "expected an integer >= 0"),
+        ("--eval-every", "-1", "expected an integer >= 0"),
+        ("--max-steps-per-epoch", "-2", "expected an integer >= 0"),
+        ("--seed", "-1", "expected an integer >= 0"),
+        ("--scale", "0", "expected an integer >= 1"),
+        ("--stage1-epochs", "-1", "expected an integer >= 0"),
+        ("--temperature", "0", "> 0"),
+        ("--threshold", "1.5", "<= 1"),
+        ("--gamma", "-1", ">= 0"),
+        ("--max-size", "0", "expected an integer >= 1"),
+        ("--device", "tpu", "expected cpu, cuda or cuda:N, got 'tpu'"),
+    ],
+)
+def test_train_refuses_out_of_range_settings_naming_the_flag(
+    data, tmp_path, capsys, flag, value, expected
+):
+    _, flags = data
+    output = tmp_path / "run"
+    argv = ["train", "--preset", "tiny", "--output", str(output), *_FAST, *flags]
+    assert main([*argv, flag, value]) == 1
+    _one_error_line(capsys, flag, expected)
+    assert not output.exists()
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "expected"),
+    [
+        ("--short-side", "0", "expected an integer >= 1, got 0"),
+        ("--batch-size", "0", "expected an integer >= 1, got 0"),
+        ("--num-workers", "-1", "expected an integer >= 0"),
+        ("--max-size", "0", "expected an integer >= 1"),
+        ("--device", "tpu", "expected cpu, cuda or cuda:N"),
+    ],
+)
+def test_eval_refuses_out_of_range_settings_naming_the_flag(
+    data, teacher, tmp_path, capsys, flag, value, expected
+):
+    _, flags = data
+    metrics = tmp_path / "metrics.json"
+    argv = ["eval", "--checkpoint", str(teacher), "--output", str(metrics), *_val_flags(flags)]
+    argv += ["--num-workers", "0", "--device", "cpu"]
+    assert main([*argv, flag, value]) == 1
+    _one_error_line(capsys, flag, expected)
+    assert not metrics.exists() and '"AP"' not in capsys.readouterr().out
+
+
+def test_resume_with_changed_settings_is_refused_and_nothing_recorded(
+    data, teacher, tmp_path, capsys
+):
+    _, flags = data
+    output = tmp_path / "run"
+    shutil.copytree(teacher.parent, output)
+    before = _files(output)
+    changed = ["--lr", "1e-3", "--batch-size", "1", "--lr-drop", "5"]
+    assert _train(output, flags, "--resume", "--epochs", "2", *changed) == 1
+    line = _one_error_line(capsys, "cannot --resume", "with changed settings")
+    for setting in ("lr: checkpoint has 0.0002, this run has 0.001", "batch_size", "lr_drop"):
+        assert setting in line
+    assert "epochs" not in line.split("(only")[0]  # epochs may change on resume
+    assert _files(output) == before  # neither config.json nor the checkpoint changed
+    # the same settings with more epochs resume
+    assert _train(output, flags, "--resume", "--epochs", "2", "--max-steps-per-epoch", "0") == 0
+    assert load_checkpoint(output / teacher.name)["epoch"] == 2
+
+
+# ------------------------------------------------------------------ C: one line, not a traceback
+def test_output_below_a_file_is_one_line(data, tmp_path, capsys):
+    _, flags = data
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    assert _train(blocker / "run", flags) == 1
+    _one_error_line(capsys, "--output", "below the file", "a_file")
+    assert _train(blocker, flags) == 1
+    _one_error_line(capsys, "--output", "expected a folder, but it is a file")
+
+
+def test_read_only_output_is_one_line(data, tmp_path, capsys, monkeypatch):
+    from thumbdet import validation
+
+    _, flags = data
+    read_only = tmp_path / "read_only"
+    read_only.mkdir()
+    read_only.chmod(0o555)
+    if os.access(read_only, os.W_OK):  # root writes anyway: pretend the folder is read-only
+        real = validation._writable
+        monkeypatch.setattr(validation, "_writable", lambda p: p != read_only and real(p))
+    try:
+        assert _train(read_only / "run", flags) == 1
+        _one_error_line(capsys, "--output", "not writable", "read_only")
+        assert not (read_only / "run").exists()
+    finally:
+        read_only.chmod(0o755)
+
+
+def _without(checkpoint, key, path):
+    state = load_checkpoint(checkpoint)
+    del state[key]
+    save_checkpoint(state, path)
+    return path
+
+
+@pytest.mark.parametrize("key", ["meta", "model_config"])
+def test_checkpoint_without_meta_or_model_config_is_one_line(data, teacher, tmp_path, capsys, key):
+    _, flags = data
+    incomplete = _without(teacher, key, tmp_path / "incomplete.pth")
+    argv = ["eval", "--checkpoint", str(incomplete), *_val_flags(flags), "--num-workers", "0"]
+    assert main([*argv, "--device", "cpu"]) == 1
+    _one_error_line(capsys, "incomplete.pth", key)
+    images_dir = flags[flags.index("--train-images") + 1]
+    image = sorted(os.listdir(images_dir))[0]
+    argv = ["thumbnail", "--checkpoint", str(incomplete), os.path.join(images_dir, image)]
+    assert main([*argv, "--output", str(tmp_path / "thumbs")]) == 1
+    _one_error_line(capsys, "incomplete.pth", key)
+    if key == "model_config":  # a teacher without "meta" is refused for its meta already
+        extra = ["--mode", "thumbdet", "--teacher", str(incomplete), "--scale", "2"]
+        assert _train(tmp_path / "student", flags, *extra) == 1
+        _one_error_line(capsys, "incomplete.pth", key)
+
+
+def test_eval_output_pointing_at_a_folder_is_refused_before_evaluating(
+    data, teacher, tmp_path, capsys
+):
+    _, flags = data
+    argv = ["eval", "--checkpoint", str(teacher), "--output", str(tmp_path), *_val_flags(flags)]
+    assert main([*argv, "--num-workers", "0", "--device", "cpu"]) == 1
+    _one_error_line(capsys, "--output", "expected a file path, but it is a folder")
+    assert '"AP"' not in capsys.readouterr().out
+
+
+def _main_interrupted(argv):
+    try:
+        return main(argv)
+    except KeyboardInterrupt:
+        pytest.fail("KeyboardInterrupt escaped thumbdet's main (a traceback for the user)")
+
+
+def _assert_interrupted(capsys, output):
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if "interrupted" in line]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    assert "intact" in lines[0] and "--resume" in lines[0]
+    state = load_checkpoint(output / "checkpoint.pth")  # the last checkpoint loads
+    assert state["epoch"] == 1
+    log = [json.loads(line) for line in (output / "log.jsonl").read_text().splitlines()]
+    assert [record["epoch"] for record in log if record["event"] == "epoch"] == [0]
+
+
+def test_ctrl_c_during_training_exits_130_with_one_line(data, tmp_path, capsys, monkeypatch):
+    import thumbdet.train
+
+    _, flags = data
+    real = thumbdet.train.train_one_epoch
+
+    def interrupted_in_epoch_one(*args, **kwargs):
+        if args[5] == 1:  # epoch
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(thumbdet.train, "train_one_epoch", interrupted_in_epoch_one)
+    output = tmp_path / "run"
+    argv = ["train", "--preset", "tiny", "--output", str(output), "--epochs", "3", *_FAST]
+    assert _main_interrupted([*argv, *flags, "--eval-every", "0"]) == 130
+    _assert_interrupted(capsys, output)
+
+
+def test_ctrl_c_during_a_save_lets_the_checkpoint_finish(data, tmp_path, capsys, monkeypatch):
+    import thumbdet.train
+
+    _, flags = data
+    real = thumbdet.train.save_checkpoint
+
+    def save_with_ctrl_c(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGINT)  # arrives while the checkpoint is being written
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(thumbdet.train, "save_checkpoint", save_with_ctrl_c)
+    output = tmp_path / "run"
+    argv = ["train", "--preset", "tiny", "--output", str(output), "--epochs", "3", *_FAST]
+    assert _main_interrupted([*argv, *flags, "--eval-every", "0"]) == 130
+    _assert_interrupted(capsys, output)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
+
+
+# ------------------------------------------------------------------ D: bad image files
+@pytest.fixture
+def damaged_data(tmp_path):
+    images_dir, annotation_file = write_tiny_coco(tmp_path / "data", num_images=5, size=(40, 48))
+    data = (images_dir / "0002.png").read_bytes()
+    (images_dir / "0002.png").write_bytes(data[: len(data) // 2])  # truncated
+    return images_dir, ["--train-images", str(images_dir), "--train-ann", str(annotation_file)]
+
+
+def test_truncated_image_is_named_before_training(damaged_data, tmp_path, capsys):
+    _, flags = damaged_data
+    output = tmp_path / "run"
+    assert _train(output, flags) == 1
+    _one_error_line(capsys, "0002.png", "truncated", "image id 2", "--skip-bad-images")
+    assert not output.exists()
+
+
+def test_skip_bad_images_trains_on_the_others_and_counts_them(damaged_data, tmp_path, caplog):
+    _, flags = damaged_data
+    output = tmp_path / "run"
+    assert _train(output, flags, "--skip-bad-images", "--eval-every", "0") == 0
+    assert "skipped 1 of 5 images" in caplog.text
+    start = json.loads((output / "log.jsonl").read_text().splitlines()[0])
+    assert start["train_images"] == 4 and start["train_images_skipped"] == 1
+
+
+def test_image_damaged_during_training_is_one_line_from_a_worker(tmp_path, capsys, monkeypatch):
+    import thumbdet.train
+
+    images_dir, annotation_file = write_tiny_coco(tmp_path / "data", num_images=4, size=(40, 48))
+    flags = ["--train-images", str(images_dir), "--train-ann", str(annotation_file)]
+    real = thumbdet.train.train_one_epoch
+
+    def damage_then_train(*args, **kwargs):
+        for path in images_dir.glob("*.png"):  # after the check, before the epoch reads them
+            path.write_bytes(path.read_bytes()[:100])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(thumbdet.train, "train_one_epoch", damage_then_train)
+    assert _train(tmp_path / "run", flags, "--num-workers", "1") == 1
+    line = _one_error_line(capsys, "cannot be read", ".png")
+    assert "Traceback" not in line and "ImageReadError" not in line

@@ -12,6 +12,7 @@ import importlib
 import json
 import logging
 import os
+import re
 import sys
 from collections.abc import Sequence
 
@@ -57,7 +58,15 @@ def _add_data_flags(parser: argparse.ArgumentParser, train: bool) -> None:
         )
     data.add_argument("--batch-size", type=int, default=_DEFAULTS.batch_size)
     data.add_argument("--num-workers", type=int, default=_DEFAULTS.num_workers)
-    data.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
+    data.add_argument(
+        "--skip-bad-images",
+        action="store_true",
+        help="leave out images whose file is missing or cannot be decoded (counted in a "
+        "warning) instead of refusing to start",
+    )
+    data.add_argument(
+        "--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available)"
+    )
 
 
 def _add_train_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -202,6 +211,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         freeze_downsampler_stage2=args.freeze_downsampler_stage2,
         one_stage=args.one_stage,
         max_steps_per_epoch=args.max_steps_per_epoch,
+        skip_bad_images=args.skip_bad_images,
     )
 
 
@@ -237,6 +247,7 @@ def _run_eval(args: argparse.Namespace) -> int:
         max_size=args.max_size,
         device=args.device,
         verbose=args.verbose,
+        skip_bad_images=args.skip_bad_images,
     )
     print(json.dumps(metrics, indent=2, sort_keys=True))
     return 0
@@ -272,9 +283,44 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         return int(args.func(args) or 0)
-    except (ValueError, FileNotFoundError, FileExistsError, FloatingPointError) as error:
-        print(f"thumbdet {args.command}: error: {error}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print(f"thumbdet {args.command}: interrupted{_interrupt_note(args)}", file=sys.stderr)
+        return _INTERRUPTED
+    except (ValueError, OSError, FloatingPointError) as error:
+        # OSError: missing files, read-only or full disks, paths below a file...
+        print(f"thumbdet {args.command}: error: {_one_line(error)}", file=sys.stderr)
         return 1
+
+
+#: Exit status after Ctrl-C (128 + SIGINT), as shells report it.
+_INTERRUPTED = 130
+
+
+def _one_line(error: BaseException) -> str:
+    """The message of ``error`` on one line.
+
+    An error raised in a DataLoader worker comes back with the worker's traceback appended;
+    its last line holds the original message.
+    """
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    if not lines:
+        return type(error).__name__
+    if len(lines) > 1 and "Traceback" in str(error):
+        # "thumbdet.data.images.ImageReadError: image file ... cannot be read: ..."
+        return re.sub(r"^[\w.]+: ", "", lines[-1], count=1)
+    return " ".join(lines)
+
+
+def _interrupt_note(args: argparse.Namespace) -> str:
+    """Where a ``train`` run can be continued from after Ctrl-C."""
+    if args.command != "train" or not getattr(args, "output", None):
+        return ""
+    from thumbdet.train import CHECKPOINT_NAME
+
+    checkpoint = os.path.join(args.output, CHECKPOINT_NAME)
+    if not os.path.isfile(checkpoint):
+        return " before the first checkpoint was written"
+    return f"; the last checkpoint {checkpoint} is intact, --resume continues from it"
 
 
 if __name__ == "__main__":

@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from thumbdet.validation import check_data_settings, check_device, check_number, flag
+
 __all__ = ["MODES", "TrainConfig"]
 
 #: Training modes of ``thumbdet train --mode``: the full-size teacher, the detector on bicubic
@@ -73,6 +75,8 @@ class TrainConfig:
         one_stage: Skip stage one (Table 5, "one-stage").
         max_steps_per_epoch: Stop each epoch after this many steps (0: whole epoch); for
             smoke tests.
+        skip_bad_images: Leave out images whose file is missing or cannot be decoded (counted
+            in a warning) instead of refusing to start.
         model_overrides: Keyword overrides passed to ``build_model``/``build_criterion``.
     """
 
@@ -119,6 +123,7 @@ class TrainConfig:
     freeze_downsampler_stage2: bool = False
     one_stage: bool = False
     max_steps_per_epoch: int = 0
+    skip_bad_images: bool = False
     model_overrides: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -137,8 +142,6 @@ class TrainConfig:
             raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
         if self.mode == "thumbdet" and not self.teacher:
             raise ValueError("--mode thumbdet needs --teacher CKPT (a trained teacher checkpoint)")
-        if self.mode != "teacher" and self.scale < 1:
-            raise ValueError(f"scale must be a positive integer, got {self.scale}")
         if self.student_init not in ("random", "teacher"):
             raise ValueError(
                 f"student_init must be 'random' or 'teacher', got {self.student_init!r}"
@@ -158,16 +161,22 @@ class TrainConfig:
             raise ValueError("train_images and train_ann are required (or coco_root)")
         if (self.val_images is None) != (self.val_ann is None):
             raise ValueError("val_images and val_ann must be given together")
-        for name in ("epochs", "batch_size", "lr_drop"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.short_side is not None and (
-            not self.short_side or min(self.short_side) < 1 or max(self.short_side) > self.max_size
-        ):
-            raise ValueError(
-                f"short_side must be positive sizes <= max_size={self.max_size}, "
-                f"got {self.short_side}"
-            )
+        self._check_numbers()
+        check_device(self.device)
+
+    def _check_numbers(self) -> None:
+        """Every numeric setting in its range (one line naming the flag)."""
+        check_data_settings(self.batch_size, self.num_workers, self.short_side, self.max_size)
+        for name in ("epochs", "lr_drop", "scale"):
+            check_number(flag(name), getattr(self, name), minimum=1, integer=True)
+        for name in ("seed", "eval_every", "max_steps_per_epoch", "stage1_epochs"):
+            check_number(flag(name), getattr(self, name), minimum=0, integer=True)
+        for name in ("lr", "temperature"):
+            check_number(flag(name), getattr(self, name), positive=True)
+        non_negative = ("lr_backbone", "weight_decay", "clip_max_norm", "gamma", "lam")
+        for name in (*non_negative, "alpha", "beta"):
+            check_number(flag(name), getattr(self, name), minimum=0)
+        check_number("--threshold", self.threshold, minimum=0, maximum=1)
 
     @property
     def stage1(self) -> int:

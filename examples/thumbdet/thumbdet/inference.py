@@ -18,8 +18,36 @@ from thumbdet.evaluation import write_metrics
 from thumbdet.models import DetectorConfig, build_model
 from thumbdet.postprocess import PostProcess
 from thumbdet.thumbnail_detector import ThumbnailDetector
+from thumbdet.validation import check_data_settings, check_device, check_output_file
 
-__all__ = ["evaluate_checkpoint", "load_detector"]
+__all__ = ["evaluate_checkpoint", "load_detector", "require_entries"]
+
+
+#: Entries of a training checkpoint that inference needs, and the ``meta`` keys it reads.
+_REQUIRED_ENTRIES = ("model", "model_config", "meta", "config")
+_REQUIRED_META = ("mode", "scale", "downsampler", "category_ids")
+
+
+def require_entries(checkpoint: dict[str, Any], path: str | Path) -> None:
+    """Refuse a checkpoint without the entries :func:`load_detector` reads (one line)."""
+    missing = [key for key in _REQUIRED_ENTRIES if key not in checkpoint]
+    if missing:
+        raise ValueError(
+            f"{path} is not a complete thumbdet checkpoint: missing {missing} (expected "
+            f"{list(_REQUIRED_ENTRIES)}, as written by thumbdet train)"
+        )
+    meta = checkpoint["meta"]
+    if not isinstance(meta, dict) or any(key not in meta for key in _REQUIRED_META):
+        found = sorted(meta) if isinstance(meta, dict) else type(meta).__name__
+        raise ValueError(
+            f"{path} is not a complete thumbdet checkpoint: 'meta' has {found}, expected the "
+            f"keys {list(_REQUIRED_META)}"
+        )
+    if not isinstance(checkpoint["model_config"], dict):
+        raise ValueError(
+            f"{path} is not a complete thumbdet checkpoint: 'model_config' is "
+            f"{type(checkpoint['model_config']).__name__}, expected a dict"
+        )
 
 
 def load_detector(
@@ -44,8 +72,10 @@ def load_detector(
         >>> model = load_detector("runs/thumbdet4/checkpoint.pth")  # doctest: +SKIP
         >>> outputs = model(torch.rand(1, 3, 128, 128))  # doctest: +SKIP
     """
+    source = "checkpoint" if isinstance(checkpoint, dict) else str(checkpoint)
     if not isinstance(checkpoint, dict):
         checkpoint = load_checkpoint(checkpoint, training_state=False)
+    require_entries(checkpoint, source)
     meta = checkpoint["meta"]
     # The weights come from the checkpoint: never download or read backbone weights again.
     model_config = DetectorConfig.from_dict(
@@ -75,6 +105,7 @@ def evaluate_checkpoint(
     device: str | None = None,
     verbose: bool = False,
     show_progress: bool = True,
+    skip_bad_images: bool = False,
 ) -> dict[str, float]:
     """COCO box AP of a checkpoint on a COCO-format dataset (full-size images in).
 
@@ -90,22 +121,34 @@ def evaluate_checkpoint(
         device: ``"cpu"``/``"cuda"``/``None`` (CUDA when available).
         verbose: Let pycocotools print its summary.
         show_progress: Show a tqdm bar.
+        skip_bad_images: Leave out images whose file is missing or cannot be decoded (AP is
+            then over the other images; a warning counts them) instead of raising.
 
     Returns:
         ``{"AP", "AP50", "AP75", "APs", "APm", "APl"}`` in percent.
+
+    Raises:
+        ValueError: A setting out of range, an unknown or unavailable device, an ``output``
+            that is a folder or cannot be written, an incomplete checkpoint, other categories
+            than the checkpoint's, unreadable images (each one line, checked before the
+            evaluation runs).
     """
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    check_data_settings(batch_size, num_workers, short_side, max_size)
+    device = str(check_device(device) or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if output is not None:
+        check_output_file(output)
     state = load_checkpoint(checkpoint, training_state=False)
+    require_entries(state, checkpoint)
     train_config = TrainConfig.from_dict(state["config"])
     meta = state["meta"]
+    short_side = short_side if short_side is not None else train_config.short_side
+    max_size = max_size if max_size is not None else train_config.max_size
+    check_data_settings(batch_size, num_workers, short_side, max_size)
     dataset = CocoDetection(
         images_dir,
         annotation_file,
-        make_transforms(
-            "val",
-            short_side if short_side is not None else train_config.short_side,
-            max_size if max_size is not None else train_config.max_size,
-        ),
+        make_transforms("val", short_side, max_size),
+        skip_bad_images=skip_bad_images,
     )
     if list(dataset.category_ids) != list(meta["category_ids"]):
         raise ValueError(

@@ -25,7 +25,7 @@ from learnthumb import (
 )
 from thumbdet.checkpoint import check_compatible, load_checkpoint
 from thumbdet.config import TrainConfig
-from thumbdet.inference import load_detector
+from thumbdet.inference import load_detector, require_entries
 from thumbdet.models import build_model
 from thumbdet.thumbnail_detector import ThumbnailDetector
 
@@ -113,6 +113,7 @@ def load_teacher(path: str | Path, preset: str, category_ids: list[int]) -> nn.M
             category set than this run.
     """
     checkpoint = load_checkpoint(path, training_state=False)
+    require_entries(checkpoint, path)
     check_compatible(
         checkpoint,
         path,

@@ -14,11 +14,15 @@ Every checkpoint holds the detector (and for students the downsampler), so
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import random
+import signal
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +42,7 @@ from thumbdet.checkpoint import (
 from thumbdet.config import TrainConfig
 from thumbdet.criterion import build_criterion
 from thumbdet.data import CocoDetection, DetectionCollator, make_transforms
+from thumbdet.data.images import IMAGE_CHECK_CACHE_NAME, write_image_check_cache
 from thumbdet.distributed import (
     DistributedContext,
     all_gather_objects,
@@ -50,10 +55,13 @@ from thumbdet.inference import evaluate_checkpoint, load_detector
 from thumbdet.modes import build_training_parts, checkpoint_meta
 from thumbdet.output_lock import OutputLock
 from thumbdet.postprocess import PostProcess
+from thumbdet.validation import check_output_folder
 
 __all__ = [
     "CHECKPOINT_NAME",
+    "RESUMABLE_SETTINGS",
     "Trainer",
+    "changed_settings",
     "evaluate_checkpoint",
     "load_detector",
     "train",
@@ -65,11 +73,65 @@ CHECKPOINT_NAME = "checkpoint.pth"
 LOG_NAME = "log.jsonl"
 CONFIG_NAME = "config.json"
 
+#: Settings a ``--resume`` may change: where the data and outputs are, how long to train, how
+#: often to evaluate, and how the data is loaded. Any other difference from the checkpoint's
+#: recorded configuration is refused (the optimizer and scheduler state would keep the old
+#: values while ``config.json`` recorded the new ones).
+RESUMABLE_SETTINGS = (
+    "epochs",
+    "resume",
+    "output",
+    "device",
+    "num_workers",
+    "eval_every",
+    "train_images",
+    "train_ann",
+    "val_images",
+    "val_ann",
+    "coco_root",
+    "skip_bad_images",
+)
 
-def _seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)  # noqa: NPY002 (user code may use the global state)
-    torch.manual_seed(seed)
+
+def changed_settings(recorded: dict[str, Any], config: TrainConfig) -> list[str]:
+    """``"name: checkpoint has A, this run has B"`` for each setting a resume cannot change.
+
+    Args:
+        recorded: The checkpoint's ``"config"`` (a :meth:`TrainConfig.to_dict`).
+        config: The resuming run's configuration.
+    """
+    try:
+        before = json.loads(TrainConfig.from_dict(dict(recorded)).to_json())
+    except (TypeError, ValueError) as error:
+        return [f"config: the checkpoint's recorded configuration is unreadable ({error})"]
+    after = json.loads(config.to_json())
+    return [
+        f"{name}: checkpoint has {before[name]!r}, this run has {after[name]!r}"
+        for name in sorted(after)
+        if name not in RESUMABLE_SETTINGS and before.get(name) != after[name]
+    ]
+
+
+@contextlib.contextmanager
+def _deferred_interrupt() -> Iterator[None]:
+    """Hold back Ctrl-C (SIGINT) until the block is done, then raise ``KeyboardInterrupt``.
+
+    A checkpoint save interrupted inside ``torch.save`` surfaces as a ``RuntimeError`` from
+    the C++ writer instead of a ``KeyboardInterrupt``; deferring the signal lets the save
+    finish (the previous checkpoint is replaced atomically) and exits cleanly right after.
+    Only the main thread can install signal handlers; elsewhere this does nothing.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if received:
+        raise KeyboardInterrupt
 
 
 def _seed_everything(seed: int) -> None:
@@ -98,6 +160,7 @@ class Trainer:
 
     def __init__(self, config: TrainConfig) -> None:
         config.validate()
+        check_output_folder(config.output)
         self.config = config
         self.output = Path(config.output)
         self.checkpoint_path = self.output / CHECKPOINT_NAME
@@ -114,6 +177,7 @@ class Trainer:
         config = self.config
         for temp in remove_interrupted_saves(self.checkpoint_path) if self._lock else []:
             logger.warning("removed %s, left by an interrupted checkpoint save", temp)
+        image_cache = self.output / IMAGE_CHECK_CACHE_NAME
         if self.checkpoint_path.exists() and not config.resume:
             raise FileExistsError(
                 f"{self.checkpoint_path} already exists; pass --resume to continue that run or "
@@ -127,6 +191,8 @@ class Trainer:
             config.train_images,
             config.train_ann,
             make_transforms("train", config.short_side, config.max_size, config.augmentation),
+            skip_bad_images=config.skip_bad_images,
+            image_check_cache=image_cache,
         )
         self.val_set = None
         if config.val_images is not None:
@@ -134,6 +200,8 @@ class Trainer:
                 config.val_images,
                 config.val_ann,
                 make_transforms("val", config.short_side, config.max_size),
+                skip_bad_images=config.skip_bad_images,
+                image_check_cache=image_cache,
             )
             if self.val_set.category_ids != self.train_set.category_ids:
                 raise ValueError(
@@ -181,6 +249,14 @@ class Trainer:
         expected["downsampler"] = self.meta["downsampler"]
         expected["category_ids"] = self.meta["category_ids"]
         check_compatible(checkpoint, self.checkpoint_path, "resume", **expected)
+        changed = changed_settings(checkpoint.get("config") or {}, self.config)
+        if changed:
+            raise ValueError(
+                f"cannot --resume {self.checkpoint_path} with changed settings: "
+                + "; ".join(changed)
+                + f" (only {', '.join(RESUMABLE_SETTINGS)} may change; resume with the "
+                "recorded values, see config.json, or train into a new --output)"
+            )
         self.parts.detector.load_state_dict(checkpoint["model"])
         if self.parts.downsampler is not None and checkpoint.get("downsampler") is not None:
             self.parts.downsampler.load_state_dict(checkpoint["downsampler"])
@@ -244,6 +320,11 @@ class Trainer:
         if context.is_main:
             self.output.mkdir(parents=True, exist_ok=True)
             (self.output / CONFIG_NAME).write_text(config.to_json() + "\n")
+            datasets = [self.train_set] + ([self.val_set] if self.val_set is not None else [])
+            write_image_check_cache(
+                [path for dataset in datasets for path in dataset.image_paths()],
+                self.output / IMAGE_CHECK_CACHE_NAME,
+            )
             self._log(
                 {
                     "event": "start",
@@ -251,6 +332,10 @@ class Trainer:
                     "world_size": context.world_size,
                     "train_images": len(self.train_set),
                     "train_degenerate_boxes_dropped": self.train_set.num_degenerate_boxes,
+                    "train_images_skipped": self.train_set.num_skipped_images,
+                    "val_images_skipped": (
+                        self.val_set.num_skipped_images if self.val_set is not None else 0
+                    ),
                     "val_images": len(self.val_set) if self.val_set is not None else 0,
                     "val_degenerate_boxes_dropped": (
                         self.val_set.num_degenerate_boxes if self.val_set is not None else 0
@@ -286,21 +371,25 @@ class Trainer:
             if self.val_set is not None and stage == 2 and (due or last):
                 metrics = self.evaluate()
             rng_states = _gather_rng_states()
-            if context.is_main:
-                save_checkpoint(self._checkpoint_state(epoch + 1, rng_states), self.checkpoint_path)
-                record = {
-                    "event": "epoch",
-                    "epoch": epoch,
-                    "stage": stage,
-                    "train": stats,
-                    "val": metrics,
-                    "epoch_seconds": time.perf_counter() - started,
-                }
-                self._log(record)
-                summary = f"epoch {epoch} (stage {stage}) loss {stats.get('loss', 0.0):.4f}"
-                if metrics is not None:
-                    summary += f" | val AP {metrics['AP']:.2f} AP50 {metrics['AP50']:.2f}"
-                logger.info(summary)
+            # Ctrl-C waits for the checkpoint and its log record (one line, exit 130).
+            with _deferred_interrupt():
+                if context.is_main:
+                    save_checkpoint(
+                        self._checkpoint_state(epoch + 1, rng_states), self.checkpoint_path
+                    )
+                    record = {
+                        "event": "epoch",
+                        "epoch": epoch,
+                        "stage": stage,
+                        "train": stats,
+                        "val": metrics,
+                        "epoch_seconds": time.perf_counter() - started,
+                    }
+                    self._log(record)
+                    summary = f"epoch {epoch} (stage {stage}) loss {stats.get('loss', 0.0):.4f}"
+                    if metrics is not None:
+                        summary += f" | val AP {metrics['AP']:.2f} AP50 {metrics['AP50']:.2f}"
+                    logger.info(summary)
             barrier()
         return self.checkpoint_path
 

@@ -1,0 +1,7 @@
+"""``python -m thumbdet``: the ``thumbdet`` command."""
+
+import sys
+
+from thumbdet.cli import main
+
+sys.exit(main())
