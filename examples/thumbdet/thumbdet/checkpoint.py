@@ -132,10 +132,7 @@ def capture_rng_state() -> dict[str, Any]:
 
 
 def restore_rng_state(state: Mapping[str, Any]) -> None:
-    """Restore the generators from :func:`capture_rng_state` output.
-
-    Also takes the state as read back from a checkpoint (lists where tuples were).
-    """
+    """Restore the generators from :func:`capture_rng_state` output (or a checkpoint's)."""
     version, internal, gauss = state["python"]
     random.setstate((version, tuple(internal), gauss))
     np.random.set_state(tuple(state["numpy"]))  # noqa: NPY002
@@ -500,8 +497,8 @@ def load_checkpoint(
             them out (and does not read their tensors).
 
     Returns:
-        The state given to :func:`save_checkpoint` (tuples of the RNG states may come back
-        as lists), plus ``"version"``.
+        The state given to :func:`save_checkpoint` (dicts, lists, tuples, tensors and numpy
+        arrays as saved; state dicts come back as plain dicts), plus ``"version"``.
 
     Raises:
         FileNotFoundError: No file at ``path``.
