@@ -1,0 +1,202 @@
+"""The quality suite: learned thumbnails against nearest, area and bicubic on natural images.
+
+Usage (from the repository root, after ``pip install -e ".[dev,quality]" -e examples/thumbdet``)::
+
+    python -m benchmarks.quality --quick                 # about 10 minutes: a check, not a result
+    python -m benchmarks.quality                         # the full suite quoted in docs/quality.md
+    python -m benchmarks.quality --tasks classify --seeds 10 --arms bicubic residual
+
+Every finished run is kept in ``--work-dir`` (one JSON file each, teachers as weights), so an
+interrupted suite resumes where it stopped; ``--fresh`` starts over. The summary goes to
+``--output-dir``: ``quality.json`` (or ``quality-quick.json``), a Markdown table and a plot.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+
+from benchmarks._harness import RESULTS_DIR, describe_environment, git_commit
+from benchmarks.quality.report import render_table, save_plot
+from benchmarks.quality.runner import (
+    ARMS,
+    DEFAULT_ARMS,
+    Budget,
+    fingerprint,
+    load_data,
+    run_arm,
+    train_teacher,
+)
+from benchmarks.quality.stats import paired_difference, summarize
+from benchmarks.quality.tasks import TASKS, task_spec
+
+BASELINE = "bicubic"
+QUICK_ARMS = ("area", "bicubic", "residual", "thumbdet")
+QUICK_BUDGET = Budget(teacher_steps=200, student_steps=100)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
+    return value
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.quality",
+        description="Learned thumbnails vs nearest/area/bicubic on natural-image tasks.",
+    )
+    parser.add_argument("--quick", action="store_true", help="short budgets, 2 seeds, 4 arms")
+    parser.add_argument(
+        "--tasks", nargs="+", choices=sorted(TASKS), default=sorted(TASKS), help="tasks to run"
+    )
+    parser.add_argument(
+        "--arms",
+        nargs="+",
+        choices=sorted(ARMS),
+        help=f"default: {' '.join(DEFAULT_ARMS)}; quick: {' '.join(QUICK_ARMS)}",
+    )
+    parser.add_argument("--seeds", type=_positive_int, help="seeds per arm (default 5; quick 2)")
+    parser.add_argument(
+        "--scales", nargs="+", type=_positive_int, default=[4], help="downsampling factors"
+    )
+    parser.add_argument("--output-dir", type=Path, default=RESULTS_DIR / "quality")
+    parser.add_argument("--work-dir", type=Path, default=Path("runs/quality"))
+    parser.add_argument("--threads", type=_positive_int, default=1, help="torch threads (1)")
+    parser.add_argument("--fresh", action="store_true", help="ignore finished runs in --work-dir")
+    args = parser.parse_args(argv)
+    if BASELINE not in (args.arms or [BASELINE]):
+        parser.error(f"--arms must include the baseline {BASELINE!r}, got {args.arms}")
+    args.arms = args.arms or list(QUICK_ARMS if args.quick else DEFAULT_ARMS)
+    args.seeds = args.seeds or (2 if args.quick else 5)
+    return args
+
+
+def _progress(total: int):
+    try:
+        from tqdm import tqdm
+    except ImportError:  # pragma: no cover - tqdm comes with the dev extra
+        return None
+    return tqdm(total=total, unit="run", dynamic_ncols=True, file=sys.stderr)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    budget = QUICK_BUDGET if args.quick else Budget()
+    start = time.perf_counter()
+    environment = describe_environment()
+    runs_dir = args.work_dir / "runs"
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    total = len(args.tasks) * len(args.scales) * len(args.arms) * args.seeds
+    bar = _progress(total)
+    results: dict = {}
+    for name in args.tasks:
+        spec = task_spec(name)
+        data = load_data(spec)
+        teacher, teacher_record = train_teacher(spec, data, budget, args.work_dir / "teachers")
+        for scale in args.scales:
+            rows = {}
+            for arm in args.arms:
+                seeds = []
+                for seed in range(args.seeds):
+                    if bar is not None:
+                        bar.set_description(f"{name} x{scale} {arm} seed {seed}")
+                    key = fingerprint(name, scale, asdict(ARMS[arm]), seed, asdict(budget))
+                    path = runs_dir / f"{name}-x{scale}-{arm}-s{seed}-{key}.json"
+                    if path.is_file() and not args.fresh:
+                        record = json.loads(path.read_text())
+                    else:
+                        record = run_arm(spec, data, teacher, arm, scale, seed, budget)
+                        temp = path.with_suffix(".tmp")
+                        temp.write_text(json.dumps(record))
+                        temp.replace(path)
+                    seeds.append(record)
+                    if bar is not None:
+                        bar.update()
+                values = [record["metrics"][spec.metric] for record in seeds]
+                rows[arm] = {
+                    "arm": asdict(ARMS[arm]),
+                    "values": values,
+                    "summary": summarize(values),
+                    "seconds": summarize([record["seconds"] for record in seeds]),
+                    "max_constant_fraction": max(max(r["constant_fraction"]) for r in seeds),
+                    "warnings": sorted({w for r in seeds for w in r["warnings"]}),
+                    "all_metrics": [record["metrics"] for record in seeds],
+                }
+            for row in rows.values():
+                row["vs_bicubic"] = paired_difference(row["values"], rows[BASELINE]["values"])
+            results.setdefault(name, {})[f"x{scale}"] = {
+                "metric": spec.metric,
+                "teacher": teacher_record,
+                "arms": rows,
+            }
+    if bar is not None:
+        bar.close()
+    payload = {
+        "benchmark": "quality-quick" if args.quick else "quality",
+        "environment": environment,
+        "git": git_commit(),
+        "command": "python -m benchmarks.quality "
+        + " ".join(sys.argv[1:] if argv is None else argv),
+        "settings": {
+            "budget": asdict(budget),
+            "seeds": args.seeds,
+            "scales": args.scales,
+            "baseline": BASELINE,
+            "tasks": {name: _task_settings(name) for name in args.tasks},
+        },
+        "wall_seconds": time.perf_counter() - start,
+        # Training time of everything in the table, also of runs read back from --work-dir.
+        "training_seconds": sum(
+            block["teacher"]["seconds"] * (index == 0)
+            + sum(row["seconds"]["mean"] * row["seconds"]["n"] for row in block["arms"].values())
+            for scales in results.values()
+            for index, block in enumerate(scales.values())
+        ),
+        "results": results,
+    }
+    args.output_dir.mkdir(parents=True, exist_ok=True)
+    stem = payload["benchmark"]
+    (args.output_dir / f"{stem}.json").write_text(json.dumps(payload, indent=1) + "\n")
+    table = render_table(payload)
+    (args.output_dir / f"{stem}.md").write_text(table)
+    save_plot(payload, args.output_dir / f"{stem}.png")
+    print(table)
+    print(
+        f"wrote {args.output_dir / stem}.json/.md/.png in {payload['wall_seconds']:.0f} s "
+        f"({payload['training_seconds']:.0f} s of training, runs read back included)"
+    )
+    return payload
+
+
+def _task_settings(name: str) -> dict:
+    spec = task_spec(name)
+    return {
+        "metric": spec.metric,
+        "image_size": spec.image_size,
+        "train_count": spec.train_count,
+        "test_count": spec.test_count,
+        "batch_size": spec.batch_size,
+    }
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except KeyboardInterrupt:
+        print(
+            "interrupted: finished runs are kept in --work-dir; run again to resume",
+            file=sys.stderr,
+        )
+        sys.exit(130)

@@ -1,0 +1,73 @@
+"""The quality suite's Markdown table and plot, from its JSON payload."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+__all__ = ["render_table", "save_plot"]
+
+
+def _interval(diff: dict) -> str:
+    if diff["n"] < 2:
+        return f"{diff['mean']:+.2f} (one seed)"
+    mark = {"better": " **better**", "worse": " **worse**", "tie": ""}[diff["verdict"]]
+    return f"{diff['mean']:+.2f} [{diff['low']:+.2f}, {diff['high']:+.2f}]{mark}"
+
+
+def render_table(payload: dict) -> str:
+    """One Markdown table per task and scale: mean ± std, paired difference to bicubic."""
+    lines = []
+    for task, scales in payload["results"].items():
+        for scale, block in scales.items():
+            teacher = block["teacher"][block["metric"]]
+            lines += [
+                f"#### {task} {scale}: {block['metric']} (teacher at full size: {teacher:.2f})",
+                "",
+                "| arm | mean ± std | vs bicubic, 95% interval | s / run | max constant |",
+                "|---|---|---|---|---|",
+            ]
+            for arm, row in block["arms"].items():
+                summary = row["summary"]
+                lines.append(
+                    f"| {arm} | {summary['mean']:.2f} ± {summary['std']:.2f} "
+                    f"| {_interval(row['vs_bicubic']) if arm != 'bicubic' else '—'} "
+                    f"| {row['seconds']['mean']:.1f} | {row['max_constant_fraction']:.0%} |"
+                )
+            lines.append("")
+    return "\n".join(lines)
+
+
+def save_plot(payload: dict, path: Path) -> None:
+    """Paired difference to bicubic with its 95% interval, one panel per task and scale."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = [(t, s, b) for t, scales in payload["results"].items() for s, b in scales.items()]
+    figure, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.4), squeeze=False)
+    for axis, (task, scale, block) in zip(axes[0], panels, strict=True):
+        arms = [arm for arm in block["arms"] if arm != "bicubic"]
+        diffs = [block["arms"][arm]["vs_bicubic"] for arm in arms]
+        means = [d["mean"] for d in diffs]
+        errors = [
+            [d["mean"] - d["low"] for d in diffs] if all(d["n"] > 1 for d in diffs) else None,
+        ]
+        colors = [
+            {"better": "tab:green", "worse": "tab:red"}.get(d["verdict"], "tab:gray") for d in diffs
+        ]
+        positions = range(len(arms))
+        axis.barh(positions, means, xerr=errors[0], color=colors, capsize=3)
+        axis.axvline(0.0, color="black", linewidth=0.8)
+        axis.set_yticks(list(positions), arms, fontsize=8)
+        axis.invert_yaxis()
+        axis.set_title(f"{task} {scale} ({block['metric']})", fontsize=9)
+        axis.set_xlabel("difference to bicubic", fontsize=8)
+    figure.suptitle(
+        f"{payload['benchmark']}: mean paired difference to bicubic, 95% interval "
+        f"({payload['settings']['seeds']} seeds)",
+        fontsize=9,
+    )
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)

@@ -1,0 +1,291 @@
+"""Train the teacher and every student arm of one task, scale and seed; score them.
+
+Protocol (the same for every arm, so differences come from the thumbnail alone):
+
+- one teacher per task, trained at full resolution (``teacher_steps``), seed 0;
+- every student starts from the teacher's weights and takes exactly ``student_steps``
+  optimiser steps of AdamW with the same one-cycle schedule, learning rate and batches (a
+  seed fixes the batch order and the downsampler's initialisation); a learned downsampler's
+  stage one, when its recipe has one, counts inside those steps;
+- the metric is computed at the original resolution on held-out images.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import time
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from benchmarks.quality.data import Dataset, build_dataset
+from benchmarks.quality.tasks import TaskSpec
+from learnthumb import (
+    DistillWeights,
+    ThumbnailDistillation,
+    ThumbnailHealthWarning,
+    TwoStageSchedule,
+    check_thumbnail_health,
+    create_downsampler,
+)
+
+__all__ = [
+    "ARMS",
+    "DEFAULT_ARMS",
+    "Arm",
+    "Budget",
+    "fingerprint",
+    "load_data",
+    "run_arm",
+    "train_teacher",
+]
+
+
+@dataclass(frozen=True)
+class Budget:
+    """Optimisation settings shared by every arm of a task.
+
+    Attributes:
+        teacher_steps: optimiser steps of the teacher (full size, from random weights).
+        student_steps: optimiser steps of every student, stage one included.
+        lr: peak learning rate of the teacher.
+        student_lr: peak learning rate of every student (fine-tuned from the teacher).
+        weight_decay: AdamW's weight decay.
+    """
+
+    teacher_steps: int = 1000
+    student_steps: int = 300
+    lr: float = 1e-2
+    student_lr: float = 2e-3
+    weight_decay: float = 1e-4
+
+
+@dataclass(frozen=True)
+class Arm:
+    """One student recipe: a downsampler and how it is trained.
+
+    Attributes:
+        downsampler: registry name of :func:`learnthumb.create_downsampler`.
+        kwargs: its constructor's arguments beyond the scale.
+        distill: train through :class:`learnthumb.ThumbnailDistillation` (moment, feature
+            and, for classifiers, logit distillation) rather than the task loss alone.
+        stage1_fraction: share of the steps spent in stage one (moment matching alone).
+        weights: the distillation weights (``DistillWeights`` fields).
+        downsampler_lr: learning rate of the downsampler, as a multiple of the model's.
+    """
+
+    downsampler: str
+    kwargs: dict = field(default_factory=dict)
+    distill: bool = False
+    stage1_fraction: float = 0.0
+    weights: dict = field(default_factory=dict)
+    downsampler_lr: float = 1.0
+
+
+ARMS: dict[str, Arm] = {
+    "nearest": Arm("nearest"),
+    "area": Arm("area"),
+    "bicubic": Arm("bicubic"),
+    # The control: the same distillation losses on a fixed bicubic thumbnail.
+    "bicubic_kd": Arm("bicubic", distill=True),
+    # The paper's recipe: ConvDownsampler, stage one on the moment loss, then everything.
+    "thumbdet": Arm("thumbdet", distill=True, stage1_fraction=0.2),
+    # The paper's module trained end to end on the task loss only.
+    "thumbdet_task": Arm("thumbdet"),
+    # Bicubic plus a zero-initialised learned residual, end to end on the task loss.
+    "residual": Arm("residual", downsampler_lr=3.0),
+    "residual_kd": Arm("residual", distill=True, downsampler_lr=3.0),
+}
+# Run by default (residual_kd on request: --arms ... residual_kd).
+DEFAULT_ARMS = ("nearest", "area", "bicubic", "bicubic_kd", "thumbdet", "thumbdet_task", "residual")
+
+
+def _seed_everything(seed: int) -> torch.Generator:
+    torch.manual_seed(seed)
+    return torch.Generator().manual_seed(seed)
+
+
+def _batches(count: int, batch_size: int, steps: int, generator: torch.Generator):
+    order, position = torch.randperm(count, generator=generator), 0
+    for _ in range(steps):
+        if position + batch_size > count:
+            order, position = torch.randperm(count, generator=generator), 0
+        yield order[position : position + batch_size]
+        position += batch_size
+
+
+def _targets(data: Dataset, index: torch.Tensor):
+    if isinstance(data.targets, list):
+        return [data.targets[i] for i in index.tolist()]
+    return data.targets[index]
+
+
+def _optimizer(groups: list[dict], budget: Budget, steps: int):
+    optimizer = torch.optim.AdamW(groups, weight_decay=budget.weight_decay)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=[group["lr"] for group in groups], total_steps=max(steps, 1)
+    )
+    return optimizer, schedule
+
+
+@torch.no_grad()
+def _predict(model: nn.Module, downsampler: nn.Module, images: torch.Tensor) -> torch.Tensor:
+    model.eval()
+    downsampler.eval()
+    return torch.cat([model(downsampler(chunk)) for chunk in images.split(64)])
+
+
+def fingerprint(*parts: object) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def load_data(spec: TaskSpec) -> tuple[Dataset, Dataset]:
+    """The task's train and test splits (fixed: the same for every seed and arm)."""
+    train = build_dataset(spec.name, "train", spec.train_count, spec.image_size)
+    test = build_dataset(spec.name, "test", spec.test_count, spec.image_size)
+    return train, test
+
+
+def train_teacher(
+    spec: TaskSpec, data: tuple[Dataset, Dataset], budget: Budget, cache: Path, seed: int = 0
+) -> tuple[nn.Module, dict]:
+    """The full-resolution teacher of ``spec`` (trained once, then read from ``cache``)."""
+    key = fingerprint(spec.name, spec.image_size, spec.train_count, asdict(budget), seed)
+    weights_path = cache / f"teacher-{spec.name}-{key}.pt"
+    record_path = weights_path.with_suffix(".json")
+    train, test = data
+    model = spec.make_model()
+    identity = nn.Identity()
+    if weights_path.is_file() and record_path.is_file():
+        model.load_state_dict(torch.load(weights_path, map_location="cpu", weights_only=True))
+        return model, json.loads(record_path.read_text())
+    generator = _seed_everything(seed)
+    model = spec.make_model()
+    start = time.perf_counter()
+    _fit(model, identity, train, spec, budget, budget.teacher_steps, generator)
+    seconds = time.perf_counter() - start
+    record = dict(spec.evaluate(_predict(model, identity, test.images), test), seconds=seconds)
+    cache.mkdir(parents=True, exist_ok=True)
+    temp = weights_path.with_suffix(".tmp")
+    torch.save(model.state_dict(), temp)
+    temp.replace(weights_path)
+    record_path.write_text(json.dumps(record))
+    return model, record
+
+
+def _fit(
+    model: nn.Module,
+    downsampler: nn.Module,
+    data: Dataset,
+    spec: TaskSpec,
+    budget: Budget,
+    steps: int,
+    generator: torch.Generator,
+    downsampler_lr: float = 1.0,
+) -> None:
+    """Task loss only; a learnable downsampler trains with the model (end to end)."""
+    model.train()
+    downsampler.train()
+    lr = budget.lr if isinstance(downsampler, nn.Identity) else budget.student_lr
+    groups = [{"params": list(model.parameters()), "lr": lr}]
+    learnable = [p for p in downsampler.parameters() if p.requires_grad]
+    if learnable:
+        groups.append({"params": learnable, "lr": lr * downsampler_lr})
+    optimizer, schedule = _optimizer(groups, budget, steps)
+    for index in _batches(len(data), spec.batch_size, steps, generator):
+        output = model(downsampler(data.images[index]))
+        loss = spec.loss(output, _targets(data, index), spec.image_size)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+
+
+def _fit_distilled(
+    model: nn.Module,
+    downsampler: nn.Module,
+    teacher: nn.Module,
+    data: Dataset,
+    spec: TaskSpec,
+    budget: Budget,
+    arm: Arm,
+    generator: torch.Generator,
+) -> list[str]:
+    """Task loss plus ThumbnailDistillation's losses; returns the warnings it raised."""
+    steps = budget.student_steps
+    stage1 = round(arm.stage1_fraction * steps)
+    learnable = [p for p in downsampler.parameters() if p.requires_grad]
+    weights = DistillWeights(**{"moment": 1.0 if learnable else 0.0, **arm.weights})
+    distill = ThumbnailDistillation(
+        downsampler,
+        teacher,
+        model,
+        feature_layers=model.feature_names,
+        logits=spec.logits,
+        weights=weights,
+        schedule=TwoStageSchedule(stage1_steps=stage1) if learnable and stage1 else None,
+        min_stage1_steps=0,
+    ).train()
+    groups = [{"params": list(model.parameters()), "lr": budget.student_lr}]
+    if learnable:
+        groups.append({"params": learnable, "lr": budget.student_lr * arm.downsampler_lr})
+    groups.extend(
+        {"params": list(module.parameters()), "lr": budget.student_lr}
+        for module in (distill.feature_loss,)
+        if any(True for _ in module.parameters())
+    )
+    optimizer, schedule = _optimizer(groups, budget, steps)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ThumbnailHealthWarning)
+        for step, index in enumerate(_batches(len(data), spec.batch_size, steps, generator)):
+            images = data.images[index]
+            _, output, losses = distill(images, step=step)
+            loss = sum(losses.values())
+            if output is not None:
+                loss = loss + spec.loss(output, _targets(data, index), spec.image_size)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+    return [f"{w.category.__name__}: {w.message}" for w in caught]
+
+
+def run_arm(
+    spec: TaskSpec,
+    data: tuple[Dataset, Dataset],
+    teacher: nn.Module,
+    arm_name: str,
+    scale: int,
+    seed: int,
+    budget: Budget,
+) -> dict:
+    """Train one student arm from the teacher's weights and score it on the test split."""
+    arm = ARMS[arm_name]
+    train, test = data
+    generator = _seed_everything(seed)
+    downsampler = create_downsampler(arm.downsampler, scale, **arm.kwargs)
+    model = copy.deepcopy(teacher).requires_grad_(True)
+    start = time.perf_counter()
+    caught: list[str] = []
+    if arm.distill:
+        caught = _fit_distilled(model, downsampler, teacher, train, spec, budget, arm, generator)
+    else:
+        _fit(model, downsampler, train, spec, budget, budget.student_steps, generator,
+             arm.downsampler_lr)  # fmt: skip
+    seconds = time.perf_counter() - start
+    outputs = _predict(model, downsampler, test.images)
+    with torch.no_grad():
+        thumbnails = downsampler(test.images[:64])
+    health = check_thumbnail_health(thumbnails)
+    return {
+        "metrics": spec.evaluate(outputs, test),
+        "seconds": seconds,
+        "constant_fraction": [round(v, 4) for v in health.constant_fraction],
+        "warnings": caught,
+        "downsampler_parameters": sum(p.numel() for p in downsampler.parameters()),
+    }

@@ -1,0 +1,305 @@
+"""Models, losses and metrics of the quality suite's tasks, at the original resolution.
+
+Every model takes images in ``[0, 1]`` (a thumbnail or the full image) and normalises them
+itself, so a student sees its thumbnail in the same value range as the teacher sees the image.
+Losses and metrics never look at the thumbnail's size: predictions are mapped back to the
+original pixel grid (boxes and keypoints in original pixels, masks upsampled to the original
+size), so every arm is scored on the same targets.
+
+- ``classify``: timm ``test_efficientnet`` (0.1 M parameters), accuracy in %.
+- ``detect``: a CenterNet-style detector (heatmap, sub-cell offset, log size) on the examples'
+  ``DensePredictionNet`` (no torchvision detector converges in a few CPU minutes from random
+  weights, and none can be downloaded); COCO box AP (pycocotools, AP@[.5:.95], in %).
+- ``segment``: ``DensePredictionNet`` logits upsampled to the image; mean IoU of coin and
+  background, in %.
+- ``keypoints``: ``DensePredictionNet`` heatmaps decoded with a soft-argmax; PCK at 5% of the
+  image side (6.4 pixels), in %; the mean error in pixels is reported too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import timm
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from benchmarks.quality.data import Dataset
+from examples._common.models import IMAGENET_MEAN, IMAGENET_STD, DensePredictionNet
+
+__all__ = ["TASKS", "TaskSpec", "task_spec"]
+
+
+class Classifier(nn.Module):
+    """A timm classifier that normalises its ``[0, 1]`` input itself."""
+
+    def __init__(self, num_classes: int, name: str = "test_efficientnet") -> None:
+        super().__init__()
+        self.net = timm.create_model(name, pretrained=False, num_classes=num_classes)
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+
+    @property
+    def feature_names(self) -> list[str]:
+        """The stages distilled by feature distillation."""
+        return ["net.blocks.1", "net.blocks.3"]
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.net((images - self.mean) / self.std)  # (B, num_classes)
+
+
+# ----------------------------------------------------------------------------- classification
+
+
+def _classify_loss(output: torch.Tensor, targets: torch.Tensor, size: int) -> torch.Tensor:
+    return F.cross_entropy(output, targets)
+
+
+def _classify_metric(outputs: torch.Tensor, data: Dataset) -> dict[str, float]:
+    accuracy = (outputs.argmax(dim=1) == data.targets).float().mean().item()
+    return {"accuracy": 100.0 * accuracy}
+
+
+# -------------------------------------------------------------------------------- detection
+
+_SIZE_UNIT = 32.0  # box sides are regressed as log(side / 32 px): targets near 0
+
+
+class CenterNet(DensePredictionNet):
+    """Heatmap, sub-cell offset and log size per cell (CenterNet) on ``DensePredictionNet``.
+
+    The heatmap's bias starts at the logit of 0.1, CenterNet's prior: the focal loss then
+    starts near its working range instead of at hundreds.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(5)
+        with torch.no_grad():
+            self.predict.bias[0] = math.log(0.1 / 0.9)
+
+
+def _centernet_targets(
+    boxes: list[torch.Tensor], grid: tuple[int, int], size: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Gaussian centre heatmaps ``(B, h, w)``, regression targets ``(B, 4, h, w)``, mask."""
+    height, width = grid
+    stride_y, stride_x = size / height, size / width
+    heat = torch.zeros(len(boxes), height, width)
+    regression = torch.zeros(len(boxes), 4, height, width)
+    has_object = torch.zeros(len(boxes), height, width, dtype=torch.bool)
+    ys = torch.arange(height).view(-1, 1).float()
+    xs = torch.arange(width).view(1, -1).float()
+    for b, image_boxes in enumerate(boxes):
+        for x0, y0, x1, y1 in image_boxes.tolist():
+            cx, cy = (x0 + x1) / 2 / stride_x, (y0 + y1) / 2 / stride_y  # in cells
+            i, j = min(int(cy), height - 1), min(int(cx), width - 1)
+            sigma = max(((x1 - x0) / stride_x + (y1 - y0) / stride_y) / 12, 0.5)
+            gauss = torch.exp(-((xs - j) ** 2 + (ys - i) ** 2) / (2 * sigma**2))
+            heat[b] = torch.maximum(heat[b], gauss)
+            regression[b, :, i, j] = torch.tensor(
+                [
+                    cx - j,
+                    cy - i,
+                    math.log(max(x1 - x0, 1.0) / _SIZE_UNIT),
+                    math.log(max(y1 - y0, 1.0) / _SIZE_UNIT),
+                ]
+            )
+            has_object[b, i, j] = True
+    return heat, regression, has_object
+
+
+def _detect_loss(output: torch.Tensor, targets: list[torch.Tensor], size: int) -> torch.Tensor:
+    heat, regression, has_object = _centernet_targets(targets, output.shape[-2:], size)
+    prob = output[:, 0].sigmoid().clamp(1e-4, 1 - 1e-4)
+    positive = heat == 1.0
+    # CenterNet's penalty-reduced focal loss.
+    pos_loss = -(torch.log(prob) * (1 - prob) ** 2)[positive].sum()
+    neg_loss = -(torch.log(1 - prob) * prob**2 * (1 - heat) ** 4)[~positive].sum()
+    focal = (pos_loss + neg_loss) / positive.sum().clamp(min=1)
+    mask = has_object[:, None].expand_as(regression)
+    reg = F.l1_loss(output[:, 1:5][mask], regression[mask]) if mask.any() else output.sum() * 0
+    return focal + reg
+
+
+def _decode_boxes(output: torch.Tensor, size: int, top_k: int = 20) -> list[torch.Tensor]:
+    """``(n, 5)`` per image: x0, y0, x1, y1 in original pixels, score."""
+    height, width = output.shape[-2:]
+    stride_y, stride_x = size / height, size / width
+    prob = output[:, 0].sigmoid()
+    peaks = prob * (F.max_pool2d(prob[:, None], 3, 1, 1)[:, 0] == prob)
+    results = []
+    for b in range(output.shape[0]):
+        scores, index = peaks[b].flatten().topk(min(top_k, height * width))
+        i, j = index // width, index % width
+        reg = output[b, 1:5][:, i, j]  # (4, k)
+        cx = (j + reg[0]) * stride_x
+        cy = (i + reg[1]) * stride_y
+        w, h = _SIZE_UNIT * reg[2:4].clamp(max=math.log(2 * size / _SIZE_UNIT)).exp()
+        boxes = torch.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2, scores], dim=1)
+        results.append(boxes)
+    return results
+
+
+def _detect_metric(outputs: torch.Tensor, data: Dataset) -> dict[str, float]:
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    size = data.images.shape[-1]
+    images, annotations, detections = [], [], []
+    for image_id, (boxes, predicted) in enumerate(
+        zip(data.targets, _decode_boxes(outputs, size), strict=True)
+    ):
+        images.append({"id": image_id, "width": size, "height": size})
+        for x0, y0, x1, y1 in boxes.tolist():
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": image_id,
+                    "category_id": 1,
+                    "bbox": [x0, y0, x1 - x0, y1 - y0],
+                    "area": (x1 - x0) * (y1 - y0),
+                    "iscrowd": 0,
+                }
+            )
+        for x0, y0, x1, y1, score in predicted.tolist():
+            detections.append(
+                {
+                    "image_id": image_id,
+                    "category_id": 1,
+                    "bbox": [x0, y0, x1 - x0, y1 - y0],
+                    "score": score,
+                }
+            )
+    with contextlib.redirect_stdout(io.StringIO()):
+        truth = COCO()
+        truth.dataset = {
+            "images": images,
+            "annotations": annotations,
+            "categories": [{"id": 1, "name": "coin"}],
+        }
+        truth.createIndex()
+        evaluation = COCOeval(truth, truth.loadRes(detections), "bbox")
+        evaluation.evaluate()
+        evaluation.accumulate()
+        evaluation.summarize()
+    return {"box_ap": 100.0 * evaluation.stats[0], "box_ap50": 100.0 * evaluation.stats[1]}
+
+
+# ----------------------------------------------------------------------------- segmentation
+
+
+def _segment_loss(output: torch.Tensor, targets: torch.Tensor, size: int) -> torch.Tensor:
+    logits = F.interpolate(output, size=targets.shape[-2:], mode="bilinear", align_corners=False)
+    return F.cross_entropy(logits, targets)
+
+
+def _segment_metric(outputs: torch.Tensor, data: Dataset) -> dict[str, float]:
+    truth = data.targets
+    predicted = torch.cat(
+        [
+            F.interpolate(
+                chunk, size=truth.shape[-2:], mode="bilinear", align_corners=False
+            ).argmax(dim=1)
+            for chunk in outputs.split(64)
+        ]
+    )
+    ious = []
+    for label in (0, 1):
+        intersection = ((predicted == label) & (truth == label)).sum().item()
+        union = ((predicted == label) | (truth == label)).sum().item()
+        ious.append(intersection / max(union, 1))
+    return {"miou": 100.0 * sum(ious) / len(ious), "coin_iou": 100.0 * ious[1]}
+
+
+# -------------------------------------------------------------------------------- keypoints
+
+
+def _soft_argmax(output: torch.Tensor, size: int) -> torch.Tensor:
+    """Expected (x, y) of each heatmap's softmax, in original pixels: ``(B, K, 2)``."""
+    batch, keypoints, height, width = output.shape
+    prob = output.flatten(2).float().softmax(dim=-1).view(batch, keypoints, height, width)
+    xs = (torch.arange(width, dtype=prob.dtype) + 0.5) * (size / width)
+    ys = (torch.arange(height, dtype=prob.dtype) + 0.5) * (size / height)
+    x = (prob.sum(dim=2) * xs).sum(dim=-1)
+    y = (prob.sum(dim=3) * ys).sum(dim=-1)
+    return torch.stack([x, y], dim=-1)
+
+
+def _keypoints_loss(output: torch.Tensor, targets: torch.Tensor, size: int) -> torch.Tensor:
+    return F.smooth_l1_loss(_soft_argmax(output, size), targets, beta=1.0) / 4.0
+
+
+def _keypoints_metric(outputs: torch.Tensor, data: Dataset) -> dict[str, float]:
+    size = data.images.shape[-1]
+    error = (_soft_argmax(outputs, size) - data.targets).norm(dim=-1)  # (N, K) pixels
+    return {
+        "pck": 100.0 * (error <= 0.05 * size).float().mean().item(),
+        "mean_error_px": error.mean().item(),
+    }
+
+
+# ------------------------------------------------------------------------------------- specs
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """Everything the suite needs to train and score one task.
+
+    Attributes:
+        name: the task's name.
+        metric: the key of the headline metric (higher is better).
+        image_size: side of the images, in pixels.
+        train_count, test_count: number of images per split.
+        batch_size: mini-batch size of every arm.
+        make_model: builds a fresh (randomly initialised) model.
+        loss: ``loss(output, targets, image_size)``, targets at the original resolution.
+        evaluate: ``evaluate(outputs, test_data)``, a dict with ``metric`` among its keys.
+        logits: how to find the class logits for logit distillation, or ``None``.
+    """
+
+    name: str
+    metric: str
+    image_size: int
+    train_count: int
+    test_count: int
+    batch_size: int
+    make_model: Callable[[], nn.Module]
+    loss: Callable[[torch.Tensor, object, int], torch.Tensor]
+    evaluate: Callable[[torch.Tensor, Dataset], dict[str, float]]
+    logits: Callable[[torch.Tensor], torch.Tensor] | None = None
+
+
+def _identity(output: torch.Tensor) -> torch.Tensor:
+    return output
+
+
+TASKS: dict[str, TaskSpec] = {
+    "classify": TaskSpec(
+        "classify", "accuracy", 64, 2400, 1200, 32,
+        lambda: Classifier(12), _classify_loss, _classify_metric, _identity,
+    ),
+    "detect": TaskSpec(
+        "detect", "box_ap", 128, 1200, 300, 16,
+        CenterNet, _detect_loss, _detect_metric,
+    ),
+    "segment": TaskSpec(
+        "segment", "miou", 128, 1200, 300, 16,
+        lambda: DensePredictionNet(2), _segment_loss, _segment_metric,
+    ),
+    "keypoints": TaskSpec(
+        "keypoints", "pck", 128, 1200, 300, 16,
+        lambda: DensePredictionNet(4), _keypoints_loss, _keypoints_metric,
+    ),
+}  # fmt: skip
+
+
+def task_spec(name: str) -> TaskSpec:
+    """The :class:`TaskSpec` called ``name``."""
+    if name not in TASKS:
+        raise ValueError(f"task must be one of {sorted(TASKS)}, got {name!r}")
+    return TASKS[name]

@@ -1,0 +1,78 @@
+"""The quality suite (benchmarks/quality): its data, metrics, statistics and one tiny run."""
+
+import dataclasses
+import math
+
+import pytest
+import torch
+
+from benchmarks.quality.data import build_dataset
+from benchmarks.quality.runner import Budget, load_data, run_arm, train_teacher
+from benchmarks.quality.stats import paired_difference, summarize
+from benchmarks.quality.tasks import _centernet_targets, _soft_argmax, task_spec
+
+
+def test_paired_difference_interval():
+    # Differences 1, 2, 3: mean 2, sd 1, t(0.975, 2) = 4.303 -> 2 +- 2.484: a tie.
+    diff = paired_difference([11.0, 12.0, 13.0], [10.0, 10.0, 10.0])
+    assert diff["mean"] == pytest.approx(2.0)
+    assert diff["low"] == pytest.approx(2.0 - 4.3027 / math.sqrt(3), abs=1e-3)
+    assert diff["verdict"] == "tie"
+    assert paired_difference([1.1, 1.0, 0.9, 1.0], [0.0] * 4)["verdict"] == "better"
+    assert paired_difference([-1.1, -1.0, -0.9], [0.0] * 3)["verdict"] == "worse"
+    assert paired_difference([3.0], [1.0])["verdict"] == "tie"  # one seed proves nothing
+    with pytest.raises(ValueError, match="pair up seed by seed"):
+        paired_difference([1.0, 2.0], [1.0])
+    assert summarize([1.0, 3.0]) == {"mean": 2.0, "std": pytest.approx(math.sqrt(2)), "n": 2}
+
+
+@pytest.mark.parametrize("task", ["classify", "detect", "segment", "keypoints"])
+def test_datasets_are_images_with_valid_targets(task):
+    size = task_spec(task).image_size
+    train = build_dataset(task, "train", 6, size, seed=1)
+    again = build_dataset(task, "train", 6, size, seed=1)
+    test = build_dataset(task, "test", 6, size, seed=1)
+    assert train.images.shape == (6, 3, size, size) and train.images.dtype == torch.float32
+    assert 0.0 <= train.images.min() and train.images.max() <= 1.0
+    assert torch.equal(train.images, again.images)  # deterministic
+    assert not torch.equal(train.images, test.images)
+    if task == "detect":
+        for boxes in train.targets:
+            assert boxes.ndim == 2 and boxes.shape[1] == 4 and len(boxes) >= 1
+            assert (boxes[:, 2:] > boxes[:, :2]).all() and boxes.min() >= 0 and boxes.max() <= size
+    elif task == "keypoints":
+        assert train.targets.shape == (6, 4, 2)
+        assert train.targets.min() >= 0 and train.targets.max() <= size
+    elif task == "segment":
+        assert set(train.targets.unique().tolist()) <= {0, 1} and train.targets.sum() > 0
+    with pytest.raises(ValueError, match="task must be one of"):
+        build_dataset("pose", "train", 1, 8)
+
+
+def test_detection_metric_of_perfect_predictions_is_100():
+    spec = task_spec("detect")
+    data = build_dataset("detect", "test", 8, spec.image_size)
+    heat, regression, _ = _centernet_targets(data.targets, (32, 32), spec.image_size)
+    output = torch.cat([torch.logit(heat.clamp(1e-4, 1 - 1e-4))[:, None], regression], dim=1)
+    metrics = spec.evaluate(output, data)
+    assert metrics["box_ap"] == pytest.approx(100.0)
+    assert spec.evaluate(torch.zeros_like(output) - 5, data)["box_ap"] < 1.0
+
+
+def test_soft_argmax_finds_a_sharp_peak_in_original_pixels():
+    heatmaps = torch.full((1, 1, 16, 16), -1e4)
+    heatmaps[0, 0, 3, 10] = 0.0  # cell (row 3, column 10) of a 16-cell grid over 128 pixels
+    assert _soft_argmax(heatmaps, 128).tolist() == [[[84.0, 28.0]]]  # cell centres: 8 px apart
+
+
+def test_a_tiny_suite_run_scores_every_kind_of_arm(tmp_path):
+    spec = dataclasses.replace(task_spec("detect"), train_count=16, test_count=8)
+    budget = Budget(teacher_steps=2, student_steps=3)
+    data = load_data(spec)
+    teacher, record = train_teacher(spec, data, budget, tmp_path)
+    _, again = train_teacher(spec, data, budget, tmp_path)  # read back, not retrained
+    assert again == record and len(list(tmp_path.glob("*.pt"))) == 1
+    for arm in ("bicubic", "residual", "thumbdet"):
+        result = run_arm(spec, data, teacher, arm, 4, seed=0, budget=budget)
+        assert 0.0 <= result["metrics"]["box_ap"] <= 100.0
+        assert len(result["constant_fraction"]) == 3
