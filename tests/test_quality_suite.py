@@ -76,3 +76,32 @@ def test_a_tiny_suite_run_scores_every_kind_of_arm(tmp_path):
         result = run_arm(spec, data, teacher, arm, 4, seed=0, budget=budget)
         assert 0.0 <= result["metrics"]["box_ap"] <= 100.0
         assert len(result["constant_fraction"]) == 3
+
+
+def test_the_command_writes_its_summary_and_resumes(tmp_path, monkeypatch):
+    import importlib
+    import json
+
+    cli = importlib.import_module("benchmarks.quality.__main__")
+    tasks = importlib.import_module("benchmarks.quality.tasks")
+    small = dataclasses.replace(tasks.TASKS["segment"], train_count=8, test_count=4)
+    monkeypatch.setitem(tasks.TASKS, "segment", small)
+    monkeypatch.setattr(cli, "QUICK_BUDGET", Budget(teacher_steps=1, student_steps=2))
+    argv = ["--quick", "--tasks", "segment", "--arms", "bicubic", "residual"]
+    argv += ["--output-dir", str(tmp_path / "out"), "--work-dir", str(tmp_path / "work")]
+    payload = cli.main(argv)
+    block = payload["results"]["segment"]["x4"]
+    assert set(block["arms"]) == {"bicubic", "residual"} and payload["settings"]["seeds"] == 2
+    assert block["arms"]["residual"]["vs_bicubic"]["n"] == 2
+    assert "miou" in block["full_size"]["metrics"]
+    written = json.loads((tmp_path / "out" / "quality-quick.json").read_text())
+    assert written["results"] == json.loads(json.dumps(payload["results"]))
+    assert (tmp_path / "out" / "quality-quick.png").stat().st_size > 0
+    runs = sorted((tmp_path / "work" / "runs").iterdir())
+    assert len(runs) == 5  # 2 arms x 2 seeds + the full-size reference
+    before = [path.stat().st_mtime_ns for path in runs]
+    again = cli.main(argv)  # everything is read back, nothing retrained
+    assert [path.stat().st_mtime_ns for path in runs] == before
+    assert again["results"] == payload["results"]
+    with pytest.raises(SystemExit):
+        cli.main(["--seeds", "0"])

@@ -96,8 +96,7 @@ def main(argv: list[str] | None = None) -> dict:
     budget = QUICK_BUDGET if args.quick else Budget()
     start = time.perf_counter()
     environment = describe_environment()
-    runs_dir = args.work_dir / "runs"
-    runs_dir.mkdir(parents=True, exist_ok=True)
+    (args.work_dir / "runs").mkdir(parents=True, exist_ok=True)
     total = len(args.tasks) * len(args.scales) * len(args.arms) * args.seeds
     bar = _progress(total)
     results: dict = {}
@@ -105,6 +104,9 @@ def main(argv: list[str] | None = None) -> dict:
         spec = task_spec(name)
         data = load_data(spec)
         teacher, teacher_record = train_teacher(spec, data, budget, args.work_dir / "teachers")
+        if bar is not None:
+            bar.set_description(f"{name} full size (reference)")
+        full_size = _run(args, budget, spec, data, teacher, "full_size", 1, 0)
         for scale in args.scales:
             rows = {}
             for arm in args.arms:
@@ -112,16 +114,7 @@ def main(argv: list[str] | None = None) -> dict:
                 for seed in range(args.seeds):
                     if bar is not None:
                         bar.set_description(f"{name} x{scale} {arm} seed {seed}")
-                    key = fingerprint(name, scale, asdict(ARMS[arm]), seed, asdict(budget))
-                    path = runs_dir / f"{name}-x{scale}-{arm}-s{seed}-{key}.json"
-                    if path.is_file() and not args.fresh:
-                        record = json.loads(path.read_text())
-                    else:
-                        record = run_arm(spec, data, teacher, arm, scale, seed, budget)
-                        temp = path.with_suffix(".tmp")
-                        temp.write_text(json.dumps(record))
-                        temp.replace(path)
-                    seeds.append(record)
+                    seeds.append(_run(args, budget, spec, data, teacher, arm, scale, seed))
                     if bar is not None:
                         bar.update()
                 values = [record["metrics"][spec.metric] for record in seeds]
@@ -139,6 +132,7 @@ def main(argv: list[str] | None = None) -> dict:
             results.setdefault(name, {})[f"x{scale}"] = {
                 "metric": spec.metric,
                 "teacher": teacher_record,
+                "full_size": full_size,
                 "arms": rows,
             }
     if bar is not None:
@@ -159,7 +153,7 @@ def main(argv: list[str] | None = None) -> dict:
         "wall_seconds": time.perf_counter() - start,
         # Training time of everything in the table, also of runs read back from --work-dir.
         "training_seconds": sum(
-            block["teacher"]["seconds"] * (index == 0)
+            (block["teacher"]["seconds"] + block["full_size"]["seconds"]) * (index == 0)
             + sum(row["seconds"]["mean"] * row["seconds"]["n"] for row in block["arms"].values())
             for scales in results.values()
             for index, block in enumerate(scales.values())
@@ -178,6 +172,19 @@ def main(argv: list[str] | None = None) -> dict:
         f"({payload['training_seconds']:.0f} s of training, runs read back included)"
     )
     return payload
+
+
+def _run(args, budget, spec, data, teacher, arm: str, scale: int, seed: int) -> dict:
+    """One arm and seed: read back from ``--work-dir`` when already run, else run and keep."""
+    key = fingerprint(spec.name, scale, asdict(ARMS[arm]), seed, asdict(budget))
+    path = args.work_dir / "runs" / f"{spec.name}-x{scale}-{arm}-s{seed}-{key}.json"
+    if path.is_file() and not args.fresh:
+        return json.loads(path.read_text())
+    record = run_arm(spec, data, teacher, arm, scale, seed, budget)
+    temp = path.with_suffix(".tmp")
+    temp.write_text(json.dumps(record))
+    temp.replace(path)
+    return record
 
 
 def _task_settings(name: str) -> dict:

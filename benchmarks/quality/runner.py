@@ -100,6 +100,9 @@ ARMS: dict[str, Arm] = {
     # Bicubic plus a zero-initialised learned residual, end to end on the task loss.
     "residual": Arm("residual", downsampler_lr=3.0),
     "residual_kd": Arm("residual", distill=True, downsampler_lr=3.0),
+    # The reference: the teacher fine-tuned with the students' budget at full size (no
+    # thumbnail), so that it has trained as many steps as they have.
+    "full_size": Arm("identity"),
 }
 # Run by default (residual_kd on request: --arms ... residual_kd).
 DEFAULT_ARMS = ("nearest", "area", "bicubic", "bicubic_kd", "thumbdet", "thumbdet_task", "residual")
@@ -167,7 +170,7 @@ def train_teacher(
     generator = _seed_everything(seed)
     model = spec.make_model()
     start = time.perf_counter()
-    _fit(model, identity, train, spec, budget, budget.teacher_steps, generator)
+    _fit(model, identity, train, spec, budget, budget.teacher_steps, generator, teacher=True)
     seconds = time.perf_counter() - start
     record = dict(spec.evaluate(_predict(model, identity, test.images), test), seconds=seconds)
     cache.mkdir(parents=True, exist_ok=True)
@@ -187,11 +190,12 @@ def _fit(
     steps: int,
     generator: torch.Generator,
     downsampler_lr: float = 1.0,
+    teacher: bool = False,
 ) -> None:
     """Task loss only; a learnable downsampler trains with the model (end to end)."""
     model.train()
     downsampler.train()
-    lr = budget.lr if isinstance(downsampler, nn.Identity) else budget.student_lr
+    lr = budget.lr if teacher else budget.student_lr
     groups = [{"params": list(model.parameters()), "lr": lr}]
     learnable = [p for p in downsampler.parameters() if p.requires_grad]
     if learnable:
@@ -268,7 +272,10 @@ def run_arm(
     arm = ARMS[arm_name]
     train, test = data
     generator = _seed_everything(seed)
-    downsampler = create_downsampler(arm.downsampler, scale, **arm.kwargs)
+    if arm.downsampler == "identity":
+        downsampler = nn.Identity()
+    else:
+        downsampler = create_downsampler(arm.downsampler, scale, **arm.kwargs)
     model = copy.deepcopy(teacher).requires_grad_(True)
     start = time.perf_counter()
     caught: list[str] = []
