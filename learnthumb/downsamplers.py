@@ -8,6 +8,10 @@ Every downsampler maps ``(B, C, H, W)`` to ``(B, C, ceil(H / s), ceil(W / s))`` 
 - :class:`InterpolateDownsampler` is the fixed baseline (bicubic, bilinear, area, nearest).
 - :class:`ResidualDownsampler` is bicubic plus a learned residual that starts at zero, so at
   initialisation it *is* the bicubic baseline.
+- :class:`LearnedResizer` is the learned resizer of Talebi & Milanfar (ICCV 2021): a resize
+  plus a residual CNN at the target resolution, equal to its interpolation at initialisation.
+- :class:`SpaceToDepthDownsampler` is the "wide" thumbnail: ``pixel_unshuffle`` plus a learned
+  channel mixing, equal to the area average at initialisation.
 
 Names usable from strings (CLI flags, configs) live in a registry: :func:`create_downsampler`,
 :func:`list_downsamplers`, :func:`register_downsampler`.
@@ -22,13 +26,20 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from learnthumb._checks import check_floating, check_ndim, check_positive_int
+from learnthumb._checks import (
+    check_floating,
+    check_ndim,
+    check_non_negative_int,
+    check_positive_int,
+)
 
 __all__ = [
     "RECOMMENDED_DOWNSAMPLER",
     "ConvDownsampler",
     "InterpolateDownsampler",
+    "LearnedResizer",
     "ResidualDownsampler",
+    "SpaceToDepthDownsampler",
     "create_downsampler",
     "downsample_padding_mask",
     "list_downsamplers",
@@ -329,6 +340,242 @@ class ResidualDownsampler(nn.Module):
         return f"scale={self.scale}"
 
 
+def _thumbnail_hw(images: torch.Tensor, scale: int) -> list[int]:
+    """``thumbnail_size(images.shape[-2:], scale)`` in integer arithmetic on the shape.
+
+    Unlike :func:`thumbnail_size` it does no ``int()`` conversion, so ``torch.jit.trace``, the
+    ONNX exporters and ``torch.export`` record the size as a function of the input's height and
+    width instead of freezing the traced size.
+    """
+    height, width = images.shape[-2], images.shape[-1]
+    return [(height + scale - 1) // scale, (width + scale - 1) // scale]
+
+
+#: Negative slope of the learned resizer's LeakyReLUs (the value Talebi & Milanfar use).
+_RESIZER_SLOPE = 0.2
+_RESIZER_MODES = ("bilinear", "bicubic")
+
+
+class _ResizerBlock(nn.Module):
+    """A residual block at the target resolution: ``x + BN(conv(LReLU(BN(conv(x)))))``."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        # The convolutions feed a BatchNorm, which has its own shift: no bias.
+        self.conv1 = nn.Conv2d(channels, channels, 3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(channels)
+        self.conv2 = nn.Conv2d(channels, channels, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(channels)
+        self.act = nn.LeakyReLU(_RESIZER_SLOPE)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.act(self.bn1(self.conv1(x)))
+        return x + self.bn2(self.conv2(y))
+
+
+class LearnedResizer(nn.Module):
+    """The learned resizer of Talebi & Milanfar, "Learning to Resize Images for Computer
+    Vision Tasks" (ICCV 2021, Fig. 2), at an integer downsampling ``scale``.
+
+    ``thumbnail = resize(x) + cnn(x)``: a skip path that is a plain ``mode`` resize of the
+    image to the thumbnail size, plus a CNN branch: ``conv 7x7 (channels) -> LeakyReLU ->
+    conv 1x1 -> LeakyReLU -> BatchNorm``, a bilinear resize of these features to the thumbnail
+    size, ``num_blocks`` residual blocks there (``conv3x3 -> BN -> LeakyReLU -> conv3x3 -> BN``
+    plus identity), ``conv3x3 -> BN`` plus the resized features, and a final ``conv 7x7`` back
+    to the image's channels. LeakyReLUs have slope 0.2. The paper's defaults are
+    ``channels=16`` (its ``n``) and ``num_blocks=1`` (its ``r``).
+
+    Beyond the paper (our choice): the final convolution starts at zero, so at initialisation
+    the module *is* its interpolation (``InterpolateDownsampler(scale, mode, antialias)``):
+    training starts from the baseline rather than below it, and with no final activation no
+    channel can die. ``reset_parameters`` restores this state.
+
+    The output size is exactly :func:`thumbnail_size` for every ``H, W >= 1``, computed from
+    the input's shape inside ``forward`` so that traced and exported graphs keep height and
+    width dynamic. In training mode BatchNorm needs more than one value per channel: a batch
+    of one image whose thumbnail is ``1 x 1`` raises PyTorch's ``ValueError`` (eval mode has no
+    such limit). Exporting with ``antialias=True`` needs ``torch.onnx.export(..., dynamo=True)``
+    (the TorchScript-based exporter has no antialiased resize), with dynamic dimensions whose
+    minimum gives thumbnail sides of at least 2 (``torch.export.Dim("height", min=5)`` at 4x).
+
+    Args:
+        scale: downsampling factor.
+        channels: filters of the CNN branch (``n`` in the paper).
+        num_blocks: residual blocks at the target resolution (``r`` in the paper); 0 allowed.
+        mode: ``"bilinear"`` (the paper's) or ``"bicubic"`` resize of the skip path. The
+            features are always resized bilinearly, as in the paper.
+        antialias: low-pass filter before both resizes (as :class:`InterpolateDownsampler`).
+        in_channels: channels of the image and of the thumbnail.
+
+    Shape:
+        - input: :math:`(B, C, H, W)`
+        - output: :math:`(B, C, \\lceil H/s \\rceil, \\lceil W/s \\rceil)`
+
+    Example:
+        >>> down = LearnedResizer(scale=4)
+        >>> x = torch.rand(2, 3, 37, 50)
+        >>> down(x).shape
+        torch.Size([2, 3, 10, 13])
+        >>> torch.equal(down(x), InterpolateDownsampler(4, mode="bilinear")(x))
+        True
+    """
+
+    def __init__(
+        self,
+        scale: int = 4,
+        channels: int = 16,
+        num_blocks: int = 1,
+        mode: str = "bilinear",
+        antialias: bool = True,
+        in_channels: int = 3,
+    ) -> None:
+        super().__init__()
+        self.scale = check_positive_int(scale, "scale")
+        check_positive_int(channels, "channels")
+        check_non_negative_int(num_blocks, "num_blocks")
+        check_positive_int(in_channels, "in_channels")
+        if mode not in _RESIZER_MODES:
+            raise ValueError(f"mode must be one of {_RESIZER_MODES}, got {mode!r}")
+        self.channels = channels
+        self.num_blocks = num_blocks
+        self.mode = mode
+        self.antialias = bool(antialias)
+        self.in_channels = in_channels
+        self.head = nn.Conv2d(in_channels, channels, 7, padding=3)
+        self.pointwise = nn.Conv2d(channels, channels, 1)
+        self.head_bn = nn.BatchNorm2d(channels)
+        self.blocks = nn.ModuleList(_ResizerBlock(channels) for _ in range(num_blocks))
+        self.merge = nn.Conv2d(channels, channels, 3, padding=1, bias=False)
+        self.merge_bn = nn.BatchNorm2d(channels)
+        self.tail = nn.Conv2d(channels, in_channels, 7, padding=3)
+        self.act = nn.LeakyReLU(_RESIZER_SLOPE)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Default initialisation and fresh BatchNorm statistics; zeros for the last conv."""
+        for module in self.modules():
+            if isinstance(module, (nn.Conv2d, nn.BatchNorm2d)):
+                module.reset_parameters()
+        nn.init.zeros_(self.tail.weight)
+        nn.init.zeros_(self.tail.bias)
+
+    @torch.jit.unused
+    def _check(self, images: torch.Tensor) -> None:
+        _check_image(images, self.in_channels)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        # The check is Python-only; skipping it when scripted keeps the module exportable.
+        if not torch.jit.is_scripting():
+            self._check(images)
+        size = _thumbnail_hw(images, self.scale)
+        resized = F.interpolate(
+            images, size=size, mode=self.mode, align_corners=False, antialias=self.antialias
+        )
+        x = self.act(self.head(images))
+        x = self.head_bn(self.act(self.pointwise(x)))
+        features = F.interpolate(
+            x, size=size, mode="bilinear", align_corners=False, antialias=self.antialias
+        )
+        x = features
+        for block in self.blocks:
+            x = block(x)
+        x = self.merge_bn(self.merge(x)) + features
+        return resized + self.tail(x)
+
+    def extra_repr(self) -> str:
+        return f"scale={self.scale}, mode={self.mode!r}, antialias={self.antialias}"
+
+
+class SpaceToDepthDownsampler(nn.Module):
+    """Space-to-depth ("wide") thumbnail: ``pixel_unshuffle`` plus a learned channel mixing.
+
+    Each ``scale x scale`` cell of the image becomes one thumbnail pixel holding all of the
+    cell's ``C * s^2`` values (:func:`torch.nn.functional.pixel_unshuffle`); a convolution of
+    ``kernel_size`` (1 or 3, any odd size) mixes them to ``out_channels``. No pixel is thrown
+    away before the learned layer, and it is the cheapest learned baseline: one convolution
+    at the thumbnail resolution. Inputs whose sides are not multiples of ``scale`` are padded
+    with zeros on the bottom and right first, so the output is exactly :func:`thumbnail_size`
+    (a partial border cell averages its zeros in at initialisation).
+
+    Initialisation (our choice): when ``out_channels == in_channels`` the mixing starts as the
+    area average, output channel ``c`` being the mean of channel ``c`` over each cell (zero
+    bias; for ``kernel_size > 1`` only the centre tap is set), so at initialisation the module
+    equals ``F.avg_pool2d(x, scale)`` on sizes that are multiples of ``scale``. Otherwise the
+    first ``min(in_channels, out_channels)`` outputs start as that area average and the rest
+    keep PyTorch's default initialisation. ``reset_parameters`` restores this state.
+
+    Args:
+        scale: downsampling factor (the cell size).
+        out_channels: channels of the thumbnail; 3 by default, more for a student whose stem
+            is widened to take them.
+        kernel_size: odd size of the mixing convolution, at the thumbnail resolution.
+        in_channels: channels of the input image.
+
+    Shape:
+        - input: :math:`(B, C_{in}, H, W)`
+        - output: :math:`(B, C_{out}, \\lceil H/s \\rceil, \\lceil W/s \\rceil)`
+
+    Example:
+        >>> down = SpaceToDepthDownsampler(scale=4)
+        >>> down(torch.rand(2, 3, 37, 50)).shape
+        torch.Size([2, 3, 10, 13])
+        >>> x = torch.rand(1, 3, 16, 24)
+        >>> torch.allclose(down(x), torch.nn.functional.avg_pool2d(x, 4), atol=1e-6)
+        True
+    """
+
+    def __init__(
+        self, scale: int = 4, out_channels: int = 3, kernel_size: int = 1, in_channels: int = 3
+    ) -> None:
+        super().__init__()
+        self.scale = check_positive_int(scale, "scale")
+        check_positive_int(out_channels, "out_channels")
+        check_positive_int(kernel_size, "kernel_size")
+        check_positive_int(in_channels, "in_channels")
+        if kernel_size % 2 == 0:
+            raise ValueError(
+                f"kernel_size must be odd so the output size is exact, got {kernel_size}"
+            )
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.kernel_size = kernel_size
+        self.mix = nn.Conv2d(
+            in_channels * scale * scale, out_channels, kernel_size, padding=kernel_size // 2
+        )
+        self.reset_parameters()
+
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        """Default initialisation, then the area average on the first channels (see above)."""
+        self.mix.reset_parameters()
+        cell = self.scale * self.scale
+        centre = self.kernel_size // 2
+        for channel in range(min(self.in_channels, self.out_channels)):
+            self.mix.weight[channel].zero_()
+            # pixel_unshuffle puts channel c's cell at input channels c*s^2 .. (c+1)*s^2 - 1.
+            self.mix.weight[channel, channel * cell : (channel + 1) * cell, centre, centre] = (
+                1.0 / cell
+            )
+            self.mix.bias[channel] = 0.0
+
+    @torch.jit.unused
+    def _check(self, images: torch.Tensor) -> None:
+        _check_image(images, self.in_channels)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        # The check is Python-only; skipping it when scripted keeps the module exportable.
+        if not torch.jit.is_scripting():
+            self._check(images)
+        height, width = images.shape[-2], images.shape[-1]
+        pad_bottom = (self.scale - height % self.scale) % self.scale
+        pad_right = (self.scale - width % self.scale) % self.scale
+        x = F.pad(images, [0, pad_right, 0, pad_bottom])
+        return self.mix(F.pixel_unshuffle(x, self.scale))
+
+    def extra_repr(self) -> str:
+        return f"scale={self.scale}"
+
+
 #: The downsampler the library recommends (see docs/quality.md): bicubic plus a learned
 #: residual that starts at zero. It equals antialiased bicubic at initialisation, has no final
 #: activation that could zero a channel, and its bicubic path keeps every channel alive.
@@ -368,8 +615,8 @@ def create_downsampler(name: str, scale: int = 4, **kwargs: object) -> nn.Module
 
     Args:
         name: one of :func:`list_downsamplers` (``"thumbdet"``, ``"single_conv"``,
-            ``"five_layer"``, ``"residual"``, ``"bicubic"``, ``"bilinear"``, ``"area"``,
-            ``"nearest"`` and any registered later).
+            ``"five_layer"``, ``"residual"``, ``"learned_resizer"``, ``"space_to_depth"``,
+            ``"bicubic"``, ``"bilinear"``, ``"area"``, ``"nearest"`` and any registered later).
         scale: downsampling factor.
         **kwargs: passed to the module's constructor.
 
@@ -410,6 +657,16 @@ def _five_layer(scale: int, **kwargs: object) -> nn.Module:
 @register_downsampler("residual")
 def _residual(scale: int, **kwargs: object) -> nn.Module:
     return ResidualDownsampler(scale, **kwargs)
+
+
+@register_downsampler("learned_resizer")
+def _learned_resizer(scale: int, **kwargs: object) -> nn.Module:
+    return LearnedResizer(scale, **kwargs)
+
+
+@register_downsampler("space_to_depth")
+def _space_to_depth(scale: int, **kwargs: object) -> nn.Module:
+    return SpaceToDepthDownsampler(scale, **kwargs)
 
 
 def _register_interpolation(mode: str) -> None:
