@@ -1,6 +1,7 @@
 """The quality suite (benchmarks/quality): its data, metrics, statistics and one tiny run."""
 
 import dataclasses
+import functools
 import math
 
 import pytest
@@ -87,7 +88,10 @@ def test_the_command_writes_its_summary_and_resumes(tmp_path, monkeypatch):
     small = dataclasses.replace(tasks.TASKS["segment"], train_count=8, test_count=4)
     monkeypatch.setitem(tasks.TASKS, "segment", small)
     monkeypatch.setattr(cli, "QUICK_BUDGET", Budget(teacher_steps=1, student_steps=2))
-    argv = ["--quick", "--tasks", "segment", "--arms", "bicubic", "residual"]
+    runner = importlib.import_module("benchmarks.quality.runner")
+    runner._task_data.cache_clear()
+    monkeypatch.setattr(runner, "_task_data", functools.cache(runner._task_data.__wrapped__))
+    argv = ["--quick", "--tasks", "segment", "--arms", "bicubic", "residual", "--jobs", "1"]
     argv += ["--output-dir", str(tmp_path / "out"), "--work-dir", str(tmp_path / "work")]
     payload = cli.main(argv)
     block = payload["results"]["segment"]["x4"]

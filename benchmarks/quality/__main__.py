@@ -2,11 +2,13 @@
 
 Usage (from the repository root, after ``pip install -e ".[dev,quality]" -e examples/thumbdet``)::
 
-    python -m benchmarks.quality --quick                 # about 10 minutes: a check, not a result
+    python -m benchmarks.quality --quick                 # a few minutes: a check, not a result
     python -m benchmarks.quality                         # the full suite quoted in docs/quality.md
     python -m benchmarks.quality --tasks classify --seeds 10 --arms bicubic residual
 
-Every finished run is kept in ``--work-dir`` (one JSON file each, teachers as weights), so an
+Runs go to ``--jobs`` worker processes (2 by default, one torch thread each: on a 2-core CPU
+that is faster than one process with two threads). Every finished run is kept in
+``--work-dir`` (one JSON file each, teachers as weights), so an
 interrupted suite resumes where it stopped; ``--fresh`` starts over. The summary goes to
 ``--output-dir``: ``quality.json`` (or ``quality-quick.json``), a Markdown table and a plot.
 """
@@ -15,8 +17,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
+import os
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict
 from pathlib import Path
 
@@ -24,15 +29,7 @@ import torch
 
 from benchmarks._harness import RESULTS_DIR, describe_environment, git_commit
 from benchmarks.quality.report import render_table, save_plot
-from benchmarks.quality.runner import (
-    ARMS,
-    DEFAULT_ARMS,
-    Budget,
-    fingerprint,
-    load_data,
-    run_arm,
-    train_teacher,
-)
+from benchmarks.quality.runner import ARMS, DEFAULT_ARMS, Budget, run_job
 from benchmarks.quality.stats import paired_difference, summarize
 from benchmarks.quality.tasks import TASKS, task_spec
 
@@ -72,7 +69,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--output-dir", type=Path, default=RESULTS_DIR / "quality")
     parser.add_argument("--work-dir", type=Path, default=Path("runs/quality"))
-    parser.add_argument("--threads", type=_positive_int, default=1, help="torch threads (1)")
+    parser.add_argument(
+        "--jobs",
+        type=_positive_int,
+        default=min(2, len(os.sched_getaffinity(0))),
+        help="runs in parallel, one process each (default: 2, or 1 on a 1-CPU machine)",
+    )
+    parser.add_argument(
+        "--threads", type=_positive_int, default=1, help="torch threads per process (1)"
+    )
     parser.add_argument("--fresh", action="store_true", help="ignore finished runs in --work-dir")
     args = parser.parse_args(argv)
     if BASELINE not in (args.arms or [BASELINE]):
@@ -90,33 +95,74 @@ def _progress(total: int):
     return tqdm(total=total, unit="run", dynamic_ncols=True, file=sys.stderr)
 
 
+def _execute(jobs: list[dict], workers: int, bar) -> list[dict]:
+    """Run ``jobs`` (see :func:`run_job`), in ``workers`` processes when more than one."""
+    if workers <= 1 or len(jobs) <= 1:
+        results = []
+        for job in jobs:
+            if bar is not None:
+                bar.set_description(_describe(job))
+            results.append(run_job(job))
+            if bar is not None and "arm" in job:
+                bar.update()
+        return results
+    context = multiprocessing.get_context("spawn")  # no fork of a threaded torch process
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+        futures = {pool.submit(run_job, job): index for index, job in enumerate(jobs)}
+        results: list[dict] = [{}] * len(jobs)
+        for future in as_completed(futures):
+            index = futures[future]
+            results[index] = future.result()
+            if bar is not None and "arm" in jobs[index]:
+                bar.set_description(_describe(jobs[index]))
+                bar.update()
+    return results
+
+
+def _describe(job: dict) -> str:
+    if "arm" not in job:
+        return f"{job['task']} teacher"
+    return f"{job['task']} x{job['scale']} {job['arm']} seed {job['seed']}"
+
+
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
     budget = QUICK_BUDGET if args.quick else Budget()
     start = time.perf_counter()
     environment = describe_environment()
-    (args.work_dir / "runs").mkdir(parents=True, exist_ok=True)
-    total = len(args.tasks) * len(args.scales) * len(args.arms) * args.seeds
-    bar = _progress(total)
+    common = {
+        "work_dir": str(args.work_dir),
+        "budget": asdict(budget),
+        "threads": args.threads,
+        "fresh": args.fresh,
+    }
+    # Teachers first (one per task, in parallel), then every student run.
+    teacher_jobs = [dict(common, task=name, fresh=False) for name in args.tasks]
+    student_jobs = [
+        dict(common, task=name, arm="full_size", scale=1, seed=0) for name in args.tasks
+    ]
+    student_jobs += [
+        dict(common, task=name, arm=arm, scale=scale, seed=seed)
+        for name in args.tasks
+        for scale in args.scales
+        for arm in args.arms
+        for seed in range(args.seeds)
+    ]
+    bar = _progress(len(student_jobs))
+    teachers = dict(zip(args.tasks, _execute(teacher_jobs, args.jobs, bar), strict=True))
+    records = _execute(student_jobs, args.jobs, bar)
+    runs = {
+        (job["task"], job["arm"], job["scale"], job["seed"]): record
+        for job, record in zip(student_jobs, records, strict=True)
+    }
     results: dict = {}
     for name in args.tasks:
         spec = task_spec(name)
-        data = load_data(spec)
-        teacher, teacher_record = train_teacher(spec, data, budget, args.work_dir / "teachers")
-        if bar is not None:
-            bar.set_description(f"{name} full size (reference)")
-        full_size = _run(args, budget, spec, data, teacher, "full_size", 1, 0)
         for scale in args.scales:
             rows = {}
             for arm in args.arms:
-                seeds = []
-                for seed in range(args.seeds):
-                    if bar is not None:
-                        bar.set_description(f"{name} x{scale} {arm} seed {seed}")
-                    seeds.append(_run(args, budget, spec, data, teacher, arm, scale, seed))
-                    if bar is not None:
-                        bar.update()
+                seeds = [runs[(name, arm, scale, seed)] for seed in range(args.seeds)]
                 values = [record["metrics"][spec.metric] for record in seeds]
                 rows[arm] = {
                     "arm": asdict(ARMS[arm]),
@@ -131,8 +177,8 @@ def main(argv: list[str] | None = None) -> dict:
                 row["vs_bicubic"] = paired_difference(row["values"], rows[BASELINE]["values"])
             results.setdefault(name, {})[f"x{scale}"] = {
                 "metric": spec.metric,
-                "teacher": teacher_record,
-                "full_size": full_size,
+                "teacher": teachers[name],
+                "full_size": runs[(name, "full_size", 1, 0)],
                 "arms": rows,
             }
     if bar is not None:
@@ -172,19 +218,6 @@ def main(argv: list[str] | None = None) -> dict:
         f"({payload['training_seconds']:.0f} s of training, runs read back included)"
     )
     return payload
-
-
-def _run(args, budget, spec, data, teacher, arm: str, scale: int, seed: int) -> dict:
-    """One arm and seed: read back from ``--work-dir`` when already run, else run and keep."""
-    key = fingerprint(spec.name, scale, asdict(ARMS[arm]), seed, asdict(budget))
-    path = args.work_dir / "runs" / f"{spec.name}-x{scale}-{arm}-s{seed}-{key}.json"
-    if path.is_file() and not args.fresh:
-        return json.loads(path.read_text())
-    record = run_arm(spec, data, teacher, arm, scale, seed, budget)
-    temp = path.with_suffix(".tmp")
-    temp.write_text(json.dumps(record))
-    temp.replace(path)
-    return record
 
 
 def _task_settings(name: str) -> dict:

@@ -13,8 +13,10 @@ Protocol (the same for every arm, so differences come from the thumbnail alone):
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import json
+import os
 import time
 import warnings
 from dataclasses import asdict, dataclass, field
@@ -24,7 +26,7 @@ import torch
 from torch import nn
 
 from benchmarks.quality.data import Dataset, build_dataset
-from benchmarks.quality.tasks import TaskSpec
+from benchmarks.quality.tasks import TaskSpec, task_spec
 from learnthumb import (
     DistillWeights,
     ThumbnailDistillation,
@@ -39,9 +41,11 @@ __all__ = [
     "DEFAULT_ARMS",
     "Arm",
     "Budget",
+    "cached_run",
     "fingerprint",
     "load_data",
     "run_arm",
+    "run_job",
     "train_teacher",
 ]
 
@@ -103,9 +107,22 @@ ARMS: dict[str, Arm] = {
     # The reference: the teacher fine-tuned with the students' budget at full size (no
     # thumbnail), so that it has trained as many steps as they have.
     "full_size": Arm("identity"),
+    # The families of issue 11, end to end on the task loss like "residual".
+    "learned_resizer": Arm("learned_resizer", downsampler_lr=3.0),
+    "space_to_depth": Arm("space_to_depth", downsampler_lr=3.0),
 }
 # Run by default (residual_kd on request: --arms ... residual_kd).
-DEFAULT_ARMS = ("nearest", "area", "bicubic", "bicubic_kd", "thumbdet", "thumbdet_task", "residual")
+DEFAULT_ARMS = (
+    "nearest",
+    "area",
+    "bicubic",
+    "bicubic_kd",
+    "thumbdet",
+    "thumbdet_task",
+    "residual",
+    "learned_resizer",
+    "space_to_depth",
+)
 
 
 def _seed_everything(seed: int) -> torch.Generator:
@@ -174,10 +191,12 @@ def train_teacher(
     seconds = time.perf_counter() - start
     record = dict(spec.evaluate(_predict(model, identity, test.images), test), seconds=seconds)
     cache.mkdir(parents=True, exist_ok=True)
-    temp = weights_path.with_suffix(".tmp")
+    temp = weights_path.with_name(f".{weights_path.name}.{os.getpid()}.tmp")
     torch.save(model.state_dict(), temp)
     temp.replace(weights_path)
-    record_path.write_text(json.dumps(record))
+    temp = record_path.with_name(f".{record_path.name}.{os.getpid()}.tmp")
+    temp.write_text(json.dumps(record))
+    temp.replace(record_path)
     return model, record
 
 
@@ -296,3 +315,52 @@ def run_arm(
         "warnings": caught,
         "downsampler_parameters": sum(p.numel() for p in downsampler.parameters()),
     }
+
+
+@functools.cache
+def _task_data(name: str) -> tuple[TaskSpec, tuple[Dataset, Dataset]]:
+    spec = task_spec(name)
+    return spec, load_data(spec)
+
+
+def run_job(job: dict) -> dict:
+    """One unit of work of the suite, run in a worker process (see ``--jobs``).
+
+    ``job`` holds ``task``, ``work_dir``, ``budget`` (a dict), ``threads``, ``fresh`` and, for a
+    student, ``arm``, ``scale`` and ``seed`` (without them: the task's teacher). Results are
+    kept in ``work_dir`` exactly as a one-process run keeps them.
+    """
+    torch.set_num_threads(job["threads"])
+    spec, data = _task_data(job["task"])
+    budget = Budget(**job["budget"])
+    work_dir = Path(job["work_dir"])
+    teacher, record = train_teacher(spec, data, budget, work_dir / "teachers")
+    if "arm" not in job:
+        return record
+    return cached_run(
+        work_dir, budget, spec, data, teacher, job["arm"], job["scale"], job["seed"], job["fresh"]
+    )
+
+
+def cached_run(
+    work_dir: Path,
+    budget: Budget,
+    spec: TaskSpec,
+    data: tuple[Dataset, Dataset],
+    teacher: nn.Module,
+    arm: str,
+    scale: int,
+    seed: int,
+    fresh: bool = False,
+) -> dict:
+    """:func:`run_arm`, read back from ``work_dir/runs`` when it already ran (unless ``fresh``)."""
+    key = fingerprint(spec.name, scale, asdict(ARMS[arm]), seed, asdict(budget))
+    path = work_dir / "runs" / f"{spec.name}-x{scale}-{arm}-s{seed}-{key}.json"
+    if path.is_file() and not fresh:
+        return json.loads(path.read_text())
+    record = run_arm(spec, data, teacher, arm, scale, seed, budget)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    temp.write_text(json.dumps(record))
+    temp.replace(path)
+    return record
