@@ -27,7 +27,7 @@ def test_paired_difference_interval():
     assert summarize([1.0, 3.0]) == {"mean": 2.0, "std": pytest.approx(math.sqrt(2)), "n": 2}
 
 
-@pytest.mark.parametrize("task", ["classify", "detect", "segment", "keypoints"])
+@pytest.mark.parametrize("task", ["classify", "detect", "segment", "keypoints", "mechanism"])
 def test_datasets_are_images_with_valid_targets(task):
     size = task_spec(task).image_size
     train = build_dataset(task, "train", 6, size, seed=1)

@@ -19,6 +19,10 @@ Tasks (images in ``[0, 1]``, float32, ``(N, 3, S, S)``):
 - ``segment``: the same kind of scenes, a coin / background mask per pixel;
 - ``keypoints``: a card cut from a photo, rotated by up to 30 degrees and pasted on another
   photo; its four corners (clockwise from top-left) are the keypoints.
+
+One more task is *not* natural and is reported apart, as a mechanism demonstration and a
+positive control: ``mechanism`` (flat or 1-px checkered box, generated like the examples'
+datasets, where bicubic fails by construction).
 """
 
 from __future__ import annotations
@@ -268,8 +272,36 @@ def _to_tensor(images: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2), np.float32))
 
 
+def _mechanism(rng: np.random.Generator, count: int, split: str, size: int) -> Dataset:
+    """The *mechanism* demonstration, not a natural task: is the box flat or 1-px checkered?
+
+    Built like the examples' generated datasets, so that a 4x antialiased thumbnail averages
+    the only cue away (both paints have the same mean colour). A positive control: a learned
+    thumbnail should win here, and the suite should be able to show it.
+    """
+    from examples._common import drawing
+
+    labels = np.arange(count) % 2
+    rng.shuffle(labels)
+    images = []
+    for label in labels:
+        image = drawing.textured_background(rng, (size, size))
+        centre = (rng.uniform(0.3, 0.7) * size, rng.uniform(0.3, 0.7) * size)
+        extent = rng.uniform(0.15, 0.25) * size
+        corners = drawing.rotated_box(
+            centre, extent, extent * rng.uniform(0.6, 1.0), rng.uniform(0, np.pi)
+        )
+        contrast = rng.uniform(0.1, 0.25) if label else 0.0
+        drawing.paint(
+            image, drawing.polygon_mask((size, size), corners), drawing.random_color(rng), contrast
+        )
+        images.append(image)
+    return Dataset(_to_tensor(np.stack(images)), torch.from_numpy(labels.astype(np.int64)))
+
+
 _BUILDERS = {
     "classify": _classify,
+    "mechanism": _mechanism,
     "detect": _detect,
     "segment": _segment,
     "keypoints": _keypoints,
@@ -280,7 +312,7 @@ def build_dataset(task: str, split: str, count: int, size: int, seed: int = 0) -
     """``count`` images of ``size`` x ``size`` pixels for ``task`` and ``split``.
 
     Args:
-        task: ``"classify"``, ``"detect"``, ``"segment"`` or ``"keypoints"``.
+        task: ``"classify"``, ``"detect"``, ``"segment"``, ``"keypoints"`` or ``"mechanism"``.
         split: ``"train"`` or ``"test"`` (disjoint rows of every photo, disjoint coins).
         count: number of images.
         size: side of the square images, in pixels.

@@ -283,6 +283,10 @@ TASKS: dict[str, TaskSpec] = {
         "classify", "accuracy", 64, 2400, 1200, 32,
         lambda: Classifier(12), _classify_loss, _classify_metric, _identity,
     ),
+    "mechanism": TaskSpec(
+        "mechanism", "accuracy", 64, 2400, 1200, 32,
+        lambda: Classifier(2), _classify_loss, _classify_metric, _identity,
+    ),
     "detect": TaskSpec(
         "detect", "box_ap", 128, 1200, 300, 16,
         CenterNet, _detect_loss, _detect_metric,
