@@ -12,13 +12,16 @@ def _python_blocks(markdown: str) -> list[str]:
     return re.findall(r"```python\n(.*?)```", markdown, flags=re.DOTALL)
 
 
-def test_readme_usage_example_runs():
+def test_readme_usage_examples_run():
     readme = (ROOT / "README.md").read_text()
-    usage = readme.split("## Usage", 1)[1]
-    block = _python_blocks(usage)[0]
+    usage = readme.split("## Usage", 1)[1].split("\n## ", 1)[0]
+    recommended, distilled = _python_blocks(usage)
     namespace: dict = {}
-    exec(compile(block, "README.md", "exec"), namespace)
-    assert set(namespace["losses"]) == {"moment", "feature"}
+    exec(compile(recommended, "README.md", "exec"), namespace)
+    assert namespace["logits"].shape == (4, 10)
+    namespace = {}
+    exec(compile(distilled, "README.md", "exec"), namespace)
+    assert set(namespace["losses"]) == {"moment", "feature", "logit"}
     assert namespace["logits"].shape == (4, 10)
 
 
