@@ -175,7 +175,7 @@ def train_teacher(
     spec: TaskSpec, data: tuple[Dataset, Dataset], budget: Budget, cache: Path, seed: int = 0
 ) -> tuple[nn.Module, dict]:
     """The full-resolution teacher of ``spec`` (trained once, then read from ``cache``)."""
-    key = fingerprint(spec.name, spec.image_size, spec.train_count, asdict(budget), seed)
+    key = fingerprint(spec.key, spec.image_size, spec.train_count, asdict(budget), seed)
     weights_path = cache / f"teacher-{spec.name}-{key}.pt"
     record_path = weights_path.with_suffix(".json")
     train, test = data
@@ -354,7 +354,7 @@ def cached_run(
     fresh: bool = False,
 ) -> dict:
     """:func:`run_arm`, read back from ``work_dir/runs`` when it already ran (unless ``fresh``)."""
-    key = fingerprint(spec.name, scale, asdict(ARMS[arm]), seed, asdict(budget))
+    key = fingerprint(spec.key, scale, asdict(ARMS[arm]), seed, asdict(budget))
     path = work_dir / "runs" / f"{spec.name}-x{scale}-{arm}-s{seed}-{key}.json"
     if path.is_file() and not fresh:
         return json.loads(path.read_text())
