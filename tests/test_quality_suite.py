@@ -109,3 +109,20 @@ def test_the_command_writes_its_summary_and_resumes(tmp_path, monkeypatch):
     assert again["results"] == payload["results"]
     with pytest.raises(SystemExit):
         cli.main(["--seeds", "0"])
+
+
+def test_downsampler_costs_match_the_convolutions(monkeypatch):
+    import importlib
+
+    costs = importlib.import_module("benchmarks.quality.costs")
+    monkeypatch.setattr(costs, "SIDE", 64)
+    rows = {row["name"]: row for row in costs.measure(4)}
+    # The paper's module: 3->12 3x3 stride 2 (32x32 out), then 12->3 3x3 stride 2 (16x16 out).
+    expected = 32 * 32 * 12 * 27 + 16 * 16 * 3 * 108
+    assert rows["thumbdet"]["macs_per_megapixel"] == pytest.approx(expected * 1e6 / 64**2)
+    assert rows["thumbdet"]["parameters"] == 12 * 27 + 12 + 3 * 108 + 3
+    assert rows["bicubic"]["macs_per_megapixel"] == 0 and rows["bicubic"]["parameters"] == 0
+    # Space-to-depth: one 1x1 conv from 48 to 3 channels per thumbnail pixel.
+    assert rows["space_to_depth"]["macs_per_megapixel"] == pytest.approx(
+        16 * 16 * 48 * 3 * 1e6 / 64**2
+    )
