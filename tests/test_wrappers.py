@@ -58,6 +58,10 @@ def test_thumbnailed_restore_receives_sizes_and_maps_back():
 
 
 def test_thumbnailed_gradients_reach_the_downsampler():
+    # Seeded: some initialisations of the paper's module start with a dead ReLU channel, which
+    # gets no gradient at all (see tests/test_health.py); the test depended on earlier tests'
+    # random state and failed once in CI.
+    torch.manual_seed(0)
     downsampler = ConvDownsampler(4)
     net = Thumbnailed(nn.Conv2d(3, 2, 3, padding=1), downsampler)
     net(torch.rand(2, 3, 16, 16)).square().mean().backward()
