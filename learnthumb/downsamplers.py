@@ -227,8 +227,19 @@ class ConvDownsampler(nn.Module):
 _INTERPOLATION_MODES = ("bicubic", "bilinear", "area", "nearest")
 
 
+def _thumbnail_hw(images: torch.Tensor, scale: int) -> list[int]:
+    """``thumbnail_size(images.shape[-2:], scale)`` in integer arithmetic on the shape.
+
+    Unlike :func:`thumbnail_size` it does no ``int()`` conversion, so ``torch.jit.trace``, the
+    ONNX exporters and ``torch.export`` record the size as a function of the input's height and
+    width instead of freezing the traced size.
+    """
+    height, width = images.shape[-2], images.shape[-1]
+    return [(height + scale - 1) // scale, (width + scale - 1) // scale]
+
+
 def _interpolate_down(images: torch.Tensor, scale: int, mode: str, antialias: bool) -> torch.Tensor:
-    size = thumbnail_size(images.shape[-2:], scale)
+    size = _thumbnail_hw(images, scale)
     if mode in ("bicubic", "bilinear"):
         return F.interpolate(images, size=size, mode=mode, align_corners=False, antialias=antialias)
     # "area" is adaptive average pooling and "nearest" picks one pixel: no antialias option.
@@ -338,17 +349,6 @@ class ResidualDownsampler(nn.Module):
 
     def extra_repr(self) -> str:
         return f"scale={self.scale}"
-
-
-def _thumbnail_hw(images: torch.Tensor, scale: int) -> list[int]:
-    """``thumbnail_size(images.shape[-2:], scale)`` in integer arithmetic on the shape.
-
-    Unlike :func:`thumbnail_size` it does no ``int()`` conversion, so ``torch.jit.trace``, the
-    ONNX exporters and ``torch.export`` record the size as a function of the input's height and
-    width instead of freezing the traced size.
-    """
-    height, width = images.shape[-2], images.shape[-1]
-    return [(height + scale - 1) // scale, (width + scale - 1) // scale]
 
 
 #: Negative slope of the learned resizer's LeakyReLUs (the value Talebi & Milanfar use).
@@ -468,9 +468,7 @@ class LearnedResizer(nn.Module):
         if not torch.jit.is_scripting():
             self._check(images)
         size = _thumbnail_hw(images, self.scale)
-        resized = F.interpolate(
-            images, size=size, mode=self.mode, align_corners=False, antialias=self.antialias
-        )
+        resized = _interpolate_down(images, self.scale, self.mode, self.antialias)
         x = self.act(self.head(images))
         x = self.head_bn(self.act(self.pointwise(x)))
         features = F.interpolate(

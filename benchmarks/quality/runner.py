@@ -27,6 +27,7 @@ from torch import nn
 
 from benchmarks.quality.data import Dataset, build_dataset
 from benchmarks.quality.tasks import TaskSpec, task_spec
+from examples._common.training import _batches, _optimizer
 from learnthumb import (
     DistillWeights,
     ThumbnailDistillation,
@@ -130,27 +131,10 @@ def _seed_everything(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
-def _batches(count: int, batch_size: int, steps: int, generator: torch.Generator):
-    order, position = torch.randperm(count, generator=generator), 0
-    for _ in range(steps):
-        if position + batch_size > count:
-            order, position = torch.randperm(count, generator=generator), 0
-        yield order[position : position + batch_size]
-        position += batch_size
-
-
 def _targets(data: Dataset, index: torch.Tensor):
     if isinstance(data.targets, list):
         return [data.targets[i] for i in index.tolist()]
     return data.targets[index]
-
-
-def _optimizer(groups: list[dict], budget: Budget, steps: int):
-    optimizer = torch.optim.AdamW(groups, weight_decay=budget.weight_decay)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=[group["lr"] for group in groups], total_steps=max(steps, 1)
-    )
-    return optimizer, schedule
 
 
 @torch.no_grad()
@@ -219,7 +203,7 @@ def _fit(
     learnable = [p for p in downsampler.parameters() if p.requires_grad]
     if learnable:
         groups.append({"params": learnable, "lr": lr * downsampler_lr})
-    optimizer, schedule = _optimizer(groups, budget, steps)
+    optimizer, schedule = _optimizer(groups, budget.weight_decay, steps)
     for index in _batches(len(data), spec.batch_size, steps, generator):
         output = model(downsampler(data.images[index]))
         loss = spec.loss(output, _targets(data, index), spec.image_size)
@@ -262,7 +246,7 @@ def _fit_distilled(
         for module in (distill.feature_loss,)
         if any(True for _ in module.parameters())
     )
-    optimizer, schedule = _optimizer(groups, budget, steps)
+    optimizer, schedule = _optimizer(groups, budget.weight_decay, steps)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", ThumbnailHealthWarning)
         for step, index in enumerate(_batches(len(data), spec.batch_size, steps, generator)):

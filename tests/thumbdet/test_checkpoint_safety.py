@@ -21,11 +21,8 @@ from thumbdet.checkpoint import (
     save_checkpoint,
 )
 from thumbdet.cli import main
-from thumbdet.config import TrainConfig
-from thumbdet.testing import write_tiny_coco
+from thumbdet.testing import tiny_train_config, write_tiny_coco
 from thumbdet.train import Trainer, train
-
-TINY = {"num_queries": 5, "dec_layers": 1}
 
 
 class _RunsCommand:
@@ -43,30 +40,9 @@ def data(tmp_path_factory):
     return write_tiny_coco(tmp_path_factory.mktemp("data"), num_images=4, size=(40, 48))
 
 
-def _config(data, output, **overrides):
-    images_dir, annotation_file = data
-    values = dict(
-        preset="tiny",
-        train_images=str(images_dir),
-        train_ann=str(annotation_file),
-        output=str(output),
-        epochs=1,
-        batch_size=2,
-        num_workers=0,
-        short_side=[32],
-        max_size=64,
-        device="cpu",
-        eval_every=0,
-        max_steps_per_epoch=1,
-        model_overrides=TINY,
-    )
-    values.update(overrides)
-    return TrainConfig(**values)
-
-
 @pytest.fixture(scope="module")
 def teacher(data, tmp_path_factory):
-    return train(_config(data, tmp_path_factory.mktemp("runs") / "teacher"))
+    return train(tiny_train_config(data, tmp_path_factory.mktemp("runs") / "teacher"))
 
 
 # ------------------------------------------------------------------ pickles cannot run code
@@ -207,7 +183,7 @@ def test_damaged_optimizer_state_is_refused_on_resume(teacher, tmp_path, data):
     path.write_bytes(teacher.read_bytes())
     name = _overwrite_inside(path, "optimizer/")
     with pytest.raises(CorruptCheckpointError, match="damaged") as error:
-        Trainer(_config(data, output, epochs=2, resume=True))
+        Trainer(tiny_train_config(data, output, epochs=2, resume=True))
     assert str(path) in str(error.value) and name in str(error.value)
     # evaluation and export read the weights only, which are intact
     assert "optimizer" not in load_checkpoint(path, training_state=False)

@@ -16,39 +16,15 @@ from PIL import Image
 
 import thumbdet.train
 from thumbdet.cli import main
-from thumbdet.config import TrainConfig
 from thumbdet.output_lock import LOCK_NAME, OutputLock, OutputLockedError
-from thumbdet.testing import write_tiny_coco
+from thumbdet.testing import tiny_train_config, write_tiny_coco
 from thumbdet.tools import load_image, save_thumbnails, thumbnail_names
 from thumbdet.train import Trainer, train
-
-TINY = {"num_queries": 5, "dec_layers": 1}
 
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     return write_tiny_coco(tmp_path_factory.mktemp("data"), num_images=4, size=(40, 48))
-
-
-def _config(data, output, **overrides):
-    images_dir, annotation_file = data
-    values = dict(
-        preset="tiny",
-        train_images=str(images_dir),
-        train_ann=str(annotation_file),
-        output=str(output),
-        epochs=1,
-        batch_size=2,
-        num_workers=0,
-        short_side=[32],
-        max_size=64,
-        device="cpu",
-        eval_every=0,
-        max_steps_per_epoch=1,
-        model_overrides=TINY,
-    )
-    values.update(overrides)
-    return TrainConfig(**values)
 
 
 def _dead_pid() -> int:
@@ -60,10 +36,10 @@ def _dead_pid() -> int:
 # ------------------------------------------------------------------ the output lock
 def test_a_second_run_into_the_same_output_is_refused_naming_the_first(data, tmp_path, capsys):
     output = tmp_path / "run"
-    with Trainer(_config(data, output)):
+    with Trainer(tiny_train_config(data, output)):
         assert (output / LOCK_NAME).exists()
         with pytest.raises(OutputLockedError, match=f"pid {os.getpid()}"):
-            Trainer(_config(data, output))
+            Trainer(tiny_train_config(data, output))
         images_dir, annotation_file = data
         argv = ["train", "--preset", "tiny", "--output", str(output), "--epochs", "1"]
         argv += ["--train-images", str(images_dir), "--train-ann", str(annotation_file)]
@@ -72,7 +48,7 @@ def test_a_second_run_into_the_same_output_is_refused_naming_the_first(data, tmp
         assert f"{output} is in use by another thumbdet train (pid {os.getpid()}" in err
         assert len(err.strip().splitlines()) == 1
     assert not (output / LOCK_NAME).exists()  # released
-    with Trainer(_config(data, output)):
+    with Trainer(tiny_train_config(data, output)):
         pass
 
 
@@ -102,7 +78,7 @@ def test_a_stale_lock_is_taken_over_with_a_notice(data, tmp_path, caplog):
     output.mkdir()
     pid = _dead_pid()
     (output / LOCK_NAME).write_text(json.dumps({"pid": pid, "host": "x", "started": "t"}))
-    with caplog.at_level(logging.WARNING), Trainer(_config(data, output)):
+    with caplog.at_level(logging.WARNING), Trainer(tiny_train_config(data, output)):
         pass
     notices = [r.getMessage() for r in caplog.records if "stale lock" in r.getMessage()]
     assert len(notices) == 1 and f"pid {pid}" in notices[0]
@@ -111,11 +87,11 @@ def test_a_stale_lock_is_taken_over_with_a_notice(data, tmp_path, caplog):
 
 def test_the_lock_is_released_when_a_run_fails(data, tmp_path, monkeypatch):
     output = tmp_path / "run"
-    train(_config(data, output))
+    train(tiny_train_config(data, output))
     assert not (output / LOCK_NAME).exists()  # released after a normal end
     # refused in the constructor, after the lock was taken
     with pytest.raises(FileExistsError, match="--resume"):
-        Trainer(_config(data, output))
+        Trainer(tiny_train_config(data, output))
     assert not (output / LOCK_NAME).exists()
 
     def fail(*args, **kwargs):
@@ -124,7 +100,7 @@ def test_the_lock_is_released_when_a_run_fails(data, tmp_path, monkeypatch):
 
     monkeypatch.setattr(thumbdet.train, "train_one_epoch", fail)
     with pytest.raises(RuntimeError, match="training failed"):
-        train(_config(data, output, epochs=2, resume=True))
+        train(tiny_train_config(data, output, epochs=2, resume=True))
     assert not (output / LOCK_NAME).exists()
 
 
@@ -133,7 +109,7 @@ def test_a_refused_run_leaves_no_output_folder(data, tmp_path):
     teacher.write_bytes(b"not a checkpoint")  # refused after the lock was taken
     output = tmp_path / "new" / "run"
     with pytest.raises(ValueError, match="not a readable checkpoint"):
-        Trainer(_config(data, output, mode="thumbdet", teacher=str(teacher), scale=2))
+        Trainer(tiny_train_config(data, output, mode="thumbdet", teacher=str(teacher), scale=2))
     assert not (tmp_path / "new").exists()
 
 
@@ -144,7 +120,10 @@ def test_temp_files_of_an_interrupted_save_are_removed_at_start(data, tmp_path, 
     temp.write_bytes(b"\0" * 1024)
     other = output / "notes.tmp"
     other.write_text("not ours")
-    with caplog.at_level(logging.WARNING, logger="thumbdet.train"), Trainer(_config(data, output)):
+    with (
+        caplog.at_level(logging.WARNING, logger="thumbdet.train"),
+        Trainer(tiny_train_config(data, output)),
+    ):
         assert not temp.exists() and other.exists()
     assert any(temp.name in record.getMessage() for record in caplog.records)
 

@@ -8,9 +8,42 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
-__all__ = ["distributed_train_worker", "write_tiny_coco"]
+__all__ = ["distributed_train_worker", "tiny_train_config", "write_tiny_coco"]
 
 _COLOURS = ((230, 40, 40), (40, 200, 60), (40, 80, 230))
+
+# The smallest detector that still trains: one decoder layer, five queries.
+TINY_MODEL = {"num_queries": 5, "dec_layers": 1}
+
+
+def tiny_train_config(data: tuple[Path, Path], output: Path | str, **overrides):
+    """A ``TrainConfig`` of one CPU step on ``write_tiny_coco`` data; ``overrides`` win.
+
+    Args:
+        data: ``(images_dir, annotation_file)`` from :func:`write_tiny_coco`.
+        output: the run's output folder.
+        **overrides: any other ``TrainConfig`` field.
+    """
+    from thumbdet.config import TrainConfig
+
+    images_dir, annotation_file = data
+    values = dict(
+        preset="tiny",
+        train_images=str(images_dir),
+        train_ann=str(annotation_file),
+        output=str(output),
+        epochs=1,
+        batch_size=2,
+        num_workers=0,
+        short_side=[32],
+        max_size=64,
+        device="cpu",
+        eval_every=0,
+        max_steps_per_epoch=1,
+        model_overrides=TINY_MODEL,
+    )
+    values.update(overrides)
+    return TrainConfig(**values)
 
 
 def write_tiny_coco(
