@@ -19,6 +19,7 @@ from learnthumb.downsamplers import (
     register_downsampler,
     thumbnail_size,
 )
+from learnthumb.export import export_onnx, export_program
 from learnthumb.health import (
     ThumbnailHealthReport,
     ThumbnailHealthWarning,
@@ -40,6 +41,7 @@ from learnthumb.metrics import (
     measure_latency,
     register_mac_formula,
 )
+from learnthumb.pretrained import from_pretrained, load_pretrained_config, save_pretrained
 from learnthumb.query_filter import QueryFilter, query_filter
 from learnthumb.schedule import DistillWeights, TwoStageSchedule
 from learnthumb.taps import FeatureTap
@@ -80,8 +82,12 @@ __all__ = [
     "count_macs",
     "create_downsampler",
     "downsample_padding_mask",
+    "export_onnx",
+    "export_program",
     "feature_distillation_loss",
+    "from_pretrained",
     "list_downsamplers",
+    "load_pretrained_config",
     "logit_distillation_loss",
     "measure_latency",
     "moment_matching_loss",
@@ -90,6 +96,7 @@ __all__ = [
     "register_mac_formula",
     "rescale_boxes",
     "rescale_keypoints",
+    "save_pretrained",
     "thumbnail_size",
     "upsample_padded",
     "upsample_to",

@@ -618,6 +618,10 @@ def create_downsampler(name: str, scale: int = 4, **kwargs: object) -> nn.Module
         scale: downsampling factor.
         **kwargs: passed to the module's constructor.
 
+    Returns:
+        The module, with ``learnthumb_config = {"name": name, "scale": scale, "kwargs":
+        kwargs}`` recorded on it so :func:`learnthumb.save_pretrained` can rebuild it.
+
     Example:
         >>> create_downsampler("thumbdet", scale=2)
         ConvDownsampler(
@@ -630,7 +634,9 @@ def create_downsampler(name: str, scale: int = 4, **kwargs: object) -> nn.Module
     """
     if name not in _REGISTRY:
         raise ValueError(f"unknown downsampler {name!r}; available: {list_downsamplers()}")
-    return _REGISTRY[name](scale, **kwargs)
+    module = _REGISTRY[name](scale, **kwargs)
+    module.learnthumb_config = {"name": name, "scale": scale, "kwargs": dict(kwargs)}
+    return module
 
 
 @register_downsampler("thumbdet")
