@@ -57,6 +57,21 @@ def test_load_rejects_files_that_are_not_checkpoints(tmp_path):
         load_checkpoint(tmp_path / "missing.pth")
 
 
+def test_load_reads_a_folder_and_any_header_length(tmp_path):
+    # A safetensors header length whose low byte is 0x80 starts the file like a pickle.
+    for size in range(256):
+        path = save_checkpoint({"model": {}, "config": {}, "pad": "x" * size}, tmp_path / "c.pth")
+        if path.read_bytes()[:1] == b"\x80":
+            break
+    assert path.read_bytes()[:1] == b"\x80"
+    assert load_checkpoint(path)["pad"] == "x" * size
+    (tmp_path / "run").mkdir()
+    save_checkpoint({"model": {}, "config": {}}, tmp_path / "run" / "checkpoint.pth")
+    assert load_checkpoint(tmp_path / "run")["model"] == {}
+    with pytest.raises(FileNotFoundError, match="a folder without checkpoint.pth"):
+        load_checkpoint(tmp_path)
+
+
 def test_check_compatible_names_every_mismatch():
     checkpoint = {"meta": {"preset": "tiny", "num_classes": 2}}
     check_compatible(checkpoint, "c.pth", "resume", preset="tiny", num_classes=2)

@@ -23,6 +23,8 @@ _LAZY = {
     "build_criterion": "thumbdet.criterion",
     "PostProcess": "thumbdet.postprocess",
     "postprocess_detections": "thumbdet.postprocess",
+    "convert_official": "thumbdet.convert",
+    "convert_transformers": "thumbdet.convert",
 }
 
 __all__ = sorted(_LAZY)

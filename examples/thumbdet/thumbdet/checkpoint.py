@@ -45,6 +45,7 @@ from safetensors.torch import save_file
 
 __all__ = [
     "ALLOWED_PICKLE_GLOBALS",
+    "CHECKPOINT_NAME",
     "CHECKPOINT_VERSION",
     "TRAINING_STATE_KEYS",
     "CorruptCheckpointError",
@@ -61,6 +62,10 @@ __all__ = [
 
 #: 1: a torch pickle (thumbdet 0.1); 2: safetensors + JSON metadata with SHA-256 checksums.
 CHECKPOINT_VERSION = 2
+
+#: The checkpoint file of a run folder (``thumbdet train``, ``thumbdet convert``):
+#: :func:`load_checkpoint` given a folder reads this file in it.
+CHECKPOINT_NAME = "checkpoint.pth"
 
 #: Entries only ``--resume`` needs; ``load_checkpoint(..., training_state=False)`` skips them.
 TRAINING_STATE_KEYS = ("optimizer", "scheduler", "rng")
@@ -345,10 +350,14 @@ def _file_kind(path: Path) -> str:
     size = path.stat().st_size
     with path.open("rb") as handle:
         head = handle.read(9)
-    if head.startswith(b"PK\x03\x04") or head.startswith(b"\x80"):
+    if head.startswith(b"PK\x03\x04"):
         return "torch"
+    # The safetensors test comes before the pickle one: a header length whose low byte is
+    # 0x80 starts the file with the byte a pickle starts with.
     if len(head) == 9 and head[8:9] == b"{" and 2 <= int.from_bytes(head[:8], "little") < size:
         return "safetensors"
+    if head.startswith(b"\x80"):
+        return "torch"
     return "unknown"
 
 
@@ -490,7 +499,7 @@ def load_checkpoint(
     :func:`load_torch_file` (no checksum to check); saving it again converts it.
 
     Args:
-        path: The checkpoint file.
+        path: The checkpoint file, or a folder holding one named :data:`CHECKPOINT_NAME`.
         map_location: Where to put the tensors.
         training_state: Also read the optimizer, scheduler and RNG states
             (:data:`TRAINING_STATE_KEYS`), which only ``--resume`` needs; ``False`` leaves
@@ -507,6 +516,12 @@ def load_checkpoint(
         ValueError: The file is not a thumbdet checkpoint.
     """
     path = Path(path)
+    if path.is_dir():
+        if not (path / CHECKPOINT_NAME).is_file():
+            raise FileNotFoundError(
+                f"checkpoint not found: {path} is a folder without {CHECKPOINT_NAME}"
+            )
+        path = path / CHECKPOINT_NAME
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
     skip = () if training_state else TRAINING_STATE_KEYS

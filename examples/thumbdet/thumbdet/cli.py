@@ -1,4 +1,4 @@
-"""The ``thumbdet`` command: ``train`` and ``eval`` here, other subcommands from their modules.
+"""The ``thumbdet`` command: ``train``, ``eval`` and ``convert`` here, others from their modules.
 
 ``demo``, ``ablate``, ``thumbnail`` and ``export`` live in :mod:`thumbdet.demo`,
 :mod:`thumbdet.ablate` and :mod:`thumbdet.tools`; each exposes ``add_parser(subparsers)``
@@ -165,6 +165,37 @@ def _add_eval_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=_run_eval)
 
 
+def _add_convert_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "convert",
+        help="turn an official or Hugging Face Deformable-DETR checkpoint into a teacher",
+        description="Convert Deformable-DETR weights of the official code (a .pth file with "
+        "'model' and 'args') or of Hugging Face transformers (a save_pretrained folder of "
+        "DeformableDetrForObjectDetection with a timm ResNet backbone) into a thumbdet teacher "
+        "checkpoint, OUTPUT/checkpoint.pth, that 'thumbdet eval --checkpoint OUTPUT' and "
+        "'thumbdet train --mode thumbdet --teacher OUTPUT' read. Keys that do not map are "
+        "refused, all listed.",
+    )
+    parser.add_argument(
+        "--from",
+        dest="source_format",
+        required=True,
+        choices=("official", "transformers"),
+        help="official: fundamentalvision/Deformable-DETR checkpoint file; transformers: "
+        "save_pretrained folder",
+    )
+    parser.add_argument("source", metavar="PATH", help="the checkpoint file or folder")
+    parser.add_argument("--output", required=True, help="folder for checkpoint.pth")
+    parser.add_argument(
+        "--categories",
+        metavar="ANN_FILE",
+        help="COCO annotation file whose category ids select the class logits (a logit's "
+        "index is its category id, as in the COCO models: pass instances_val2017.json to "
+        "evaluate and distil on COCO); default: keep every logit, ids 0..K-1",
+    )
+    parser.set_defaults(func=_run_convert)
+
+
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     """The :class:`TrainConfig` of parsed ``thumbdet train`` arguments."""
     return TrainConfig(
@@ -253,6 +284,25 @@ def _run_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_convert(args: argparse.Namespace) -> int:
+    from thumbdet.convert import (
+        convert_official,
+        convert_transformers,
+        read_coco_categories,
+        save_converted,
+    )
+
+    ids = names = None
+    if args.categories is not None:
+        ids, names = read_coco_categories(args.categories)
+    if args.source_format == "official":
+        converted = convert_official(args.source, category_ids=ids, category_names=names)
+    else:
+        converted = convert_transformers(args.source, category_ids=ids, category_names=names)
+    print(save_converted(converted, args.output))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``thumbdet`` argument parser with every available subcommand."""
     parser = argparse.ArgumentParser(
@@ -262,6 +312,7 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     _add_train_parser(subparsers)
     _add_eval_parser(subparsers)
+    _add_convert_parser(subparsers)
     for module_name in _PLUGIN_MODULES:
         try:
             module = importlib.import_module(module_name)

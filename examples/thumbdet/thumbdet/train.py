@@ -32,6 +32,7 @@ from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
 
 from thumbdet.checkpoint import (
+    CHECKPOINT_NAME,
     capture_rng_state,
     check_compatible,
     load_checkpoint,
@@ -69,7 +70,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-CHECKPOINT_NAME = "checkpoint.pth"
 LOG_NAME = "log.jsonl"
 CONFIG_NAME = "config.json"
 
