@@ -13,6 +13,7 @@ from learnthumb.downsamplers import (
     LearnedResizer,
     ResidualDownsampler,
     SpaceToDepthDownsampler,
+    WideDownsampler,
     create_downsampler,
     downsample_padding_mask,
     list_downsamplers,
@@ -44,6 +45,7 @@ from learnthumb.metrics import (
 from learnthumb.pretrained import from_pretrained, load_pretrained_config, save_pretrained
 from learnthumb.query_filter import QueryFilter, query_filter
 from learnthumb.schedule import DistillWeights, TwoStageSchedule
+from learnthumb.stem import find_input_conv, widen_input_conv
 from learnthumb.taps import FeatureTap
 from learnthumb.wrappers import (
     Thumbnailed,
@@ -75,6 +77,7 @@ __all__ = [
     "ThumbnailHealthWarning",
     "Thumbnailed",
     "TwoStageSchedule",
+    "WideDownsampler",
     "__version__",
     "accuracy_drop_rate",
     "check_thumbnail_health",
@@ -85,6 +88,7 @@ __all__ = [
     "export_onnx",
     "export_program",
     "feature_distillation_loss",
+    "find_input_conv",
     "from_pretrained",
     "list_downsamplers",
     "load_pretrained_config",
@@ -100,4 +104,5 @@ __all__ = [
     "thumbnail_size",
     "upsample_padded",
     "upsample_to",
+    "widen_input_conv",
 ]

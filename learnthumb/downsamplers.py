@@ -12,6 +12,8 @@ Every downsampler maps ``(B, C, H, W)`` to ``(B, C, ceil(H / s), ceil(W / s))`` 
   plus a residual CNN at the target resolution, equal to its interpolation at initialisation.
 - :class:`SpaceToDepthDownsampler` is the "wide" thumbnail: ``pixel_unshuffle`` plus a learned
   channel mixing, equal to the area average at initialisation.
+- :class:`WideDownsampler` is bicubic plus learned extra channels of each cell's pixels, for a
+  model whose first convolution takes them (:func:`learnthumb.widen_input_conv`).
 
 Names usable from strings (CLI flags, configs) live in a registry: :func:`create_downsampler`,
 :func:`list_downsamplers`, :func:`register_downsampler`.
@@ -40,6 +42,7 @@ __all__ = [
     "LearnedResizer",
     "ResidualDownsampler",
     "SpaceToDepthDownsampler",
+    "WideDownsampler",
     "create_downsampler",
     "downsample_padding_mask",
     "list_downsamplers",
@@ -574,6 +577,94 @@ class SpaceToDepthDownsampler(nn.Module):
         return f"scale={self.scale}"
 
 
+class WideDownsampler(nn.Module):
+    """A bicubic thumbnail plus ``extra_channels`` learned channels of the detail it drops.
+
+    ``thumbnail = concat(interpolate(x), mix(pixel_unshuffle(x)))``: the first ``C`` channels
+    are the fixed antialiased interpolation (bicubic by default), the next ``extra_channels``
+    a learned convolution (:class:`SpaceToDepthDownsampler`, all weights at PyTorch's default
+    initialisation) of all ``C * s^2`` pixels of each ``s x s`` cell. The thumbnail has the
+    same height and width as a 3-channel one, more channels, and no pixel thrown away before
+    the learned layer. The model reading it takes ``C + extra_channels`` input channels: widen
+    its first convolution with :func:`learnthumb.widen_input_conv`, whose new weights start at
+    zero, so the student starts exactly as the same model on the bicubic thumbnail and learns
+    how much of the extra channels to use. Beyond the paper (our design, chosen by the quality
+    suite, docs/quality.md).
+
+    Args:
+        scale: downsampling factor.
+        extra_channels: learned channels after the interpolated ones; by default enough for
+            half of a cell's ``C * s^2`` values in all (21 at 4x and 3 at 2x for RGB), the
+            setting the quality suite measured (docs/quality.md).
+        kernel_size: odd size of the learned convolution, at the thumbnail resolution.
+        mode: interpolation of the first channels (as :class:`InterpolateDownsampler`).
+        antialias: antialiasing of the interpolation.
+        in_channels: channels of the input image.
+
+    Attributes:
+        out_channels: ``in_channels + extra_channels``, the input width the model needs.
+
+    Shape:
+        - input: :math:`(B, C, H, W)`
+        - output: :math:`(B, C + extra, \\lceil H/s \\rceil, \\lceil W/s \\rceil)`
+
+    Example:
+        >>> down = WideDownsampler(4)
+        >>> x = torch.rand(2, 3, 37, 50)
+        >>> down(x).shape
+        torch.Size([2, 24, 10, 13])
+        >>> torch.equal(down(x)[:, :3], InterpolateDownsampler(4)(x))
+        True
+    """
+
+    def __init__(
+        self,
+        scale: int = 4,
+        extra_channels: int | None = None,
+        kernel_size: int = 1,
+        mode: str = "bicubic",
+        antialias: bool = True,
+        in_channels: int = 3,
+    ) -> None:
+        super().__init__()
+        check_positive_int(in_channels, "in_channels")
+        check_positive_int(scale, "scale")
+        if extra_channels is None:
+            # Half of a cell's values in all: 21 learned channels at 4x, 3 at 2x (RGB).
+            extra_channels = max(1, in_channels * scale * scale // 2 - in_channels)
+        self.detail = SpaceToDepthDownsampler(
+            scale, out_channels=extra_channels, kernel_size=kernel_size, in_channels=in_channels
+        )
+        if mode not in _INTERPOLATION_MODES:
+            raise ValueError(f"mode must be one of {_INTERPOLATION_MODES}, got {mode!r}")
+        self.mode = mode
+        self.antialias = bool(antialias)
+        self.scale = scale
+        self.in_channels = in_channels
+        self.out_channels = in_channels + extra_channels
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """PyTorch's default initialisation for every learned weight (no area start)."""
+        self.detail.mix.reset_parameters()
+
+    @torch.jit.unused
+    def _check(self, images: torch.Tensor) -> None:
+        _check_image(images, self.in_channels)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        if not torch.jit.is_scripting():
+            self._check(images)
+        base = _interpolate_down(images, self.scale, self.mode, self.antialias)
+        return torch.cat([base, self.detail(images)], dim=1)
+
+    def extra_repr(self) -> str:
+        return (
+            f"scale={self.scale}, mode={self.mode!r}, antialias={self.antialias}, "
+            f"out_channels={self.out_channels}"
+        )
+
+
 #: The downsampler the library recommends (see docs/quality.md): bicubic plus a learned
 #: residual that starts at zero. It equals antialiased bicubic at initialisation, has no final
 #: activation that could zero a channel, and its bicubic path keeps every channel alive.
@@ -614,7 +705,8 @@ def create_downsampler(name: str, scale: int = 4, **kwargs: object) -> nn.Module
     Args:
         name: one of :func:`list_downsamplers` (``"thumbdet"``, ``"single_conv"``,
             ``"five_layer"``, ``"residual"``, ``"learned_resizer"``, ``"space_to_depth"``,
-            ``"bicubic"``, ``"bilinear"``, ``"area"``, ``"nearest"`` and any registered later).
+            ``"wide"``, ``"bicubic"``, ``"bilinear"``, ``"area"``, ``"nearest"`` and any
+            registered later).
         scale: downsampling factor.
         **kwargs: passed to the module's constructor.
 
@@ -671,6 +763,11 @@ def _learned_resizer(scale: int, **kwargs: object) -> nn.Module:
 @register_downsampler("space_to_depth")
 def _space_to_depth(scale: int, **kwargs: object) -> nn.Module:
     return SpaceToDepthDownsampler(scale, **kwargs)
+
+
+@register_downsampler("wide")
+def _wide(scale: int, **kwargs: object) -> nn.Module:
+    return WideDownsampler(scale, **kwargs)
 
 
 def _register_interpolation(mode: str) -> None:

@@ -35,6 +35,7 @@ from learnthumb import (
     TwoStageSchedule,
     check_thumbnail_health,
     create_downsampler,
+    widen_input_conv,
 )
 
 __all__ = [
@@ -111,6 +112,10 @@ ARMS: dict[str, Arm] = {
     # The families of issue 11, end to end on the task loss like "residual".
     "learned_resizer": Arm("learned_resizer", downsampler_lr=3.0),
     "space_to_depth": Arm("space_to_depth", downsampler_lr=3.0),
+    # Bicubic plus 21 learned channels of each cell's pixels (24 in all: half of a 4x4 RGB
+    # cell's 48 values); the student's stem is widened (learnthumb.widen_input_conv, new
+    # weights zero) to read them.
+    "wide": Arm("wide", kwargs={"extra_channels": 21}, downsampler_lr=3.0),
 }
 # Run by default (residual_kd on request: --arms ... residual_kd).
 DEFAULT_ARMS = (
@@ -280,6 +285,9 @@ def run_arm(
     else:
         downsampler = create_downsampler(arm.downsampler, scale, **arm.kwargs)
     model = copy.deepcopy(teacher).requires_grad_(True)
+    channels = getattr(downsampler, "out_channels", 3)
+    if channels > 3:  # a wide thumbnail: the student's stem takes the extra channels
+        widen_input_conv(model, channels)
     start = time.perf_counter()
     caught: list[str] = []
     if arm.distill:

@@ -11,6 +11,19 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
+def normalise(images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """Normalise the first ``mean.shape[1]`` channels; pass any further ones unchanged.
+
+    The further channels are those of a wide thumbnail
+    (:class:`learnthumb.SpaceToDepthDownsampler` with more outputs than the image has
+    channels), read by a stem widened with :func:`learnthumb.widen_input_conv`.
+    """
+    channels = mean.shape[1]
+    if images.shape[1] == channels:
+        return (images - mean) / std
+    return torch.cat([(images[:, :channels] - mean) / std, images[:, channels:]], dim=1)
+
+
 class DensePredictionNet(nn.Module):
     """timm ``features_only`` backbone (strides 2, 4, 8) + top-down FPN head.
 
@@ -51,7 +64,7 @@ class DensePredictionNet(nn.Module):
         return ["backbone." + name for name in self.backbone.feature_info.module_name()]
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        features = self.backbone((images - self.mean) / self.std)  # [(B, C_l, H/2^l, W/2^l)]
+        features = self.backbone(normalise(images, self.mean, self.std))  # [(B, C_l, H/2^l, W/2^l)]
         merged = self.lateral[-1](features[-1])
         for lateral, feature in zip(self.lateral[-2::-1], features[-2::-1], strict=True):
             merged = lateral(feature) + F.interpolate(
