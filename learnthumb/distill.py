@@ -75,7 +75,8 @@ class ThumbnailDistillation(nn.Module):
     thumbnails, the frozen teacher the full images. Losses (each weighted by
     :class:`DistillWeights`, switched off by a zero weight):
 
-    - ``"moment"``: moment matching between images and thumbnails (Eq. (5)), padding excluded;
+    - ``"moment"``: moment matching between images and thumbnails (Eq. (5)), padding excluded
+      (on a wide thumbnail, :class:`learnthumb.WideDownsampler`, its first ``C`` channels);
     - ``"feature"``: feature distillation (Eq. (8)) between student and teacher maps, taken
       from named submodules (``feature_layers``) or from the model outputs (``features``);
     - ``"logit"``: logit distillation (Eq. (7)) when ``logits`` says where the class logits
@@ -333,7 +334,8 @@ class ThumbnailDistillation(nn.Module):
         if weights.moment > 0 or stage == 1:
             losses["moment"] = weights.moment * moment_matching_loss(
                 images,
-                thumbnail,
+                # A wide thumbnail's first channels are the image-like ones.
+                thumbnail[:, : images.shape[1]],
                 weights.lam,
                 statistic=self.moment_statistic,
                 original_padding_mask=padding_mask,

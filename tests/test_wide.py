@@ -19,9 +19,11 @@ from hypothesis import strategies as st
 
 from learnthumb import (
     InterpolateDownsampler,
+    ThumbnailDistillation,
     WideDownsampler,
     create_downsampler,
     downsample_padding_mask,
+    moment_matching_loss,
     thumbnail_size,
     widen_input_conv,
 )
@@ -137,3 +139,18 @@ def test_bad_input():
         down(torch.rand(3, 16, 16))
     with pytest.raises(ValueError, match=r"images must have 3 channels"):
         down(torch.rand(1, 4, 16, 16))
+
+
+def test_distillation_matches_moments_on_the_image_channels_of_a_wide_thumbnail():
+    torch.manual_seed(0)
+    teacher = timm.create_model("test_efficientnet", num_classes=4)
+    student = widen_input_conv(timm.create_model("test_efficientnet", num_classes=4), 24)
+    down = WideDownsampler(4)
+    distill = ThumbnailDistillation(
+        down, teacher, student, feature_layers=["blocks.1"], logits=lambda output: output
+    )
+    images = torch.rand(2, 3, 64, 64)
+    thumbnail, logits, losses = distill(images, step=0)
+    assert thumbnail.shape == (2, 24, 16, 16) and logits.shape == (2, 4)
+    expected = moment_matching_loss(images, InterpolateDownsampler(4)(images), distill.weights.lam)
+    torch.testing.assert_close(losses["moment"], distill.weights.moment * expected)

@@ -172,7 +172,8 @@ class DeformableDETR(nn.Module):
             padding_mask: True where a pixel is batch padding; ``None`` = no padding.
 
         Shape:
-            - images: :math:`(B, 3, H, W)`.
+            - images: :math:`(B, 3, H, W)`, or :math:`(B, 3 + E, H, W)` for a wide thumbnail
+              whose backbone stem takes the ``E`` extra channels.
             - padding_mask: :math:`(B, H, W)` bool.
 
         Returns:
@@ -182,7 +183,9 @@ class DeformableDETR(nn.Module):
             :math:`(B, C_l, H_l, W_l)`), and for two-stage ``"enc_outputs"``.
         """
         padding_mask = _check_inputs(images, padding_mask)
-        normalised = (images - self.pixel_mean) / self.pixel_std
+        normalised = (images[:, :3] - self.pixel_mean) / self.pixel_std
+        if images.shape[1] > 3:  # a wide thumbnail's learned channels pass unnormalised
+            normalised = torch.cat([normalised, images[:, 3:]], dim=1)
         # Padding is zero after normalisation, as in the official code: pad content is ignored.
         normalised = normalised.masked_fill(padding_mask[:, None], 0.0)
         features = self.backbone(normalised)
@@ -233,7 +236,9 @@ class DeformableDETR(nn.Module):
 def _check_inputs(images: torch.Tensor, padding_mask: torch.Tensor | None) -> torch.Tensor:
     if not isinstance(images, torch.Tensor) or not images.is_floating_point():
         raise TypeError(f"images must be a floating-point tensor, received {type(images)}")
-    if images.dim() != 4 or images.shape[1] != 3:
+    if images.dim() != 4 or images.shape[1] < 3:
+        # More than 3 channels: a wide thumbnail (learnthumb.WideDownsampler) for a backbone
+        # whose stem was widened with learnthumb.widen_input_conv.
         raise ValueError(f"images must have shape (B, 3, H, W), received {tuple(images.shape)}")
     batch, _, height, width = images.shape
     if padding_mask is None:
