@@ -1,7 +1,9 @@
 """Operators of ThumbDet: multi-scale deformable attention (MSDA) with three backends.
 
 ``ms_deform_attn`` / ``MSDeformAttn`` run on a pure-PyTorch path everywhere; compiled C++ (CPU)
-and CUDA kernels are used when built. Importing this package never compiles anything.
+and CUDA kernels are used when built, and the ``auto`` backend compiles the kernel on its first
+eager call (``THUMBDET_MSDA_AUTO_BUILD=0`` switches that off). Importing this package never
+compiles anything.
 """
 
 from ._backends import BACKEND_ENV_VAR, available_backends, traceable_ms_deform_attn

@@ -74,16 +74,19 @@ def _resolve(backend: str, device: torch.device) -> str:
 
 
 def _auto_backend(device_type: str) -> str:
-    """The compiled kernel for ``device_type`` when there is one, else ``"pytorch"``."""
+    """The compiled kernel for ``device_type``, compiled on the first eager call when it is
+    missing (one line on stderr; ``"pytorch"`` when that fails or is switched off)."""
     if device_type not in ("cpu", "cuda"):
         return "pytorch"
-    if torch.compiler.is_compiling():
-        # Looking for a built kernel hashes the sources and loads a library: neither can be
-        # traced (a fullgraph compile would fail on a machine with an empty build cache), so
-        # traced code only uses a kernel that an eager call has already loaded.
+    if torch.compiler.is_compiling() or torch.jit.is_tracing():
+        # Looking for a built kernel hashes the sources and loads a library, and building runs
+        # a compiler: none of it can be traced (a fullgraph compile would fail on a machine with
+        # an empty build cache), so traced code only uses a kernel that an eager call loaded.
         available = _extension.kernel_loaded(device_type)
     else:
-        available = _extension.kernel_available(device_type)
+        available = _extension.kernel_available(device_type) or _extension.build_on_first_use(
+            device_type
+        )
     return device_type if available else "pytorch"
 
 

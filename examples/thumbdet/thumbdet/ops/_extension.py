@@ -4,13 +4,14 @@ Two variants exist: ``cpu`` (C++ only) and ``cuda`` (C++ plus CUDA). Both regist
 ``thumbdet::ms_deform_attn`` operators, so a process loads at most one of them. Builds are cached
 in ``$THUMBDET_BUILD_DIR`` (default ``~/.cache/thumbdet``), in a folder named after a hash of the
 sources, torch version and flags, so an edited source or a new torch rebuilds. Nothing here runs
-at import time.
+at import time; the ``auto`` backend compiles on first use (:func:`build_on_first_use`).
 """
 
 from __future__ import annotations
 
 import functools
 import hashlib
+import logging
 import os
 import re
 import shutil
@@ -21,8 +22,11 @@ from pathlib import Path
 import torch
 
 __all__ = [
+    "AUTO_BUILD_ENV_VAR",
     "BUILD_DIR_ENV_VAR",
+    "auto_build_enabled",
     "build_extension",
+    "build_on_first_use",
     "compiled_ms_deform_attn",
     "kernel_available",
     "kernel_loaded",
@@ -31,6 +35,8 @@ __all__ = [
 ]
 
 BUILD_DIR_ENV_VAR = "THUMBDET_BUILD_DIR"
+#: ``0`` (or ``false``/``no``/``off``) stops the ``auto`` backend from compiling on first use.
+AUTO_BUILD_ENV_VAR = "THUMBDET_MSDA_AUTO_BUILD"
 _SOURCE_DIR = Path(__file__).resolve().parent / "csrc"
 _CPU_SOURCES = ("ms_deform_attn.cpp", "cpu/ms_deform_attn_cpu.cpp")
 _CUDA_SOURCES = ("cuda/ms_deform_attn_cuda.cu",)
@@ -44,6 +50,7 @@ _BUILD_HINT = (
 
 _loaded: dict[str, str | None] = {"variant": None}
 _failed_loads: set[str] = set()
+_failed_auto_builds: set[str] = set()  # device types whose first-use build failed here
 
 
 def loaded_variant() -> str | None:
@@ -201,7 +208,16 @@ def build_extension(
         # cpp_extension reads CUDA_HOME when first imported; an unset or wrong one (no headers)
         # is replaced by the toolkit found above, for this build.
         os.environ["CUDA_HOME"] = cuda_home
-    from torch.utils import cpp_extension  # slow import, only when building
+    logger = logging.getLogger("torch.utils.cpp_extension")
+    level = logger.level
+    if variant == "cpu":
+        # Its import warns that no CUDA runtime is found when no GPU is visible: noise for a
+        # C++-only build, and the lazy build promises one line on stderr.
+        logger.setLevel(logging.ERROR)
+    try:
+        from torch.utils import cpp_extension  # slow import, only when building
+    finally:
+        logger.setLevel(level)
 
     if cuda_home:
         cpp_extension.CUDA_HOME = cuda_home
@@ -303,6 +319,53 @@ def require_kernel(device_type: str) -> None:
         raise RuntimeError(
             f"could not build the {variant} MSDA extension:\n{tail}\n{_BUILD_HINT}"
         ) from error
+
+
+def auto_build_enabled() -> bool:
+    """Whether the ``auto`` backend may compile a missing kernel (``THUMBDET_MSDA_AUTO_BUILD``)."""
+    setting = os.environ.get(AUTO_BUILD_ENV_VAR, "1").strip().lower()
+    return setting not in ("0", "false", "no", "off")
+
+
+def build_on_first_use(device_type: str) -> bool:
+    """Build and load the kernel for ``device_type`` for the ``auto`` backend; never raises.
+
+    Prints one line on stderr before compiling (the build is cached, so this happens once per
+    machine and torch version), and one line if the build fails; then, and when
+    ``THUMBDET_MSDA_AUTO_BUILD=0``, returns False and the caller uses the PyTorch path. A failed
+    build is not retried in the same process.
+
+    Returns:
+        True when the kernel for ``device_type`` is loaded.
+    """
+    if device_type in _failed_auto_builds or not auto_build_enabled():
+        return False
+    if kernel_available(device_type):
+        return True
+    # The same choice as require_kernel: with a GPU and nvcc the CUDA variant (it holds both).
+    variant = "cuda" if torch.cuda.is_available() and cuda_toolkit_usable() else "cpu"
+    kind = "CUDA" if variant == "cuda" else "C++"
+    print(
+        f"thumbdet: compiling the {kind} multi-scale deformable attention kernel once "
+        f"(under a minute; cached in {_build_root()}; {AUTO_BUILD_ENV_VAR}=0 skips it)",
+        file=sys.stderr,
+        flush=True,
+    )
+    try:
+        require_kernel(device_type)
+    except Exception as error:  # no compiler, no ninja, no nvcc, a compile error, ...
+        _failed_auto_builds.add(device_type)
+        cause = error.__cause__ or error
+        lines = [line.strip() for line in str(cause).splitlines() if line.strip()]
+        reason = (lines[-1] if lines else type(cause).__name__)[:200]
+        print(
+            f"thumbdet: could not build the {kind} MSDA kernel ({reason}); using the PyTorch "
+            "path (`python -m thumbdet.ops.build --verbose` shows the compiler output)",
+            file=sys.stderr,
+            flush=True,
+        )
+        return False
+    return True
 
 
 def compiled_ms_deform_attn(

@@ -38,7 +38,8 @@ def ms_deform_attn(
         level_start_index: int64 offset of each level along S.
         sampling_locations: normalised (x, y) sampling points.
         attention_weights: weight of each sampling point (usually softmax over L*P).
-        backend: ``"auto"`` (compiled kernel for the device when built, else PyTorch),
+        backend: ``"auto"`` (the compiled kernel for the device, compiled on the first eager
+            call if missing; PyTorch if that fails or ``THUMBDET_MSDA_AUTO_BUILD=0``),
             ``"pytorch"``, ``"cpu"`` or ``"cuda"``. The environment variable
             ``THUMBDET_MSDA_BACKEND`` overrides it.
 
