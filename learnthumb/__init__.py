@@ -44,9 +44,11 @@ from learnthumb.metrics import (
 )
 from learnthumb.pretrained import from_pretrained, load_pretrained_config, save_pretrained
 from learnthumb.query_filter import QueryFilter, query_filter
+from learnthumb.saliency_sampler import SaliencySampler, saliency_sample
 from learnthumb.schedule import DistillWeights, TwoStageSchedule
 from learnthumb.stem import find_input_conv, widen_input_conv
 from learnthumb.taps import FeatureTap
+from learnthumb.warps import SeparableWarp
 from learnthumb.wrappers import (
     Thumbnailed,
     rescale_boxes,
@@ -71,6 +73,8 @@ __all__ = [
     "MomentMatchingLoss",
     "QueryFilter",
     "ResidualDownsampler",
+    "SaliencySampler",
+    "SeparableWarp",
     "SpaceToDepthDownsampler",
     "ThumbnailDistillation",
     "ThumbnailHealthReport",
@@ -100,6 +104,7 @@ __all__ = [
     "register_mac_formula",
     "rescale_boxes",
     "rescale_keypoints",
+    "saliency_sample",
     "save_pretrained",
     "thumbnail_size",
     "upsample_padded",

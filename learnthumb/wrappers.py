@@ -14,6 +14,7 @@ mapping that ``F.interpolate(..., align_corners=False)`` uses.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -22,6 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from learnthumb._checks import check_floating, check_tensor
+from learnthumb.warps import SeparableWarp
 
 __all__ = [
     "BOX_FORMATS",
@@ -295,6 +297,24 @@ def _check_common_stride(map_size: tuple[int, int], padded_size: tuple[int, int]
 
 
 # ----------------------------------------------------------------------------------- wrapper
+def _accepts_warp(restore: Callable[..., Any]) -> bool:
+    """Whether ``restore`` takes a ``warp`` keyword argument (named, not only ``**kwargs``)."""
+    try:
+        parameters = inspect.signature(restore).parameters
+    except (TypeError, ValueError):  # builtins without a signature
+        return False
+    parameter = parameters.get("warp")
+    return parameter is not None and parameter.kind in (
+        inspect.Parameter.POSITIONAL_OR_KEYWORD,
+        inspect.Parameter.KEYWORD_ONLY,
+    )
+
+
+def _warps(downsampler: nn.Module) -> bool:
+    """Whether ``downsampler`` warps: it has ``sample(images) -> (thumbnail, warp)``."""
+    return callable(getattr(downsampler, "sample", None))
+
+
 class Thumbnailed(nn.Module):
     """Run ``model`` on learned (or interpolated) thumbnails of its input images.
 
@@ -302,14 +322,24 @@ class Thumbnailed(nn.Module):
     ``model(downsampler(images), *args, **kwargs)``: extra arguments (targets, masks, ...)
     reach the model untouched, so anything given in image coordinates must already be mapped to
     the thumbnail (e.g. with :func:`rescale_boxes`). An optional ``restore`` callable maps the
-    model's output back to full size; it receives ``(output, thumbnail_size, image_size)``.
+    model's output back to full size; it receives ``(output, thumbnail_size, image_size)``, and
+    also ``warp=`` (a :class:`learnthumb.SeparableWarp`) when it has a parameter named ``warp``.
+
+    The warp is how the thumbnail was made: a uniform one for every plain downsampler, the
+    content-adaptive one of a warping downsampler (one with a ``sample(images) -> (thumbnail,
+    warp)`` method, e.g. :class:`learnthumb.SaliencySampler`). A restore written with the warp
+    (``warp.boxes_to_image``, ``warp.points_to_image``, ``warp.masks_to_image``) is right for
+    every downsampler; a warping downsampler needs one, since plain rescaling would silently
+    misplace its outputs.
 
     Args:
         model: any module that accepts a ``(B, C, h, w)`` image batch first.
         downsampler: any module mapping ``(B, C, H, W)`` to ``(B, C, h, w)``, e.g.
             ``learnthumb.ConvDownsampler(scale=4)``.
         restore: optional ``restore(output, thumbnail_size, image_size)`` applied to the
-            model's output, e.g. ``lambda logits, _, size: upsample_to(logits, size)``.
+            model's output, e.g. ``lambda logits, _, size: upsample_to(logits, size)``, or
+            ``restore(output, thumbnail_size, image_size, *, warp)``, e.g.
+            ``lambda logits, _, size, *, warp: warp.masks_to_image(logits)``.
 
     Shape:
         - images: :math:`(B, C, H, W)`.
@@ -321,6 +351,11 @@ class Thumbnailed(nn.Module):
         >>> net = Thumbnailed(model, nn.AvgPool2d(4), restore=lambda y, _, s: upsample_to(y, s))
         >>> net(torch.rand(2, 3, 64, 48)).shape
         torch.Size([2, 5, 64, 48])
+        >>> from learnthumb import SaliencySampler
+        >>> def restore(logits, thumbnail_size, image_size, *, warp):
+        ...     return warp.masks_to_image(logits)
+        >>> Thumbnailed(model, SaliencySampler(4), restore=restore)(torch.rand(2, 3, 37, 50)).shape
+        torch.Size([2, 5, 37, 50])
     """
 
     def __init__(
@@ -328,7 +363,7 @@ class Thumbnailed(nn.Module):
         model: nn.Module,
         downsampler: nn.Module,
         *,
-        restore: Callable[[Any, tuple[int, int], tuple[int, int]], Any] | None = None,
+        restore: Callable[..., Any] | None = None,
     ) -> None:
         super().__init__()
         if not isinstance(model, nn.Module):
@@ -337,22 +372,59 @@ class Thumbnailed(nn.Module):
             raise TypeError(f"downsampler must be an nn.Module, got {type(downsampler).__name__}")
         if restore is not None and not callable(restore):
             raise TypeError(f"restore must be callable or None, got {type(restore).__name__}")
+        restore_takes_warp = restore is not None and _accepts_warp(restore)
+        if restore is not None and not restore_takes_warp and _warps(downsampler):
+            raise TypeError(
+                f"restore must take a warp= argument with a warping downsampler "
+                f"({type(downsampler).__name__}): restore(output, thumbnail_size, image_size, "
+                "*, warp) and map back with warp.boxes_to_image / points_to_image / "
+                "masks_to_image"
+            )
         self.model = model
         self.downsampler = downsampler
         self.restore = restore
+        self._restore_takes_warp = restore_takes_warp
 
     def thumbnail(self, images: Tensor) -> Tensor:
         """The downsampler's output for ``images``, (B, C, H, W) -> (B, C, h, w)."""
+        self._check_images(images)
+        return self.downsampler(images)
+
+    def thumbnail_and_warp(self, images: Tensor) -> tuple[Tensor, SeparableWarp]:
+        """The thumbnail and the :class:`learnthumb.SeparableWarp` that maps back from it.
+
+        Shape:
+            - images: :math:`(B, C, H, W)`.
+            - output: :math:`(B, C, h, w)` and a warp of batch size :math:`B`.
+        """
+        self._check_images(images)
+        if _warps(self.downsampler):
+            return self.downsampler.sample(images)
+        thumbnail = self.downsampler(images)
+        warp = SeparableWarp.uniform(
+            (images.shape[-2], images.shape[-1]),
+            (thumbnail.shape[-2], thumbnail.shape[-1]),
+            batch_size=images.shape[0],
+            device=images.device,
+        )
+        return thumbnail, warp
+
+    @staticmethod
+    def _check_images(images: Tensor) -> None:
         check_tensor(images, "images")
         if images.dim() != 4:
             raise ValueError(f"images must have shape (B, C, H, W), got {tuple(images.shape)}")
-        return self.downsampler(images)
 
     def forward(self, images: Tensor, *args: Any, **kwargs: Any) -> Any:
-        thumbnail = self.thumbnail(images)
+        if self._restore_takes_warp:
+            thumbnail, warp = self.thumbnail_and_warp(images)
+        else:
+            thumbnail = self.thumbnail(images)
         output = self.model(thumbnail, *args, **kwargs)
         if self.restore is None:
             return output
         thumbnail_size = (thumbnail.shape[-2], thumbnail.shape[-1])
         image_size = (images.shape[-2], images.shape[-1])
+        if self._restore_takes_warp:
+            return self.restore(output, thumbnail_size, image_size, warp=warp)
         return self.restore(output, thumbnail_size, image_size)

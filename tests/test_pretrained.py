@@ -32,6 +32,7 @@ NON_DEFAULT_KWARGS: dict[str, dict[str, object]] = {
     "space_to_depth": {"out_channels": 5, "kernel_size": 3},
     "wide": {"extra_channels": 4},
     "bicubic": {"antialias": False},
+    "saliency_sampler": {"hidden_channels": 4, "uniform_weight": 0.25},
 }
 
 
