@@ -1,14 +1,17 @@
 """The ``thumbdet`` command: ``train``, ``eval`` and ``convert`` here, others from their modules.
 
-``demo``, ``ablate``, ``thumbnail`` and ``export`` live in :mod:`thumbdet.demo`,
-:mod:`thumbdet.ablate` and :mod:`thumbdet.tools`; each exposes ``add_parser(subparsers)``
-that registers its subcommands with ``set_defaults(func=...)``, ``func(args) -> int``.
+``demo``, ``ablate``, ``thumbnail``, ``export`` and ``bench`` live in :mod:`thumbdet.demo`,
+:mod:`thumbdet.ablate`, :mod:`thumbdet.tools` and :mod:`thumbdet.bench`; each exposes
+``add_parser(subparsers)`` that registers its subcommands with ``set_defaults(func=...)``,
+``func(args) -> int``. Those modules import torch and the models, so only the module of the
+subcommand being run is imported (``thumbdet --help`` stays fast).
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import json
 import logging
 import os
@@ -16,12 +19,71 @@ import re
 import sys
 from collections.abc import Sequence
 
-from thumbdet.config import MODES, TrainConfig
+from thumbdet import __version__
+from thumbdet.config import MODES, TrainConfig, parse_model_overrides, read_config_file
 
 __all__ = ["build_parser", "config_from_args", "main"]
 
-_PLUGIN_MODULES = ("thumbdet.demo", "thumbdet.ablate", "thumbdet.tools", "thumbdet.bench")
+#: Subcommands defined in other modules: name -> (module, one-line help shown by
+#: ``thumbdet --help`` without importing the module; a test checks it equals the module's).
+PLUGIN_COMMANDS = {
+    "demo": (
+        "thumbdet.demo",
+        "train teacher, bicubic and ThumbDet students on generated data (CPU)",
+    ),
+    "ablate": ("thumbdet.ablate", "the paper's ablations (Tables 3-6) at demo scale"),
+    "thumbnail": ("thumbdet.tools", "save the learned thumbnails of images (student checkpoint)"),
+    "export": ("thumbdet.tools", "export a checkpoint's detector to ONNX"),
+    "bench": ("thumbdet.bench", "time detector inference with optional fast paths"),
+}
 _DEFAULTS = TrainConfig()
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Every flag's help ends with its default; ``None`` defaults are not shown."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        if action.default is None or action.default is False or action.default == []:
+            return action.help or ""
+        return super()._get_help_string(action)
+
+
+class _Parser(argparse.ArgumentParser):
+    """The parser of ``thumbdet`` and of each subcommand: help with defaults."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("formatter_class", _HelpFormatter)
+        super().__init__(*args, **kwargs)
+
+
+def _field_help() -> dict[str, str]:
+    """``TrainConfig`` field -> its description in the class docstring's Args section (the
+    help of a flag that gives none itself, so each setting is described once)."""
+    helps: dict[str, str] = {}
+    name = None
+    for line in (TrainConfig.__doc__ or "").split("Args:", 1)[-1].splitlines():
+        match = re.match(r"^ {8}(\w+): (.*)$", line)
+        if match:
+            name, text = match.groups()
+            helps[name] = text
+        elif name and line.startswith(" " * 12):
+            helps[name] += " " + line.strip()
+        elif line.strip():
+            name = None
+    helps = {key: text.replace("``", "").rstrip(".") for key, text in helps.items()}
+    # Flag help starts in lower case, as argparse's own; "AdamW", "COCO" keep theirs.
+    return {
+        key: text[:1].lower() + text[1:] if text.split(" ", 1)[0][1:].islower() else text
+        for key, text in helps.items()
+    }
+
+
+def _fill_help(parser: argparse.ArgumentParser) -> None:
+    """Give flags without a help text the description of their ``TrainConfig`` field."""
+    helps = _field_help()
+    for action in parser._actions:
+        if action.help is None and action.dest in helps:
+            action.help = helps[action.dest]
 
 
 def _add_data_flags(parser: argparse.ArgumentParser, train: bool) -> None:
@@ -40,8 +102,8 @@ def _add_data_flags(parser: argparse.ArgumentParser, train: bool) -> None:
         type=int,
         nargs="+",
         default=None,
-        help="short side(s) for multi-scale resizing; evaluation uses the largest "
-        "(default: 480 512 ... 800; small datasets: e.g. 96 112 128)",
+        help="short side(s) for multi-scale resizing; evaluation uses the largest; unset: "
+        "480 512 ... 800 (small datasets: e.g. 96 112 128)",
     )
     data.add_argument(
         "--max-size",
@@ -56,8 +118,15 @@ def _add_data_flags(parser: argparse.ArgumentParser, train: bool) -> None:
             default=_DEFAULTS.augmentation,
             help="deformable_detr: flip + multi-scale resize + random crop; flip: no crop",
         )
-    data.add_argument("--batch-size", type=int, default=_DEFAULTS.batch_size)
-    data.add_argument("--num-workers", type=int, default=_DEFAULTS.num_workers)
+    data.add_argument(
+        "--batch-size", type=int, default=_DEFAULTS.batch_size, help="images per process and step"
+    )
+    data.add_argument(
+        "--num-workers",
+        type=int,
+        default=_DEFAULTS.num_workers,
+        help="data loader worker processes per process",
+    )
     data.add_argument(
         "--skip-bad-images",
         action="store_true",
@@ -78,7 +147,23 @@ def _add_train_parser(subparsers: argparse._SubParsersAction) -> None:
         "torchrun for multi-GPU / multi-node runs.",
     )
     parser.add_argument(
+        "--config",
+        metavar="FILE",
+        help="JSON (or YAML, with PyYAML) file of settings: keys are the flags' names with "
+        "underscores (batch_size, no_moment, model: {num_queries: 12}); flags given here win",
+    )
+    parser.add_argument(
         "--preset", default=_DEFAULTS.preset, help="detector preset (tiny, paper_r50)"
+    )
+    parser.add_argument(
+        "--model",
+        action="append",
+        metavar="KEY=VALUE",
+        default=[],
+        help="set a field of the preset's DetectorConfig, repeatable: e.g. --model "
+        "num_queries=12 --model with_box_refine=true (also enc_layers, dec_layers, d_model, "
+        "nheads, backbone, two_stage, ...; booleans true/false, tuples 1,1,1,1, none; an "
+        "unknown KEY lists them all)",
     )
     parser.add_argument("--output", required=True, help="folder for checkpoint.pth and log.jsonl")
     parser.add_argument("--epochs", type=int, default=_DEFAULTS.epochs)
@@ -119,7 +204,7 @@ def _add_train_parser(subparsers: argparse._SubParsersAction) -> None:
     modes.add_argument(
         "--downsampler",
         default=_DEFAULTS.downsampler,
-        help="learned downsampler from learnthumb's registry (default: the paper's)",
+        help="learned downsampler from learnthumb's registry (thumbdet: the paper's)",
     )
     modes.add_argument("--stage1-epochs", type=int, default=_DEFAULTS.stage1_epochs)
     modes.add_argument("--one-stage", action="store_true", help="skip stage one (Table 5)")
@@ -148,6 +233,7 @@ def _add_train_parser(subparsers: argparse._SubParsersAction) -> None:
     modes.add_argument(
         "--student-init", choices=("random", "teacher"), default=_DEFAULTS.student_init
     )
+    _fill_help(parser)
     parser.set_defaults(func=_run_train)
 
 
@@ -158,10 +244,13 @@ def _add_eval_parser(subparsers: argparse._SubParsersAction) -> None:
         description="Evaluate a checkpoint with pycocotools. Students get the full-size images "
         "and run their own downsampler; boxes are scored in original image coordinates.",
     )
-    parser.add_argument("--checkpoint", required=True)
+    parser.add_argument(
+        "--checkpoint", required=True, help="checkpoint file or run folder of any mode"
+    )
     parser.add_argument("--output", help="JSON file for AP, AP50, AP75, APs, APm, APl (percent)")
     parser.add_argument("--verbose", action="store_true", help="print pycocotools' summary")
     _add_data_flags(parser, train=False)
+    _fill_help(parser)
     parser.set_defaults(func=_run_eval)
 
 
@@ -243,7 +332,82 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         one_stage=args.one_stage,
         max_steps_per_epoch=args.max_steps_per_epoch,
         skip_bad_images=args.skip_bad_images,
+        model_overrides=parse_model_overrides(args.model),
     )
+
+
+def _config_value(action: argparse.Action, value: object, where: str) -> object:
+    """A ``--config`` value for ``action``, converted and checked as its flag would be."""
+    name = f"{where}: {action.dest} ({action.option_strings[0]})"
+    if action.dest == "model":  # {key: value} or ["key=value"]: parsed like --model flags
+        if isinstance(value, dict):
+            return [f"{key}={_model_text(item)}" for key, item in value.items()]
+        if isinstance(value, list) and all(isinstance(item, str) for item in value):
+            return value
+        raise ValueError(f"{name}: expected a mapping of KEY: VALUE, got {value!r}")
+    if action.nargs == 0:  # store_true
+        if not isinstance(value, bool):
+            raise ValueError(f"{name}: expected true or false, got {value!r}")
+        return value
+    if value is None:
+        return None
+    if action.nargs == "+":
+        if not isinstance(value, list) or not value:
+            raise ValueError(f"{name}: expected a list, got {value!r}")
+        return [_config_scalar(action, item, name) for item in value]
+    return _config_scalar(action, value, name)
+
+
+def _model_text(value: object) -> str:
+    """A JSON/YAML value as the text of ``--model KEY=TEXT``."""
+    if value is None:
+        return "none"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list):
+        return ",".join(map(str, value))
+    return str(value)
+
+
+def _config_scalar(action: argparse.Action, value: object, name: str) -> object:
+    kind = action.type or str
+    expected = {int: "an integer", float: "a number", str: "a string"}.get(kind, "a value")
+    if isinstance(value, str) and kind is not str:
+        try:
+            value = kind(value)
+        except ValueError:
+            raise ValueError(f"{name}: expected {expected}, got {value!r}") from None
+    numeric = (int,) if kind is int else (int, float) if kind is float else (str,)
+    if isinstance(value, bool) or not isinstance(value, numeric):
+        raise ValueError(f"{name}: expected {expected}, got {value!r}")
+    if action.choices is not None and value not in action.choices:
+        choices = ", ".join(map(str, action.choices))
+        raise ValueError(f"{name}: expected one of {choices}, got {value!r}")
+    return kind(value)
+
+
+def apply_config_file(parser: argparse.ArgumentParser, path: str) -> None:
+    """Make the settings of a ``--config`` file the defaults of ``parser`` (a subcommand's), so
+    that flags on the command line override them.
+
+    Raises:
+        ValueError: one line naming the file and the key: unknown keys (listing the valid
+            ones) and values that the flag would refuse.
+    """
+    actions = {
+        action.dest: action
+        for action in parser._actions
+        if action.option_strings and action.dest not in ("help", "config")
+    }
+    defaults = {}
+    for key, value in read_config_file(path).items():
+        if key not in actions:
+            raise ValueError(
+                f"--config {path}: unknown key {key!r}; valid keys: {', '.join(sorted(actions))}"
+            )
+        defaults[key] = _config_value(actions[key], value, f"--config {path}")
+        actions[key].required = False
+    parser.set_defaults(**defaults)
 
 
 def _run_train(args: argparse.Namespace) -> int:
@@ -303,30 +467,64 @@ def _run_convert(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The ``thumbdet`` argument parser with every available subcommand."""
-    parser = argparse.ArgumentParser(
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The ``thumbdet`` argument parser.
+
+    Args:
+        command: the subcommand about to run. Of the subcommands in :data:`PLUGIN_COMMANDS`,
+            only its module is imported; the others are listed with their one-line help.
+            ``None``: every subcommand in full.
+    """
+    parser = _Parser(
         prog="thumbdet",
         description="ThumbDet: object detection on learned thumbnails (Deformable DETR).",
     )
-    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     _add_train_parser(subparsers)
     _add_eval_parser(subparsers)
     _add_convert_parser(subparsers)
-    for module_name in _PLUGIN_MODULES:
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as error:
-            if error.name != module_name:
-                raise
-            continue  # that subcommand is not part of this installation
-        module.add_parser(subparsers)
+    # Full parsers first (a module may register several subcommands), then placeholders.
+    for name, (module_name, _) in PLUGIN_COMMANDS.items():
+        if command in (None, name) and name not in subparsers.choices:
+            if importlib.util.find_spec(module_name) is not None:
+                importlib.import_module(module_name).add_parser(subparsers)
+    for name, (module_name, help_text) in PLUGIN_COMMANDS.items():
+        if name in subparsers.choices or importlib.util.find_spec(module_name) is None:
+            continue  # registered in full, or not part of this installation
+        subparsers.add_parser(name, help=help_text, description=help_text)
     return parser
+
+
+def subcommand_parsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    """Name -> parser of each subcommand of :func:`build_parser`'s parser."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return dict(action.choices)
+    return {}
+
+
+def _requested_command(argv: Sequence[str]) -> str:
+    """The subcommand named in ``argv`` (the first word that is not an option), or ``""``."""
+    return next((word for word in argv if not word.startswith("-")), "")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``thumbdet`` console script; returns the exit status."""
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = _requested_command(argv)
+    parser = build_parser(command)
+    # The --config file first: its settings become the defaults that the other flags override
+    # (a full parse now would already refuse a required flag that the file gives).
+    config_reader = argparse.ArgumentParser(add_help=False)
+    config_reader.add_argument("--config")
+    config_file = config_reader.parse_known_args(argv)[0].config
+    if config_file is not None and command == "train":
+        try:
+            apply_config_file(subcommand_parsers(parser)[command], config_file)
+        except (ValueError, OSError) as error:
+            print(f"thumbdet {command}: error: {_one_line(error)}", file=sys.stderr)
+            return 1
     args = parser.parse_args(argv)
     if getattr(args, "func", None) is None:
         parser.print_help()

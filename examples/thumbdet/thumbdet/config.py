@@ -4,13 +4,22 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from thumbdet.validation import check_data_settings, check_device, check_number, flag
 
-__all__ = ["MODES", "TrainConfig"]
+__all__ = [
+    "MODEL_KEYS_SET_ELSEWHERE",
+    "MODES",
+    "TrainConfig",
+    "check_model_overrides",
+    "model_keys",
+    "parse_model_overrides",
+    "read_config_file",
+]
 
 #: Training modes of ``thumbdet train --mode``: the full-size teacher, the detector on bicubic
 #: thumbnails, and the paper's learned thumbnails with distillation.
@@ -163,6 +172,17 @@ class TrainConfig:
             raise ValueError("val_images and val_ann must be given together")
         self._check_numbers()
         check_device(self.device)
+        self._check_model()
+
+    def _check_model(self) -> None:
+        """The preset exists and the overrides give a valid detector (``d_model % nheads``...)."""
+        from thumbdet.models import get_config
+
+        check_model_overrides(self.model_overrides)
+        try:
+            get_config(self.preset, **self.model_overrides)
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"--preset {self.preset} with --model overrides: {error}") from None
 
     def _check_numbers(self) -> None:
         """Every numeric setting in its range (one line naming the flag)."""
@@ -201,3 +221,134 @@ class TrainConfig:
         if unknown:
             raise ValueError(f"unknown TrainConfig keys: {unknown}")
         return cls(**values)
+
+
+#: ``DetectorConfig`` fields that ``--model`` does not set, and what sets them instead.
+MODEL_KEYS_SET_ELSEWHERE = {
+    "preset": "--preset",
+    "num_classes": "the training data's categories",
+    "pretrained_backbone": "--pretrained-backbone",
+    "backbone_weights": "--backbone-weights",
+    "lr": "--lr",
+    "lr_backbone": "--lr-backbone",
+    "weight_decay": "--weight-decay",
+    "clip_max_norm": "--clip-max-norm",
+}
+_TRUE, _FALSE = ("true", "yes", "on", "1"), ("false", "no", "off", "0")
+
+
+def _detector_fields() -> dict[str, Any]:
+    """``DetectorConfig`` field name -> its type (imported here: the CLI's help stays fast)."""
+    from thumbdet.models.presets import DetectorConfig
+
+    return typing.get_type_hints(DetectorConfig)
+
+
+def model_keys() -> list[str]:
+    """The ``DetectorConfig`` fields ``thumbdet train --model KEY=VALUE`` sets."""
+    return sorted(set(_detector_fields()) - set(MODEL_KEYS_SET_ELSEWHERE))
+
+
+def _model_value(key: str, value: Any, kind: Any) -> Any:
+    """``value`` (text from the command line, or a JSON/YAML value) as a value of type ``kind``.
+
+    Raises:
+        ValueError: one line naming ``--model KEY`` with what was expected and what was given.
+    """
+    options = typing.get_args(kind) if typing.get_origin(kind) is not None else ()
+    if type(None) in options:  # X | None
+        if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
+            return None
+        kind = next(option for option in options if option is not type(None))
+    if typing.get_origin(kind) is tuple:  # tuple[int, ...]: "1,2,2,2" or a list
+        items = value.split(",") if isinstance(value, str) else value
+        if not isinstance(items, (list, tuple)) or not items:
+            raise ValueError(f"--model {key}: expected comma-separated integers, got {value!r}")
+        return tuple(_model_value(key, item, int) for item in items)
+    if kind is bool:
+        text = str(value).strip().lower() if isinstance(value, (str, bool)) else None
+        if text in _TRUE:
+            return True
+        if text in _FALSE:
+            return False
+        raise ValueError(f"--model {key}: expected true or false, got {value!r}")
+    if kind in (int, float):
+        name = "an integer" if kind is int else "a number"
+        if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+            raise ValueError(f"--model {key}: expected {name}, got {value!r}")
+        try:
+            number = kind(value.strip()) if isinstance(value, str) else value
+        except ValueError:
+            raise ValueError(f"--model {key}: expected {name}, got {value!r}") from None
+        if kind is int and number != int(number):
+            raise ValueError(f"--model {key}: expected {name}, got {value!r}")
+        return kind(number)
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"--model {key}: expected a name, got {value!r}")
+    return value
+
+
+def check_model_overrides(overrides: dict[str, Any]) -> dict[str, Any]:
+    """Overrides of ``DetectorConfig`` fields, each converted to its field's type.
+
+    Raises:
+        ValueError: one line naming the key: unknown (listing the valid ones), set by another
+            flag, or a value of the wrong type.
+    """
+    if not overrides:
+        return {}
+    fields = _detector_fields()
+    checked = {}
+    for key, value in overrides.items():
+        if key in MODEL_KEYS_SET_ELSEWHERE:
+            raise ValueError(f"--model {key}: set by {MODEL_KEYS_SET_ELSEWHERE[key]}")
+        if key not in fields:
+            raise ValueError(f"--model {key}: unknown key; valid keys: {', '.join(model_keys())}")
+        checked[key] = _model_value(key, value, fields[key])
+    return checked
+
+
+def parse_model_overrides(items: list[str] | None) -> dict[str, Any]:
+    """``["num_queries=12", "with_box_refine=true"]`` -> ``{"num_queries": 12, ...}``, typed and
+    checked by :func:`check_model_overrides`; a later item wins over an earlier one.
+
+    Example:
+        >>> parse_model_overrides(["num_queries=12", "with_box_refine=true"])
+        {'num_queries': 12, 'with_box_refine': True}
+    """
+    overrides = {}
+    for item in items or ():
+        key, equals, value = item.partition("=")
+        if not equals or not key.strip():
+            raise ValueError(f"--model {item}: expected KEY=VALUE, e.g. num_queries=100")
+        overrides[key.strip()] = value
+    return check_model_overrides(overrides)
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """The mapping in a JSON file, or a YAML file (``.yaml``/``.yml``, needs PyYAML).
+
+    Raises:
+        ValueError: unreadable or not a mapping, or YAML without PyYAML (one line, naming it).
+    """
+    path = Path(path)
+    text = path.read_text()
+    if path.suffix.lower() in (".yaml", ".yml"):
+        try:
+            import yaml
+        except ModuleNotFoundError:
+            raise ValueError(
+                f"--config {path}: YAML needs PyYAML (pip install pyyaml), or use JSON"
+            ) from None
+        try:
+            values = yaml.safe_load(text)
+        except yaml.YAMLError as error:
+            raise ValueError(f"--config {path}: not valid YAML: {error}") from None
+    else:
+        try:
+            values = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"--config {path}: not valid JSON: {error}") from None
+    if not isinstance(values, dict):
+        raise ValueError(f"--config {path}: expected a mapping of settings, got {values!r:.80}")
+    return values

@@ -10,8 +10,10 @@ import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 __all__ = [
     "check_data_settings",
@@ -107,6 +109,8 @@ def check_device(device: str | None) -> torch.device | None:
     """
     if device is None:
         return None
+    import torch  # here, not at the top: the CLI's help does not need torch
+
     try:
         parsed = torch.device(device)
     except (RuntimeError, TypeError, ValueError):
