@@ -207,7 +207,10 @@ def _run(args: argparse.Namespace) -> int:
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register ``thumbdet ablate`` on the CLI."""
     parser = subparsers.add_parser(
-        "ablate", help="the paper's ablations (Tables 3-6) at demo scale"
+        "ablate",
+        help="the paper's ablations (Tables 3-6) at demo scale",
+        description="Reproduce one of the paper's ablation tables (3-6) with the demo's data "
+        "and recipe; reuses the demo's teacher and phases when their settings match.",
     )
     parser.add_argument("table", choices=sorted(TABLES), help="which table to reproduce")
     parser.add_argument(

@@ -289,19 +289,23 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "see `python -m benchmarks.run` in the repository.",
     )
     parser.add_argument("--preset", default="tiny", help="detector preset (tiny, paper_r50)")
-    parser.add_argument("--variant", choices=VARIANTS, default="teacher")
+    parser.add_argument(
+        "--variant", choices=VARIANTS, default="teacher", help="full-size teacher or a student"
+    )
     parser.add_argument("--scale", type=int, default=4, help="thumbnail factor of students")
     parser.add_argument("--checkpoint", default=None, help="time a trained checkpoint instead")
     parser.add_argument(
         "--image-size", type=int, nargs=2, metavar=("H", "W"), default=None,
         help="full-size input (default: 800 1333 for paper_r50, 128 128 for tiny)",
     )  # fmt: skip
-    parser.add_argument("--batch-size", type=int, default=1)
+    parser.add_argument("--batch-size", type=int, default=1, help="images per call")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the model")
     parser.add_argument("--compile-mode", default=None, help="e.g. reduce-overhead")
     parser.add_argument("--amp", action="store_true", help="autocast (bf16 on CPU, fp16 on GPU)")
-    parser.add_argument("--amp-dtype", choices=sorted(_AMP_DTYPES), default=None)
+    parser.add_argument(
+        "--amp-dtype", choices=sorted(_AMP_DTYPES), default=None, help="instead of --amp's"
+    )
     parser.add_argument(
         "--amp-scope", choices=("model", "backbone"), default="model",
         help="autocast the whole model or only the backbone",
@@ -309,10 +313,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--channels-last", action="store_true", help="NHWC convolutions")
     parser.add_argument("--cuda-graph", action="store_true", help="replay a CUDA graph")
     parser.add_argument(
-        "--msda-backend", choices=("auto", "pytorch", "cpu", "cuda"), default="auto"
+        "--msda-backend",
+        choices=("auto", "pytorch", "cpu", "cuda"),
+        default="auto",
+        help="multi-scale deformable attention backend (thumbdet.ops)",
     )
-    parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--warmup", type=int, default=2, help="untimed calls first")
+    parser.add_argument("--repeats", type=int, default=10, help="timed calls")
     parser.add_argument("--json", default=None, help="also write the result to this JSON file")
     parser.set_defaults(func=run)
 

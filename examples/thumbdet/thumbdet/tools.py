@@ -250,16 +250,24 @@ def _run_export(args: argparse.Namespace) -> int:
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register the ``thumbnail`` and ``export`` subcommands on the ``thumbdet`` CLI."""
     thumbnail = subparsers.add_parser(
-        "thumbnail", help="save the learned thumbnails of images (student checkpoint)"
+        "thumbnail",
+        help="save the learned thumbnails of images (student checkpoint)",
+        description="Run a student's downsampler on image files and save each thumbnail as "
+        "a PNG, to look at what the detector sees.",
     )
     thumbnail.add_argument("--checkpoint", required=True, help="a bicubic or thumbdet checkpoint")
     thumbnail.add_argument("images", nargs="+", help="image files")
     thumbnail.add_argument("--output", required=True, help="folder for the thumbnails")
     thumbnail.set_defaults(func=_run_thumbnail)
 
-    export = subparsers.add_parser("export", help="export a checkpoint's detector to ONNX")
-    export.add_argument("--checkpoint", required=True)
-    export.add_argument("--format", choices=["onnx"], default="onnx")
+    export = subparsers.add_parser(
+        "export",
+        help="export a checkpoint's detector to ONNX",
+        description="Export the detector of a checkpoint (and a student's downsampler) to ONNX, "
+        "traced with an example input of --image-size.",
+    )
+    export.add_argument("--checkpoint", required=True, help="checkpoint file or run folder")
+    export.add_argument("--format", choices=["onnx"], default="onnx", help="file format")
     export.add_argument("--output", default=None, help="folder (default: next to the checkpoint)")
     export.add_argument(
         "--image-size",
