@@ -34,7 +34,7 @@ from benchmarks.quality.stats import paired_difference, summarize
 from benchmarks.quality.tasks import TASKS, task_spec
 
 BASELINE = "bicubic"
-QUICK_ARMS = ("area", "bicubic", "residual", "thumbdet")
+QUICK_ARMS = ("area", "bicubic", "thumbdet", "wide")
 QUICK_BUDGET = Budget(teacher_steps=200, student_steps=100)
 
 

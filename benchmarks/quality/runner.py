@@ -128,6 +128,7 @@ DEFAULT_ARMS = (
     "residual",
     "learned_resizer",
     "space_to_depth",
+    "wide",
 )
 
 
