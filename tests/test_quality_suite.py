@@ -73,10 +73,11 @@ def test_a_tiny_suite_run_scores_every_kind_of_arm(tmp_path):
     teacher, record = train_teacher(spec, data, budget, tmp_path)
     _, again = train_teacher(spec, data, budget, tmp_path)  # read back, not retrained
     assert again == record and len(list(tmp_path.glob("*.pt"))) == 1
-    for arm in ("bicubic", "residual", "thumbdet"):
+    for arm, channels in [("bicubic", 3), ("residual", 3), ("thumbdet", 3), ("wide", 24),
+                          ("saliency_sampler", 3)]:  # fmt: skip
         result = run_arm(spec, data, teacher, arm, 4, seed=0, budget=budget)
         assert 0.0 <= result["metrics"]["box_ap"] <= 100.0
-        assert len(result["constant_fraction"]) == 3
+        assert len(result["constant_fraction"]) == channels
 
 
 def test_the_command_writes_its_summary_and_resumes(tmp_path, monkeypatch):
@@ -122,7 +123,38 @@ def test_downsampler_costs_match_the_convolutions(monkeypatch):
     assert rows["thumbdet"]["macs_per_megapixel"] == pytest.approx(expected * 1e6 / 64**2)
     assert rows["thumbdet"]["parameters"] == 12 * 27 + 12 + 3 * 108 + 3
     assert rows["bicubic"]["macs_per_megapixel"] == 0 and rows["bicubic"]["parameters"] == 0
+    # Wide: its 21 learned channels cost the student's 3x3 stride-2 stem (24 outputs) 21 more
+    # inputs on the 16x16 thumbnail; the others add nothing to the student.
+    assert rows["wide"]["student_macs_per_megapixel"] == pytest.approx(
+        8 * 8 * 24 * 21 * 9 * 1e6 / 64**2
+    )
+    assert rows["residual"]["student_macs_per_megapixel"] == 0
     # Space-to-depth: one 1x1 conv from 48 to 3 channels per thumbnail pixel.
     assert rows["space_to_depth"]["macs_per_megapixel"] == pytest.approx(
         16 * 16 * 48 * 3 * 1e6 / 64**2
     )
+
+
+def test_family_table_joins_quality_costs_and_latency():
+    from benchmarks.quality.families import render_families
+
+    diff = {"mean": 1.0, "low": 0.5, "high": 1.5, "n": 5, "verdict": "better"}
+    arms = {"bicubic": {"vs_bicubic": diff}, "wide": {"vs_bicubic": diff}}
+    quality = {"results": {"detect": {"x4": {"arms": arms}}}}
+    costs = {"rows": [{"name": "wide", "parameters": 1029, "macs_per_megapixel": 63e6,
+                       "student_macs_per_megapixel": 71e6}]}  # fmt: skip
+    latency = {"rows": [{"student": "resnet50", "downsampler": "wide", "share": 0.1}]}
+    table = render_families(quality, costs, latency)
+    assert "bicubic" not in table.split("\n", 2)[2]  # the baseline is not a row
+    assert "| `wide` | +1.00 [+0.50, +1.50] **better** | 1,029 | 134 M | 10.0% |" in table
+    assert "share of" not in render_families(quality, costs, None)  # no latency measured
+
+
+def test_thumbnail_figure_shows_learned_channels(tmp_path):
+    from benchmarks.quality.thumbnails import _false_colour, save_figure
+
+    colour = _false_colour(torch.randn(21, 8, 8))
+    assert colour.shape == (3, 8, 8) and colour.min() >= 0 and colour.max() <= 1
+    columns = {"original": torch.rand(2, 3, 32, 32), "wide": torch.rand(2, 3, 8, 8)}
+    save_figure(columns, tmp_path / "figure.png")
+    assert (tmp_path / "figure.png").stat().st_size > 0

@@ -48,6 +48,7 @@ __all__ = [
     "load_data",
     "run_arm",
     "run_job",
+    "train_arm",
     "train_teacher",
 ]
 
@@ -116,6 +117,8 @@ ARMS: dict[str, Arm] = {
     # cell's 48 values); the student's stem is widened (learnthumb.widen_input_conv, new
     # weights zero) to read them.
     "wide": Arm("wide", kwargs={"extra_channels": 21}, downsampler_lr=3.0),
+    # Content-adaptive sampling (Recasens et al. 2018), end to end; dense outputs unwarped.
+    "saliency_sampler": Arm("saliency_sampler", downsampler_lr=3.0),
 }
 # Run by default (residual_kd on request: --arms ... residual_kd).
 DEFAULT_ARMS = (
@@ -128,6 +131,7 @@ DEFAULT_ARMS = (
     "residual",
     "learned_resizer",
     "space_to_depth",
+    "saliency_sampler",
     "wide",
 )
 
@@ -143,11 +147,29 @@ def _targets(data: Dataset, index: torch.Tensor):
     return data.targets[index]
 
 
+def _forward(model: nn.Module, downsampler: nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """``model(downsampler(images))``; dense outputs of a warping sampler are unwarped.
+
+    A content-adaptive sampler (one with ``sample``, e.g. :class:`learnthumb.SaliencySampler`)
+    does not scale uniformly: its student's dense maps (heatmaps, logits) are resampled onto
+    the uniform grid of the same size through the warp ("unzoom", Thavamani et al. 2023), so
+    that losses and decoding see the same coordinates as every other arm, and the loss trains
+    the saliency through the warp.
+    """
+    if hasattr(downsampler, "sample"):
+        thumbnail, warp = downsampler.sample(images)
+        output = model(thumbnail)
+        if output.dim() == 4:
+            output = warp.masks_to_image(output, size=output.shape[-2:])
+        return output
+    return model(downsampler(images))
+
+
 @torch.no_grad()
 def _predict(model: nn.Module, downsampler: nn.Module, images: torch.Tensor) -> torch.Tensor:
     model.eval()
     downsampler.eval()
-    return torch.cat([model(downsampler(chunk)) for chunk in images.split(64)])
+    return torch.cat([_forward(model, downsampler, chunk) for chunk in images.split(64)])
 
 
 def fingerprint(*parts: object) -> str:
@@ -211,7 +233,7 @@ def _fit(
         groups.append({"params": learnable, "lr": lr * downsampler_lr})
     optimizer, schedule = _optimizer(groups, budget.weight_decay, steps)
     for index in _batches(len(data), spec.batch_size, steps, generator):
-        output = model(downsampler(data.images[index]))
+        output = _forward(model, downsampler, data.images[index])
         loss = spec.loss(output, _targets(data, index), spec.image_size)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -268,7 +290,7 @@ def _fit_distilled(
     return [f"{w.category.__name__}: {w.message}" for w in caught]
 
 
-def run_arm(
+def train_arm(
     spec: TaskSpec,
     data: tuple[Dataset, Dataset],
     teacher: nn.Module,
@@ -276,10 +298,14 @@ def run_arm(
     scale: int,
     seed: int,
     budget: Budget,
-) -> dict:
-    """Train one student arm from the teacher's weights and score it on the test split."""
+) -> tuple[nn.Module, nn.Module, float, list[str]]:
+    """Train one student arm from the teacher's weights.
+
+    Returns:
+        The student model, its downsampler, the training seconds and the warnings raised.
+    """
     arm = ARMS[arm_name]
-    train, test = data
+    train, _ = data
     generator = _seed_everything(seed)
     if arm.downsampler == "identity":
         downsampler = nn.Identity()
@@ -291,12 +317,30 @@ def run_arm(
         widen_input_conv(model, channels)
     start = time.perf_counter()
     caught: list[str] = []
+    if arm.distill and hasattr(downsampler, "sample"):
+        raise ValueError(f"arm {arm_name!r}: distillation of a warping sampler is not supported")
     if arm.distill:
         caught = _fit_distilled(model, downsampler, teacher, train, spec, budget, arm, generator)
     else:
         _fit(model, downsampler, train, spec, budget, budget.student_steps, generator,
              arm.downsampler_lr)  # fmt: skip
-    seconds = time.perf_counter() - start
+    return model, downsampler, time.perf_counter() - start, caught
+
+
+def run_arm(
+    spec: TaskSpec,
+    data: tuple[Dataset, Dataset],
+    teacher: nn.Module,
+    arm_name: str,
+    scale: int,
+    seed: int,
+    budget: Budget,
+) -> dict:
+    """Train one student arm from the teacher's weights and score it on the test split."""
+    _, test = data
+    model, downsampler, seconds, caught = train_arm(
+        spec, data, teacher, arm_name, scale, seed, budget
+    )
     outputs = _predict(model, downsampler, test.images)
     with torch.no_grad():
         thumbnails = downsampler(test.images[:64])
