@@ -71,7 +71,9 @@ def first_use(shape: str, build_dir: str, auto_build: bool) -> dict:
     )
     measured = json.loads(result.stdout.strip().splitlines()[-1])
     measured["process_s"] = time.perf_counter() - start
-    measured["stderr_lines"] = result.stderr.strip().splitlines()
+    # The temporary build folder is this machine's path: not part of the result.
+    stderr = result.stderr.replace(build_dir, "<a temporary folder>")
+    measured["stderr_lines"] = stderr.strip().splitlines()
     return measured
 
 
