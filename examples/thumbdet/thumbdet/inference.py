@@ -17,7 +17,7 @@ from thumbdet.engine import evaluate
 from thumbdet.evaluation import write_metrics
 from thumbdet.models import DetectorConfig, build_model
 from thumbdet.postprocess import PostProcess
-from thumbdet.thumbnail_detector import ThumbnailDetector
+from thumbdet.thumbnail_detector import ThumbnailDetector, widen_stem
 from thumbdet.validation import check_data_settings, check_device, check_output_file
 
 __all__ = ["evaluate_checkpoint", "load_detector", "require_entries"]
@@ -82,10 +82,13 @@ def load_detector(
         dict(checkpoint["model_config"], pretrained_backbone=False, backbone_weights=None)
     )
     detector = build_model(model_config)
-    detector.load_state_dict(checkpoint["model"])
-    model: nn.Module = detector
+    downsampler = None
     if meta["mode"] != "teacher":
         downsampler = create_downsampler(meta["downsampler"], scale=meta["scale"])
+        widen_stem(detector, downsampler)  # a wide thumbnail's student has a wider stem
+    detector.load_state_dict(checkpoint["model"])
+    model: nn.Module = detector
+    if downsampler is not None:
         if checkpoint.get("downsampler") is not None:
             downsampler.load_state_dict(checkpoint["downsampler"])
         model = ThumbnailDetector(detector, downsampler, meta["scale"])

@@ -27,7 +27,7 @@ from thumbdet.checkpoint import check_compatible, load_checkpoint
 from thumbdet.config import TrainConfig
 from thumbdet.inference import load_detector, require_entries
 from thumbdet.models import build_model
-from thumbdet.thumbnail_detector import ThumbnailDetector
+from thumbdet.thumbnail_detector import ThumbnailDetector, widen_stem
 
 __all__ = [
     "TrainingParts",
@@ -80,7 +80,9 @@ def make_downsampler(name: str, scale: int) -> nn.Module:
             f"downsampler {name!r} cannot produce scale-{scale} thumbnails: {error}"
         ) from error
     expected = thumbnail_size(probe_size, scale)
-    if tuple(probe.shape) != (1, 3, *expected):
+    # A wide thumbnail (learnthumb.WideDownsampler) has more than 3 channels.
+    channels = getattr(downsampler, "out_channels", 3)
+    if tuple(probe.shape) != (1, channels, *expected) or channels < 3:
         raise ValueError(
             f"downsampler {name!r} cannot produce scale-{scale} thumbnails: a "
             f"{probe_size} image gave shape {tuple(probe.shape[-2:])}, expected {expected}"
@@ -158,6 +160,7 @@ def build_training_parts(
     student = build_model(config.preset, **model_overrides)
     if config.student_init == "teacher":
         student.load_state_dict(teacher.state_dict())
+    widen_stem(student, downsampler)
     weights = DistillWeights(
         moment=config.gamma if config.moment else 0.0,
         logit=config.alpha if config.logit else 0.0,

@@ -7,10 +7,26 @@ from typing import Any
 import torch
 from torch import nn
 
-from learnthumb import downsample_padding_mask
+from learnthumb import downsample_padding_mask, find_input_conv, widen_input_conv
 from learnthumb.wrappers import Thumbnailed
 
-__all__ = ["ThumbnailDetector"]
+__all__ = ["ThumbnailDetector", "widen_stem"]
+
+
+def widen_stem(detector: nn.Module, downsampler: nn.Module) -> None:
+    """Let ``detector`` read a wide thumbnail: its stem takes the extra channels, and trains.
+
+    A no-op for a 3-channel downsampler. The stem's new input weights start at zero
+    (:func:`learnthumb.widen_input_conv`), so the detector starts as on the bicubic thumbnail;
+    the stem is frozen in Deformable DETR's backbone, so it is unfrozen here, or the extra
+    channels would never be read.
+    """
+    channels = getattr(downsampler, "out_channels", 3)
+    if channels <= 3:
+        return
+    name = find_input_conv(detector)
+    widen_input_conv(detector, channels, name=name)
+    detector.get_submodule(name).weight.requires_grad_(True)
 
 
 class ThumbnailDetector(Thumbnailed):
@@ -24,8 +40,9 @@ class ThumbnailDetector(Thumbnailed):
 
     Args:
         detector: ``detector(images, padding_mask) -> {"pred_logits", "pred_boxes", ...}``.
-        downsampler: Module mapping ``(B, 3, H, W)`` to ``(B, 3, ceil(H/s), ceil(W/s))``
-            (learned or interpolation).
+        downsampler: Module mapping ``(B, 3, H, W)`` to ``(B, C, ceil(H/s), ceil(W/s))``
+            (learned or interpolation; ``C > 3`` for a wide thumbnail, whose detector's stem
+            was widened with :func:`widen_stem`).
         scale: The downsampler's factor ``s``.
 
     Shape:

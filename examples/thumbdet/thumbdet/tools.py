@@ -125,7 +125,8 @@ def save_thumbnails(
     written = []
     for image_path, name in zip(image_paths, thumbnail_names(image_paths), strict=True):
         image = load_image(image_path)
-        thumbnail = downsampler(image[None])[0].clamp(0.0, 1.0)  # (3, h, w)
+        # (3, h, w): a wide thumbnail's image channels (its learned ones are not an image)
+        thumbnail = downsampler(image[None])[0, :3].clamp(0.0, 1.0)
         pixels = (thumbnail.permute(1, 2, 0).cpu().numpy() * 255.0).round().astype(np.uint8)
         target = output / name
         target.parent.mkdir(parents=True, exist_ok=True)
