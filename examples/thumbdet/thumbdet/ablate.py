@@ -1,4 +1,4 @@
-"""``thumbdet ablate components|layers|stages|temperature``: Tables 3–6 at demo scale.
+"""``thumbdet ablate components|layers|stages|temperature|init|families``: Tables 3–6 at demo scale.
 
 Each table trains the ThumbDet variants the paper compares, with the demo's recipe, dataset
 and teacher, and writes ``DIR/ablation_<table>.md`` (our numbers next to the paper's) and
@@ -44,6 +44,12 @@ VARIANTS: dict[str, dict[str, Any]] = {
         "student_init": "teacher",
     },
 }
+# Beyond the paper: every uniform downsampler family of learnthumb as the ThumbDet student's
+# downsampler, in one stage with the paper's distillation (the wide thumbnail has nothing for
+# a moment-only stage one to train: its image channels are fixed bicubic). The saliency
+# sampler is left out: ThumbnailDetector does not map boxes back through a warp.
+for _family in ("residual", "learned_resizer", "space_to_depth", "wide"):
+    VARIANTS[f"family_{_family}"] = {"mode": "thumbdet", "downsampler": _family, "one_stage": True}
 """Variant name -> ``TrainConfig`` changes from the demo's configuration."""
 
 TABLES: dict[str, dict[str, str]] = {
@@ -69,6 +75,14 @@ TABLES: dict[str, dict[str, str]] = {
         "thumbdet_4x": "T = 1",
         "temperature_1.5": "T = 1.5",
         "temperature_2": "T = 2",
+    },
+    "families": {  # beyond the paper: the downsampler families, one stage, distillation
+        "bicubic_4x": "bicubic",
+        "one_stage_distill": "thumbdet (the paper's module)",
+        "family_residual": "residual",
+        "family_learned_resizer": "learned_resizer",
+        "family_space_to_depth": "space_to_depth",
+        "family_wide": "wide (the student's stem widened)",
     },
     "init": {  # beyond the paper: student initialisation, and one stage with distillation
         "thumbdet_4x": "two-stage, student from random weights (paper)",
@@ -154,7 +168,8 @@ def run_ablation(
     """Train (or reuse) every variant of one table, evaluate it, write the Markdown table.
 
     Args:
-        table: ``components``, ``layers``, ``stages`` or ``temperature``.
+        table: a key of ``TABLES`` (``components``, ``layers``, ``stages``, ``temperature``,
+            ``init``, ``families``).
         output: the demo's folder (phases are shared with it).
         quick: the demo's toy recipe (for tests).
         data_dir: the dataset folder (default: the thumbdet cache folder).
