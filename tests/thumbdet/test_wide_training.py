@@ -1,5 +1,8 @@
 """``thumbdet train --mode thumbdet --downsampler wide``: a student with a widened stem."""
 
+import dataclasses
+
+import pytest
 import torch
 
 from learnthumb import WideDownsampler
@@ -21,6 +24,8 @@ def test_widen_stem_unfreezes_the_widened_stem_and_ignores_three_channels():
     assert detector.backbone.body.conv1.in_channels == 8
     assert detector.backbone.body.conv1.weight.requires_grad
     assert make_downsampler("wide", 4).out_channels == 24
+    with pytest.raises(ValueError, match="warps the image"):
+        make_downsampler("saliency_sampler", 4)
 
 
 def test_wide_student_trains_saves_and_loads(tmp_path):
@@ -30,6 +35,8 @@ def test_wide_student_trains_saves_and_loads(tmp_path):
         data, tmp_path / "student", mode="thumbdet", teacher=str(teacher), stage1_epochs=0,
         downsampler="wide",
     )  # fmt: skip
+    with pytest.raises(ValueError, match="add --one-stage"):
+        train(dataclasses.replace(config, one_stage=False, stage1_epochs=1))
     student = load_detector(train(config))
     assert student.detector.backbone.body.conv1.in_channels == 24
     images = torch.rand(1, 3, 40, 52)

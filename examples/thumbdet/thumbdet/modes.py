@@ -79,6 +79,11 @@ def make_downsampler(name: str, scale: int) -> nn.Module:
         raise ValueError(
             f"downsampler {name!r} cannot produce scale-{scale} thumbnails: {error}"
         ) from error
+    if hasattr(downsampler, "sample"):
+        raise ValueError(
+            f"downsampler {name!r} warps the image, and thumbdet's detector does not map boxes "
+            "back through a warp; use a uniform downsampler"
+        )
     expected = thumbnail_size(probe_size, scale)
     # A wide thumbnail (learnthumb.WideDownsampler) has more than 3 channels.
     channels = getattr(downsampler, "out_channels", 3)
@@ -155,8 +160,13 @@ def build_training_parts(
         groups = detector.param_groups(config.lr, config.lr_backbone)
         return TrainingParts(student, detector, downsampler, student, groups)
 
-    teacher = load_teacher(config.teacher, config.preset, category_ids)
     downsampler = make_downsampler(config.downsampler, config.scale)
+    if config.stage1 and getattr(downsampler, "out_channels", 3) > 3:
+        raise ValueError(
+            f"downsampler {config.downsampler!r} keeps its image channels fixed, so a "
+            "moment-only stage one has nothing to train: add --one-stage"
+        )
+    teacher = load_teacher(config.teacher, config.preset, category_ids)
     student = build_model(config.preset, **model_overrides)
     if config.student_init == "teacher":
         student.load_state_dict(teacher.state_dict())
