@@ -35,7 +35,8 @@ def _distill(downsampler=None, **kwargs):
 
 
 def test_constant_channel_fraction_finds_dead_and_saturated_channels():
-    thumbnail = torch.rand(2, 3, 8, 8)
+    # Random values stay below 0.9, away from the saturated 1.0 (equality is within atol).
+    thumbnail = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(0)) * 0.9
     thumbnail[:, 1] = 0.0
     thumbnail[:, 2, :, :6] = 1.0  # 75% saturated
     fraction = constant_channel_fraction(thumbnail)
