@@ -78,7 +78,8 @@ def test_onnx_of_a_timm_student_matches_pytorch_at_three_sizes(tmp_path):
             expected = student(images)
         output = _run_onnx(path, images)
         assert output.shape == expected.shape == (batch, 10)
-        torch.testing.assert_close(output, expected, atol=1e-5, rtol=1e-5)
+        # A whole network: float32 sums in another order differ by a few 1e-5 (seen in CI).
+        torch.testing.assert_close(output, expected, atol=1e-4, rtol=1e-4)
 
 
 def test_onnx_static_export_fixes_the_example_shape(tmp_path):
