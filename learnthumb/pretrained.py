@@ -51,6 +51,7 @@ __all__ = [
     "from_pretrained",
     "load_pretrained_config",
     "save_pretrained",
+    "write_pretrained_folder",
 ]
 
 CONFIG_NAME = "config.json"
@@ -180,6 +181,27 @@ def save_pretrained(
     config = _build_config(module, timm_model, model_kwargs, extra_config)
     # A copy per tensor: safetensors refuses tensors that share memory (tied weights).
     state = {key: value.detach().cpu().clone() for key, value in module.state_dict().items()}
+    return write_pretrained_folder(directory, state, config)
+
+
+def write_pretrained_folder(
+    directory: str | os.PathLike[str], state: dict[str, torch.Tensor], config: dict[str, Any]
+) -> Path:
+    """Write ``state`` as ``model.safetensors`` and ``config`` as ``config.json``, atomically.
+
+    The two files :func:`save_pretrained` writes, for packages that save modules of their own
+    in this layout (with a config of their own format): each file is written to a temporary
+    file in ``directory`` and renamed over the old one, so a failure leaves an existing
+    folder as it was.
+
+    Args:
+        directory: the folder to write; created if missing, files of the same names replaced.
+        state: the tensors, on the CPU, none sharing memory with another.
+        config: JSON-serialisable configuration.
+
+    Returns:
+        The folder, as a :class:`pathlib.Path`.
+    """
     folder = Path(directory)
     if folder.exists() and not folder.is_dir():
         raise ValueError(f"directory must be a folder, got the file {str(folder)!r}")

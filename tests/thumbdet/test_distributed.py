@@ -71,4 +71,5 @@ def test_two_gloo_processes_end_with_identical_weights(tmp_path):
         "config.json",
         "image_check.json",  # the images rank 0 checked, for a later --resume
         "log.jsonl",
+        "pretrained",  # model.safetensors + config.json of the final model, written once
     ]

@@ -200,7 +200,10 @@ def _add_train_parser(subparsers: argparse._SubParsersAction) -> None:
     modes.add_argument(
         "--scale", type=int, default=_DEFAULTS.scale, help="thumbnail scale (2 or 4)"
     )
-    modes.add_argument("--teacher", help="teacher checkpoint (required by --mode thumbdet)")
+    modes.add_argument(
+        "--teacher",
+        help="teacher checkpoint, run folder or pretrained folder (required by --mode thumbdet)",
+    )
     modes.add_argument(
         "--downsampler",
         default=_DEFAULTS.downsampler,
@@ -245,7 +248,9 @@ def _add_eval_parser(subparsers: argparse._SubParsersAction) -> None:
         "and run their own downsampler; boxes are scored in original image coordinates.",
     )
     parser.add_argument(
-        "--checkpoint", required=True, help="checkpoint file or run folder of any mode"
+        "--checkpoint",
+        required=True,
+        help="checkpoint file, run folder or pretrained folder (OUTPUT/pretrained) of any mode",
     )
     parser.add_argument("--output", help="JSON file for AP, AP50, AP75, APs, APm, APl (percent)")
     parser.add_argument("--verbose", action="store_true", help="print pycocotools' summary")

@@ -17,6 +17,7 @@ from thumbdet.engine import evaluate
 from thumbdet.evaluation import write_metrics
 from thumbdet.models import DetectorConfig, build_model
 from thumbdet.postprocess import PostProcess
+from thumbdet.pretrained import from_pretrained, is_pretrained_folder
 from thumbdet.thumbnail_detector import ThumbnailDetector, widen_stem
 from thumbdet.validation import check_data_settings, check_device, check_output_file
 
@@ -53,7 +54,7 @@ def require_entries(checkpoint: dict[str, Any], path: str | Path) -> None:
 def load_detector(
     checkpoint: str | Path | dict[str, Any], device: str | torch.device = "cpu"
 ) -> nn.Module:
-    """The model for inference from a training checkpoint, in eval mode.
+    """The model for inference from a training checkpoint or a pretrained folder, in eval mode.
 
     It takes *full-size* images in [0, 1] and a padding mask (``model(images,
     padding_mask=None)``) in every mode: a teacher is the detector itself, a bicubic or
@@ -64,14 +65,17 @@ def load_detector(
     ``model.checkpoint_meta``.
 
     Args:
-        checkpoint: Path of a checkpoint written by :func:`thumbdet.train.train`, or the
-            loaded dict.
+        checkpoint: Path of a checkpoint written by :func:`thumbdet.train.train` (file or run
+            folder), the loaded dict, or a folder written by
+            :func:`thumbdet.pretrained.save_pretrained` (one holding ``model.safetensors``).
         device: Device to put the model on.
 
     Example:
         >>> model = load_detector("runs/thumbdet4/checkpoint.pth")  # doctest: +SKIP
         >>> outputs = model(torch.rand(1, 3, 128, 128))  # doctest: +SKIP
     """
+    if not isinstance(checkpoint, dict) and is_pretrained_folder(checkpoint):
+        return from_pretrained(checkpoint, device=device)
     source = "checkpoint" if isinstance(checkpoint, dict) else str(checkpoint)
     if not isinstance(checkpoint, dict):
         checkpoint = load_checkpoint(checkpoint, training_state=False)
@@ -113,7 +117,8 @@ def evaluate_checkpoint(
     """COCO box AP of a checkpoint on a COCO-format dataset (full-size images in).
 
     Args:
-        checkpoint: A checkpoint from :func:`thumbdet.train.train` (any mode).
+        checkpoint: A checkpoint from :func:`thumbdet.train.train` (any mode), or a folder
+            written by :func:`thumbdet.pretrained.save_pretrained`.
         images_dir: Folder of the images.
         annotation_file: COCO-format annotation file; its categories must be the checkpoint's.
         output: Optional JSON file for the metrics.
@@ -140,12 +145,23 @@ def evaluate_checkpoint(
     device = str(check_device(device) or ("cuda" if torch.cuda.is_available() else "cpu"))
     if output is not None:
         check_output_file(output)
-    state = load_checkpoint(checkpoint, training_state=False)
-    require_entries(state, checkpoint)
-    train_config = TrainConfig.from_dict(state["config"])
-    meta = state["meta"]
-    short_side = short_side if short_side is not None else train_config.short_side
-    max_size = max_size if max_size is not None else train_config.max_size
+    model: nn.Module | None = None
+    if is_pretrained_folder(checkpoint):
+        model = from_pretrained(checkpoint, device=device)
+        meta = model.checkpoint_meta
+        trained = model.pretrained_config.get("preprocessing") or {}
+        # A folder saved without its training sizes is evaluated at thumbdet's defaults.
+        train_config = TrainConfig()
+        trained_short_side = trained.get("short_side") or train_config.short_side
+        trained_max_size = trained.get("max_size") or train_config.max_size
+    else:
+        state = load_checkpoint(checkpoint, training_state=False)
+        require_entries(state, checkpoint)
+        train_config = TrainConfig.from_dict(state["config"])
+        meta = state["meta"]
+        trained_short_side, trained_max_size = train_config.short_side, train_config.max_size
+    short_side = short_side if short_side is not None else trained_short_side
+    max_size = max_size if max_size is not None else trained_max_size
     check_data_settings(batch_size, num_workers, short_side, max_size)
     dataset = CocoDetection(
         images_dir,
@@ -158,7 +174,8 @@ def evaluate_checkpoint(
             f"{annotation_file} has category ids {dataset.category_ids}, but {checkpoint} was "
             f"trained on {meta['category_ids']}"
         )
-    model = load_detector(state, device)
+    if model is None:
+        model = load_detector(state, device)
     divisibility = meta["scale"] if meta["mode"] != "teacher" else 1
     loader = DataLoader(
         dataset,

@@ -17,7 +17,6 @@ from torch import nn
 
 from learnthumb import (
     DistillWeights,
-    InterpolateDownsampler,
     ThumbnailDistillation,
     TwoStageSchedule,
     create_downsampler,
@@ -27,6 +26,7 @@ from thumbdet.checkpoint import check_compatible, load_checkpoint
 from thumbdet.config import TrainConfig
 from thumbdet.inference import load_detector, require_entries
 from thumbdet.models import build_model
+from thumbdet.pretrained import from_pretrained, is_pretrained_folder
 from thumbdet.thumbnail_detector import ThumbnailDetector, widen_stem
 
 __all__ = [
@@ -113,14 +113,25 @@ def checkpoint_meta(
 
 
 def load_teacher(path: str | Path, preset: str, category_ids: list[int]) -> nn.Module:
-    """A frozen teacher detector from a ``--mode teacher`` checkpoint.
+    """A frozen teacher detector from a ``--mode teacher`` checkpoint or a pretrained folder.
+
+    Args:
+        path: A checkpoint (file or run folder) or a folder written by
+            :func:`thumbdet.pretrained.save_pretrained` (``OUTPUT/pretrained`` of a run).
+        preset: The run's detector preset.
+        category_ids: The run's category ids.
 
     Raises:
         IncompatibleCheckpointError: Not a teacher, or another preset, class count or
             category set than this run.
     """
-    checkpoint = load_checkpoint(path, training_state=False)
-    require_entries(checkpoint, path)
+    if is_pretrained_folder(path):
+        teacher = from_pretrained(path)
+        checkpoint: dict[str, Any] = {"meta": teacher.checkpoint_meta}
+    else:
+        checkpoint = load_checkpoint(path, training_state=False)
+        require_entries(checkpoint, path)
+        teacher = None
     check_compatible(
         checkpoint,
         path,
@@ -130,7 +141,8 @@ def load_teacher(path: str | Path, preset: str, category_ids: list[int]) -> nn.M
         num_classes=len(category_ids),
         category_ids=list(category_ids),
     )
-    teacher = load_detector(checkpoint)
+    if teacher is None:
+        teacher = load_detector(checkpoint)
     teacher.requires_grad_(False)
     return teacher
 
@@ -155,7 +167,8 @@ def build_training_parts(
         return TrainingParts(detector, detector, None, detector, groups)
     if config.mode == "bicubic":
         detector = build_model(config.preset, **model_overrides)
-        downsampler = InterpolateDownsampler(config.scale)
+        # From the registry, so that the student's pretrained folder records it.
+        downsampler = create_downsampler("bicubic", config.scale)
         student = ThumbnailDetector(detector, downsampler, config.scale)
         groups = detector.param_groups(config.lr, config.lr_backbone)
         return TrainingParts(student, detector, downsampler, student, groups)

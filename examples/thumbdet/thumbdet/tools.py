@@ -256,7 +256,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         description="Run a student's downsampler on image files and save each thumbnail as "
         "a PNG, to look at what the detector sees.",
     )
-    thumbnail.add_argument("--checkpoint", required=True, help="a bicubic or thumbdet checkpoint")
+    thumbnail.add_argument(
+        "--checkpoint",
+        required=True,
+        help="a bicubic or thumbdet checkpoint, run folder or pretrained folder",
+    )
     thumbnail.add_argument("images", nargs="+", help="image files")
     thumbnail.add_argument("--output", required=True, help="folder for the thumbnails")
     thumbnail.set_defaults(func=_run_thumbnail)
@@ -267,7 +271,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         description="Export the detector of a checkpoint (and a student's downsampler) to ONNX, "
         "traced with an example input of --image-size.",
     )
-    export.add_argument("--checkpoint", required=True, help="checkpoint file or run folder")
+    export.add_argument(
+        "--checkpoint", required=True, help="checkpoint file, run folder or pretrained folder"
+    )
     export.add_argument("--format", choices=["onnx"], default="onnx", help="file format")
     export.add_argument("--output", default=None, help="folder (default: next to the checkpoint)")
     export.add_argument(

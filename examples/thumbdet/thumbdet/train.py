@@ -10,6 +10,8 @@ Three modes (``TrainConfig.mode``):
 Every checkpoint holds the detector (and for students the downsampler), so
 :func:`load_detector` rebuilds a model that takes *full-size* images in every mode
 (:func:`load_detector` and :func:`evaluate_checkpoint` live in :mod:`thumbdet.inference`).
+With the final checkpoint, the model is also written as ``OUTPUT/pretrained``
+(:func:`thumbdet.pretrained.save_pretrained`: ``model.safetensors`` + ``config.json``).
 """
 
 from __future__ import annotations
@@ -56,6 +58,7 @@ from thumbdet.inference import evaluate_checkpoint, load_detector
 from thumbdet.modes import build_training_parts, checkpoint_meta
 from thumbdet.output_lock import OutputLock
 from thumbdet.postprocess import PostProcess
+from thumbdet.pretrained import PRETRAINED_DIR, save_pretrained
 from thumbdet.validation import check_output_folder
 
 __all__ = [
@@ -377,6 +380,8 @@ class Trainer:
                     save_checkpoint(
                         self._checkpoint_state(epoch + 1, rng_states), self.checkpoint_path
                     )
+                    if last:
+                        self._save_pretrained()
                     record = {
                         "event": "epoch",
                         "epoch": epoch,
@@ -392,6 +397,17 @@ class Trainer:
                     logger.info(summary)
             barrier()
         return self.checkpoint_path
+
+    def _save_pretrained(self) -> None:
+        """The trained model as ``OUTPUT/pretrained``, each file replaced atomically."""
+        save_pretrained(
+            self.parts.inference,
+            self.output / PRETRAINED_DIR,
+            category_ids=self.meta["category_ids"],
+            category_names=self.meta["category_names"],
+            short_side=self.config.short_side,
+            max_size=self.config.max_size,
+        )
 
     def evaluate(self, verbose: bool = False) -> dict[str, float]:
         """COCO AP of the current model on the validation set (full-size images in)."""
