@@ -46,7 +46,7 @@ from learnthumb.pretrained import from_pretrained, load_pretrained_config, save_
 from learnthumb.query_filter import QueryFilter, query_filter
 from learnthumb.saliency_sampler import SaliencySampler, saliency_sample
 from learnthumb.schedule import DistillWeights, TwoStageSchedule
-from learnthumb.stem import find_input_conv, widen_input_conv
+from learnthumb.stem import find_input_conv, normalize_image_channels, widen_input_conv
 from learnthumb.taps import FeatureTap
 from learnthumb.warps import SeparableWarp
 from learnthumb.wrappers import (
@@ -99,6 +99,7 @@ __all__ = [
     "logit_distillation_loss",
     "measure_latency",
     "moment_matching_loss",
+    "normalize_image_channels",
     "query_filter",
     "register_downsampler",
     "register_mac_formula",

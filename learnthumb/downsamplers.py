@@ -648,15 +648,10 @@ class WideDownsampler(nn.Module):
         """PyTorch's default initialisation for every learned weight (no area start)."""
         self.detail.mix.reset_parameters()
 
-    @torch.jit.unused
-    def _check(self, images: torch.Tensor) -> None:
-        _check_image(images, self.in_channels)
-
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        if not torch.jit.is_scripting():
-            self._check(images)
+        detail = self.detail(images)  # first: its check validates the images for both branches
         base = _interpolate_down(images, self.scale, self.mode, self.antialias)
-        return torch.cat([base, self.detail(images)], dim=1)
+        return torch.cat([base, detail], dim=1)
 
     def extra_repr(self) -> str:
         return (

@@ -34,7 +34,7 @@ import json
 import os
 import re
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +50,7 @@ __all__ = [
     "WEIGHTS_NAME",
     "from_pretrained",
     "load_pretrained_config",
+    "read_folder_config",
     "save_pretrained",
     "write_pretrained_folder",
 ]
@@ -256,7 +257,27 @@ def _resolve_folder(directory_or_repo_id: str | os.PathLike[str], revision: str 
     return Path(snapshot)
 
 
-def _read_config(folder: Path) -> dict[str, Any]:
+def read_folder_config(
+    folder: Path,
+    *,
+    format_name: str,
+    format_version: int,
+    kinds: Sequence[str],
+    reader: str,
+    hints: Mapping[str | None, str] | None = None,
+) -> dict[str, Any]:
+    """``folder/config.json``, checked for its format, version and kind (one-line errors).
+
+    Shared by every package that writes pretrained folders (``learnthumb``, ``thumbdet``).
+
+    Args:
+        folder: the local folder.
+        format_name: the ``"format"`` the config must have.
+        format_version: the only ``"format_version"`` accepted.
+        kinds: the accepted ``"kind"`` values.
+        reader: the package's name, for the messages.
+        hints: found format -> a hint appended when the format is not ``format_name``.
+    """
     path = folder / CONFIG_NAME
     if not path.is_file():
         raise FileNotFoundError(f"{CONFIG_NAME} is missing from {str(folder)!r}")
@@ -264,20 +285,32 @@ def _read_config(folder: Path) -> dict[str, Any]:
         config = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise ValueError(f"{CONFIG_NAME} in {str(folder)!r} is not valid JSON ({error})") from None
-    if not isinstance(config, dict) or config.get("format") != _FORMAT:
+    found = config.get("format") if isinstance(config, dict) else None
+    if found != format_name:
+        hint = (hints or {}).get(found, "")
         raise ValueError(
-            f"{CONFIG_NAME} in {str(folder)!r} is not a learnthumb config "
-            f"(expected format {_FORMAT!r})"
+            f"{CONFIG_NAME} in {str(folder)!r} is not a {reader} config "
+            f"(expected format {format_name!r}, got {found!r}){hint}"
         )
     version = config.get("format_version")
-    if version != FORMAT_VERSION:
+    if version != format_version:
         raise ValueError(
-            f"{CONFIG_NAME} in {str(folder)!r} has format_version {version!r}; this learnthumb "
-            f"reads format_version {FORMAT_VERSION} only"
+            f"{CONFIG_NAME} in {str(folder)!r} has format_version {version!r}; this {reader} "
+            f"reads format_version {format_version} only"
         )
-    if config.get("kind") not in _KINDS:
-        raise ValueError(f"{CONFIG_NAME}: kind must be one of {_KINDS}, got {config.get('kind')!r}")
+    if config.get("kind") not in kinds:
+        raise ValueError(f"{CONFIG_NAME}: kind must be one of {kinds}, got {config.get('kind')!r}")
     return config
+
+
+def _read_config(folder: Path) -> dict[str, Any]:
+    return read_folder_config(
+        folder,
+        format_name=_FORMAT,
+        format_version=FORMAT_VERSION,
+        kinds=_KINDS,
+        reader="learnthumb",
+    )
 
 
 def load_pretrained_config(

@@ -18,7 +18,7 @@ from torch import nn
 
 from learnthumb._checks import check_positive_int
 
-__all__ = ["find_input_conv", "widen_input_conv"]
+__all__ = ["find_input_conv", "normalize_image_channels", "widen_input_conv"]
 
 
 def find_input_conv(model: nn.Module) -> str:
@@ -96,3 +96,34 @@ def widen_input_conv(model: nn.Module, in_channels: int, name: str | None = None
     parent = model.get_submodule(parent_name) if parent_name else model
     setattr(parent, child, wide)
     return model
+
+
+def normalize_image_channels(
+    images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor
+) -> torch.Tensor:
+    """Normalise the image channels of a (possibly wide) thumbnail; pass the others unchanged.
+
+    A model that normalises its input itself (``(x - mean) / std``) must leave the learned
+    channels of a wide thumbnail (:class:`learnthumb.WideDownsampler`) as they are.
+
+    Args:
+        images: the model's input.
+        mean: per-channel mean of the image channels.
+        std: per-channel standard deviation of the image channels.
+
+    Shape:
+        - images: :math:`(B, C + E, H, W)` with ``E >= 0`` extra channels.
+        - mean, std: :math:`(1, C, 1, 1)`.
+        - output: like ``images``.
+
+    Example:
+        >>> x = torch.ones(1, 5, 2, 2)
+        >>> mean, std = torch.full((1, 3, 1, 1), 0.5), torch.full((1, 3, 1, 1), 0.25)
+        >>> out = normalize_image_channels(x, mean, std)
+        >>> out[0, :, 0, 0].tolist()
+        [2.0, 2.0, 2.0, 1.0, 1.0]
+    """
+    channels = mean.shape[1]
+    if images.shape[1] == channels:
+        return (images - mean) / std
+    return torch.cat([(images[:, :channels] - mean) / std, images[:, channels:]], dim=1)

@@ -32,7 +32,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from benchmarks.quality.data import Dataset
-from examples._common.models import IMAGENET_MEAN, IMAGENET_STD, DensePredictionNet, normalise
+from examples._common.models import IMAGENET_MEAN, IMAGENET_STD, DensePredictionNet
+from learnthumb import normalize_image_channels
 
 __all__ = ["TASKS", "TaskSpec", "task_spec"]
 
@@ -52,7 +53,7 @@ class Classifier(nn.Module):
         return ["net.blocks.1", "net.blocks.3"]
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.net(normalise(images, self.mean, self.std))  # (B, num_classes)
+        return self.net(normalize_image_channels(images, self.mean, self.std))  # (B, num_classes)
 
 
 # ----------------------------------------------------------------------------- classification

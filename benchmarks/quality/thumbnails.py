@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from benchmarks._harness import REPO_ROOT
 from benchmarks.quality.runner import ARMS, Budget, _task_data, train_arm, train_teacher
 from benchmarks.quality.tasks import TASKS
 
@@ -30,7 +31,6 @@ DEFAULT_ARMS = (
     "saliency_sampler",
     "wide",
 )
-REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def _false_colour(channels: torch.Tensor) -> torch.Tensor:

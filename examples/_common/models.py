@@ -7,21 +7,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from learnthumb import normalize_image_channels
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-def normalise(images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
-    """Normalise the first ``mean.shape[1]`` channels; pass any further ones unchanged.
-
-    The further channels are those of a wide thumbnail
-    (:class:`learnthumb.SpaceToDepthDownsampler` with more outputs than the image has
-    channels), read by a stem widened with :func:`learnthumb.widen_input_conv`.
-    """
-    channels = mean.shape[1]
-    if images.shape[1] == channels:
-        return (images - mean) / std
-    return torch.cat([(images[:, :channels] - mean) / std, images[:, channels:]], dim=1)
 
 
 class DensePredictionNet(nn.Module):
@@ -64,7 +53,8 @@ class DensePredictionNet(nn.Module):
         return ["backbone." + name for name in self.backbone.feature_info.module_name()]
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        features = self.backbone(normalise(images, self.mean, self.std))  # [(B, C_l, H/2^l, W/2^l)]
+        normalised = normalize_image_channels(images, self.mean, self.std)
+        features = self.backbone(normalised)  # [(B, C_l, H/2^l, W/2^l)]
         merged = self.lateral[-1](features[-1])
         for lateral, feature in zip(self.lateral[-2::-1], features[-2::-1], strict=True):
             merged = lateral(feature) + F.interpolate(

@@ -36,7 +36,6 @@ Example:
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -56,6 +55,7 @@ from learnthumb.pretrained import (
     _load_weights,
     _read_weights,
     _resolve_folder,
+    read_folder_config,
     write_pretrained_folder,
 )
 from thumbdet.models import DetectorConfig, build_model
@@ -187,33 +187,19 @@ def is_pretrained_folder(path: str | os.PathLike[str]) -> bool:
 
 
 def _read_config(folder: Path) -> dict[str, Any]:
-    path = folder / CONFIG_NAME
-    if not path.is_file():
-        raise FileNotFoundError(f"{CONFIG_NAME} is missing from {str(folder)!r}")
-    try:
-        config = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ValueError(f"{CONFIG_NAME} in {str(folder)!r} is not valid JSON ({error})") from None
-    found = config.get("format") if isinstance(config, dict) else None
-    if found != _FORMAT:
-        hint = {
+    config = read_folder_config(
+        folder,
+        format_name=_FORMAT,
+        format_version=FORMAT_VERSION,
+        kinds=_KINDS,
+        reader="thumbdet pretrained",
+        hints={
             "learnthumb.pretrained": "; it holds a learnthumb downsampler or student: load it "
             "with learnthumb.from_pretrained",
             None: "; a Hugging Face transformers Deformable DETR is read by thumbdet convert "
             "--from transformers",
-        }.get(found, "")
-        raise ValueError(
-            f"{CONFIG_NAME} in {str(folder)!r} is not a thumbdet pretrained config (expected "
-            f"format {_FORMAT!r}, got {found!r}){hint}"
-        )
-    version = config.get("format_version")
-    if version != FORMAT_VERSION:
-        raise ValueError(
-            f"{CONFIG_NAME} in {str(folder)!r} has format_version {version!r}; this thumbdet "
-            f"reads format_version {FORMAT_VERSION} only"
-        )
-    if config.get("kind") not in _KINDS:
-        raise ValueError(f"{CONFIG_NAME}: kind must be one of {_KINDS}, got {config.get('kind')!r}")
+        },
+    )
     for key, kind in (("detector", dict), ("category_ids", list), ("category_names", list)):
         if not isinstance(config.get(key), kind):
             raise ValueError(

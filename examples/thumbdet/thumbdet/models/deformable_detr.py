@@ -9,6 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from learnthumb import normalize_image_channels
+
 from .backbone import Backbone, downsample_mask
 from .deformable_transformer import DeformableTransformer
 from .position_encoding import PositionEmbeddingSine
@@ -183,9 +185,8 @@ class DeformableDETR(nn.Module):
             :math:`(B, C_l, H_l, W_l)`), and for two-stage ``"enc_outputs"``.
         """
         padding_mask = _check_inputs(images, padding_mask)
-        normalised = (images[:, :3] - self.pixel_mean) / self.pixel_std
-        if images.shape[1] > 3:  # a wide thumbnail's learned channels pass unnormalised
-            normalised = torch.cat([normalised, images[:, 3:]], dim=1)
+        # A wide thumbnail's learned channels pass unnormalised.
+        normalised = normalize_image_channels(images, self.pixel_mean, self.pixel_std)
         # Padding is zero after normalisation, as in the official code: pad content is ignored.
         normalised = normalised.masked_fill(padding_mask[:, None], 0.0)
         features = self.backbone(normalised)
