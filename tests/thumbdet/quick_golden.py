@@ -99,7 +99,7 @@ def _diff(expected: Any, found: Any, where: str, exact: bool) -> list[str]:
             return [f"{where}: {len(expected)} items != {len(found)}"]
         return [
             p
-            for i, (e, f) in enumerate(zip(expected, found))
+            for i, (e, f) in enumerate(zip(expected, found, strict=True))
             for p in _diff(e, f, f"{where}[{i}]", exact)
         ]
     if isinstance(expected, float) and isinstance(found, (int, float)) and not exact:
