@@ -129,8 +129,8 @@ def breakdown_case(
     profile: bool,
 ) -> dict[str, Any]:
     """Median per-stage time of one case at batch 1 (``options``: ``InferenceOptions`` fields)."""
-    from thumbdet.bench import InferenceOptions, build_inference_model, prepare_model
-    from thumbdet.postprocess import PostProcess
+    from thumbdet.fastpath import InferenceOptions, build_inference_model, prepare_model
+    from thumbdet.models.postprocess import PostProcess
 
     size, warmup, repeats = SETTINGS[(preset, quick)]
     torch.manual_seed(0)

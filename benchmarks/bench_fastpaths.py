@@ -1,4 +1,4 @@
-"""Question 4: which fast paths help? Each is an option of ``thumbdet.bench.InferenceOptions``.
+"""Question 4: which fast paths help? Each is an option of ``thumbdet.fastpath.InferenceOptions``.
 
 Every configuration runs the same unchanged model (a fresh instance per configuration), batch
 1, forward only; configurations are timed round-robin after warm-up, so ratios are fair. For
@@ -118,7 +118,12 @@ def benchmark_subject(
     device: torch.device,
 ) -> dict[str, Any]:
     """Time every configuration on one model; report speed-ups and output differences."""
-    from thumbdet.bench import InferenceOptions, build_inference_model, make_runner, prepare_model
+    from thumbdet.fastpath import (
+        InferenceOptions,
+        build_inference_model,
+        make_runner,
+        prepare_model,
+    )
 
     preset, variant, scale = subject
     images = torch.rand(1, 3, *size, generator=torch.Generator().manual_seed(0)).to(device)

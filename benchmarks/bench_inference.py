@@ -70,8 +70,13 @@ def build_call(
     seed: int = 0,
 ) -> Any:
     """The zero-argument inference call of one case (also the memory probe's builder)."""
-    from thumbdet.bench import InferenceOptions, build_inference_model, make_runner, prepare_model
-    from thumbdet.postprocess import PostProcess
+    from thumbdet.fastpath import (
+        InferenceOptions,
+        build_inference_model,
+        make_runner,
+        prepare_model,
+    )
+    from thumbdet.models.postprocess import PostProcess
 
     torch.manual_seed(seed)
     inference_options = InferenceOptions(**(options or {}))
@@ -91,7 +96,7 @@ def _measure_case_costs(
 ) -> dict[str, Any]:
     """GMACs, parameters and batch-1 peak memory of one case."""
     from learnthumb import count_macs, thumbnail_size
-    from thumbdet.bench import build_inference_model
+    from thumbdet.fastpath import build_inference_model
 
     torch.manual_seed(0)
     model = build_inference_model(preset, variant, scale).to(device)

@@ -1,13 +1,13 @@
 """Question 3: what does distillation cost? Images/s of one training step per training mode.
 
-Each step is what ``thumbdet.engine.train_one_epoch`` does per batch (forward, Hungarian
+Each step is what ``thumbdet.training.engine.train_one_epoch`` does per batch (forward, Hungarian
 criterion, weighted sum, ``zero_grad``, backward, gradient clipping at 0.1, AdamW step) on a
 fixed random batch with random targets:
 
 - ``teacher``: Deformable DETR on the full-size images;
 - ``bicubic-4x``: the same detector behind a fixed bicubic 4x downsampler;
 - ``thumbdet-4x``: the stage-two step of ThumbDet (``learnthumb.ThumbnailDistillation`` as
-  ``thumbdet.train`` builds it: frozen teacher forward + learned downsampler + student + moment,
+  ``thumbdet.training`` builds it: frozen teacher forward + learned downsampler + student + moment,
   feature and logit losses with the Query Filter);
 - ``thumbdet-4x-no-query-filter``: the same, distilling every query
   (``ThumbnailDistillation(use_query_filter=False)``; the results recorded before that option
@@ -104,9 +104,9 @@ def build_steps(
         create_downsampler,
         query_filter,
     )
-    from thumbdet.criterion import build_criterion
     from thumbdet.models import build_model
-    from thumbdet.thumbnail_detector import ThumbnailDetector
+    from thumbdet.models.thumbnail_detector import ThumbnailDetector
+    from thumbdet.training.criterion import build_criterion
 
     torch.manual_seed(0)
     generator = torch.Generator().manual_seed(0)

@@ -118,7 +118,7 @@ def test_run_quick_writes_valid_json_and_tables(tmp_path):
 
 
 def test_thumbdet_bench_cli_writes_json(tmp_path):
-    from thumbdet import bench
+    from thumbdet import fastpath as bench
 
     parser = argparse.ArgumentParser()
     bench.add_parser(parser.add_subparsers())
@@ -139,7 +139,7 @@ def test_thumbdet_bench_cli_writes_json(tmp_path):
 
 
 def test_backbone_autocast_returns_float32_features():
-    from thumbdet.bench import (
+    from thumbdet.fastpath import (
         AutocastBackbone,
         InferenceOptions,
         build_inference_model,
@@ -156,7 +156,7 @@ def test_backbone_autocast_returns_float32_features():
 
 
 def test_inference_options_reject_bad_values():
-    from thumbdet.bench import InferenceOptions, build_inference_model, make_runner
+    from thumbdet.fastpath import InferenceOptions, build_inference_model, make_runner
 
     with pytest.raises(ValueError, match="grad_mode"):
         InferenceOptions(grad_mode="fast")

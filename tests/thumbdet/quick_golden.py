@@ -19,10 +19,7 @@ from typing import Any
 
 import torch
 
-try:
-    from thumbdet.checkpoints import load_checkpoint
-except ImportError:  # before the reorganisation
-    from thumbdet.checkpoint import load_checkpoint
+from thumbdet.checkpoints import load_checkpoint
 
 GOLDEN = Path(__file__).parent / "data" / "quick_golden.json"
 #: Epoch statistics that measure time, not computation.

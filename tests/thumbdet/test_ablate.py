@@ -4,9 +4,9 @@ import json
 
 import pytest
 
-from thumbdet.ablate import PAPER, TABLES, VARIANTS, format_ablation
 from thumbdet.cli import main
-from thumbdet.report import AP_KEYS
+from thumbdet.experiments.ablations import PAPER, TABLES, VARIANTS, format_ablation
+from thumbdet.experiments.report import AP_KEYS
 
 
 def test_every_table_row_is_a_known_variant_with_paper_numbers():

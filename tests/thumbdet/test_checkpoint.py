@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-import thumbdet.checkpoint
-from thumbdet.checkpoint import (
+import thumbdet.checkpoints.format
+from tests.thumbdet.helpers import write_tiny_coco
+from thumbdet.checkpoints.format import (
     IncompatibleCheckpointError,
     capture_rng_state,
     check_compatible,
@@ -17,9 +18,8 @@ from thumbdet.checkpoint import (
     restore_rng_state,
     save_checkpoint,
 )
-from thumbdet.config import TrainConfig
-from thumbdet.testing import write_tiny_coco
-from thumbdet.train import Trainer, train
+from thumbdet.training.config import TrainConfig
+from thumbdet.training.trainer import Trainer, train
 
 
 class _Unstorable:
@@ -38,7 +38,7 @@ def test_save_is_atomic_and_keeps_the_old_file_on_error(tmp_path, monkeypatch):
             handle.write(b"half a checkpoint")
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(thumbdet.checkpoint, "save_file", interrupted_write)
+    monkeypatch.setattr(thumbdet.checkpoints.format, "save_file", interrupted_write)
     with pytest.raises(KeyboardInterrupt):
         save_checkpoint({"model": {"w": torch.zeros(2)}, "config": {}}, path)
     assert path.read_bytes() == before

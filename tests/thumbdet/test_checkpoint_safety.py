@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from thumbdet.checkpoint import (
+from tests.thumbdet.helpers import tiny_train_config, write_tiny_coco
+from thumbdet.checkpoints.format import (
     CorruptCheckpointError,
     UnsafeCheckpointError,
     capture_rng_state,
@@ -21,8 +22,7 @@ from thumbdet.checkpoint import (
     save_checkpoint,
 )
 from thumbdet.cli import main
-from thumbdet.testing import tiny_train_config, write_tiny_coco
-from thumbdet.train import Trainer, train
+from thumbdet.training.trainer import Trainer, train
 
 
 class _RunsCommand:

@@ -9,12 +9,12 @@ import torch
 from torch import nn
 
 from learnthumb import list_downsamplers, register_downsampler
-from thumbdet.checkpoint import load_checkpoint
+from tests.thumbdet.helpers import write_tiny_coco
+from thumbdet.checkpoints import load_detector
+from thumbdet.checkpoints.format import load_checkpoint
 from thumbdet.cli import build_parser, main
-from thumbdet.config import TrainConfig
-from thumbdet.testing import write_tiny_coco
-from thumbdet.thumbnail_detector import ThumbnailDetector
-from thumbdet.train import load_detector
+from thumbdet.models.thumbnail_detector import ThumbnailDetector
+from thumbdet.training.config import TrainConfig
 
 _SIZES = ["--short-side", "32", "40", "--max-size", "64"]
 

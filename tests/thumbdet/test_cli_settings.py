@@ -11,8 +11,14 @@ import sys
 import pytest
 
 import thumbdet
-from thumbdet.cli import PLUGIN_COMMANDS, build_parser, config_from_args, main, subcommand_parsers
-from thumbdet.config import model_keys, parse_model_overrides
+from thumbdet.cli import (
+    PLUGIN_COMMANDS,
+    build_parser,
+    config_from_args,
+    main,
+    subcommand_parsers,
+)
+from thumbdet.training.config import model_keys, parse_model_overrides
 
 REQUIRED = ["train", "--output", "out", "--train-images", "images", "--train-ann", "ann.json"]
 

@@ -15,20 +15,20 @@ import re
 import pytest
 import torch
 
-from thumbdet.checkpoint import load_checkpoint
-from thumbdet.cli import main
-from thumbdet.convert import (
+from tests.thumbdet.helpers import write_tiny_coco
+from thumbdet.checkpoints import load_detector
+from thumbdet.checkpoints.convert import (
     ConversionError,
     convert_official,
     convert_transformers,
     read_coco_categories,
     save_converted,
 )
+from thumbdet.checkpoints.format import load_checkpoint
+from thumbdet.cli import main
 from thumbdet.models import build_model
 from thumbdet.models.deformable_detr import IMAGENET_MEAN, IMAGENET_STD
-from thumbdet.modes import load_teacher
-from thumbdet.testing import write_tiny_coco
-from thumbdet.train import load_detector
+from thumbdet.training.modes import load_teacher
 
 TOLERANCE = 1e-4
 

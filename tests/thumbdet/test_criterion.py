@@ -7,7 +7,7 @@ import torch
 from torchvision.ops import sigmoid_focal_loss
 
 import thumbdet
-from thumbdet.criterion import num_target_boxes
+from thumbdet.training.criterion import num_target_boxes
 
 CLASSES = 3
 

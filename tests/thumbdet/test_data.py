@@ -11,6 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
+from tests.thumbdet.helpers import write_tiny_coco
 from thumbdet.data import (
     CocoDetection,
     DetectionCollator,
@@ -22,8 +23,7 @@ from thumbdet.data import (
 )
 from thumbdet.data import images as image_io
 from thumbdet.data.images import ImageReadError, load_rgb_image, to_rgb
-from thumbdet.testing import write_tiny_coco
-from thumbdet.tools import load_image
+from thumbdet.thumbnails import load_image
 
 
 @pytest.fixture

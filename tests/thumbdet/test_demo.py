@@ -7,8 +7,13 @@ import pytest
 import torch
 
 from thumbdet.cli import main
-from thumbdet.figures import enlarge_nearest, plot_detections, plot_thumbnails
-from thumbdet.report import AP_KEYS, format_results_table, make_row, normalise_ap_metrics
+from thumbdet.experiments.figures import enlarge_nearest, plot_detections, plot_thumbnails
+from thumbdet.experiments.report import (
+    AP_KEYS,
+    format_results_table,
+    make_row,
+    normalise_ap_metrics,
+)
 
 MODELS = ("teacher", "bicubic_4x", "thumbdet_4x")
 

@@ -8,11 +8,11 @@ import socket
 import torch
 import torch.multiprocessing as mp
 
-from thumbdet.checkpoint import load_checkpoint
-from thumbdet.config import TrainConfig
-from thumbdet.distributed import init_distributed
-from thumbdet.testing import distributed_train_worker, write_tiny_coco
-from thumbdet.train import train
+from tests.thumbdet.helpers import distributed_train_worker, write_tiny_coco
+from thumbdet.checkpoints.format import load_checkpoint
+from thumbdet.training.config import TrainConfig
+from thumbdet.training.distributed import init_distributed
+from thumbdet.training.trainer import train
 
 
 def _free_port() -> int:

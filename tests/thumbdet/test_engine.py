@@ -6,10 +6,10 @@ import pytest
 import torch
 from torch import nn
 
-from thumbdet.config import TrainConfig
-from thumbdet.engine import train_one_epoch
-from thumbdet.testing import write_tiny_coco
-from thumbdet.train import Trainer, train
+from tests.thumbdet.helpers import write_tiny_coco
+from thumbdet.training.config import TrainConfig
+from thumbdet.training.engine import train_one_epoch
+from thumbdet.training.trainer import Trainer, train
 
 
 class _Linear(nn.Module):

@@ -10,17 +10,17 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from learnthumb import InterpolateDownsampler, downsample_padding_mask
+from tests.thumbdet.helpers import write_tiny_coco
 from thumbdet.data import CocoDetection, DetectionCollator, make_transforms
-from thumbdet.engine import evaluate
-from thumbdet.evaluation import (
+from thumbdet.evaluation import evaluate
+from thumbdet.evaluation.coco import (
     METRIC_NAMES,
     coco_evaluate,
     detections_to_coco_results,
     write_metrics,
 )
-from thumbdet.postprocess import PostProcess
-from thumbdet.testing import write_tiny_coco
-from thumbdet.thumbnail_detector import ThumbnailDetector
+from thumbdet.models.postprocess import PostProcess
+from thumbdet.models.thumbnail_detector import ThumbnailDetector
 
 
 @pytest.fixture

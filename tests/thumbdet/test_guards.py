@@ -14,9 +14,9 @@ import signal
 import pytest
 import torch
 
-from thumbdet.checkpoint import load_checkpoint, save_checkpoint
+from tests.thumbdet.helpers import write_tiny_coco
+from thumbdet.checkpoints.format import load_checkpoint, save_checkpoint
 from thumbdet.cli import main
-from thumbdet.testing import write_tiny_coco
 
 _SIZES = ["--short-side", "32", "40", "--max-size", "64"]
 _FAST = ["--batch-size", "2", "--num-workers", "0", "--device", "cpu", *_SIZES]
@@ -247,17 +247,17 @@ def _assert_interrupted(capsys, output):
 
 
 def test_ctrl_c_during_training_exits_130_with_one_line(data, tmp_path, capsys, monkeypatch):
-    import thumbdet.train
+    import thumbdet.training.trainer
 
     _, flags = data
-    real = thumbdet.train.train_one_epoch
+    real = thumbdet.training.trainer.train_one_epoch
 
     def interrupted_in_epoch_one(*args, **kwargs):
         if args[5] == 1:  # epoch
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(thumbdet.train, "train_one_epoch", interrupted_in_epoch_one)
+    monkeypatch.setattr(thumbdet.training.trainer, "train_one_epoch", interrupted_in_epoch_one)
     output = tmp_path / "run"
     argv = ["train", "--preset", "tiny", "--output", str(output), "--epochs", "3", *_FAST]
     assert _main_interrupted([*argv, *flags, "--eval-every", "0"]) == 130
@@ -265,16 +265,16 @@ def test_ctrl_c_during_training_exits_130_with_one_line(data, tmp_path, capsys, 
 
 
 def test_ctrl_c_during_a_save_lets_the_checkpoint_finish(data, tmp_path, capsys, monkeypatch):
-    import thumbdet.train
+    import thumbdet.training.trainer
 
     _, flags = data
-    real = thumbdet.train.save_checkpoint
+    real = thumbdet.training.trainer.save_checkpoint
 
     def save_with_ctrl_c(*args, **kwargs):
         os.kill(os.getpid(), signal.SIGINT)  # arrives while the checkpoint is being written
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(thumbdet.train, "save_checkpoint", save_with_ctrl_c)
+    monkeypatch.setattr(thumbdet.training.trainer, "save_checkpoint", save_with_ctrl_c)
     output = tmp_path / "run"
     argv = ["train", "--preset", "tiny", "--output", str(output), "--epochs", "3", *_FAST]
     assert _main_interrupted([*argv, *flags, "--eval-every", "0"]) == 130
@@ -309,18 +309,18 @@ def test_skip_bad_images_trains_on_the_others_and_counts_them(damaged_data, tmp_
 
 
 def test_image_damaged_during_training_is_one_line_from_a_worker(tmp_path, capsys, monkeypatch):
-    import thumbdet.train
+    import thumbdet.training.trainer
 
     images_dir, annotation_file = write_tiny_coco(tmp_path / "data", num_images=4, size=(40, 48))
     flags = ["--train-images", str(images_dir), "--train-ann", str(annotation_file)]
-    real = thumbdet.train.train_one_epoch
+    real = thumbdet.training.trainer.train_one_epoch
 
     def damage_then_train(*args, **kwargs):
         for path in images_dir.glob("*.png"):  # after the check, before the epoch reads them
             path.write_bytes(path.read_bytes()[:100])
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(thumbdet.train, "train_one_epoch", damage_then_train)
+    monkeypatch.setattr(thumbdet.training.trainer, "train_one_epoch", damage_then_train)
     assert _train(tmp_path / "run", flags, "--num-workers", "1") == 1
     line = _one_error_line(capsys, "cannot be read", ".png")
     assert "Traceback" not in line and "ImageReadError" not in line

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torchvision.ops import box_convert, generalized_box_iou
 
-from thumbdet.matcher import HungarianMatcher, focal_class_cost, hungarian_match
+from thumbdet.training.matcher import HungarianMatcher, focal_class_cost, hungarian_match
 
 
 def _random_outputs(batch: int, queries: int, classes: int, seed: int = 0) -> dict:

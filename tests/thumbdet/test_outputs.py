@@ -14,12 +14,12 @@ import pytest
 import torch
 from PIL import Image
 
-import thumbdet.train
+import thumbdet.training.trainer
+from tests.thumbdet.helpers import tiny_train_config, write_tiny_coco
 from thumbdet.cli import main
-from thumbdet.output_lock import LOCK_NAME, OutputLock, OutputLockedError
-from thumbdet.testing import tiny_train_config, write_tiny_coco
-from thumbdet.tools import load_image, save_thumbnails, thumbnail_names
-from thumbdet.train import Trainer, train
+from thumbdet.thumbnails import load_image, save_thumbnails, thumbnail_names
+from thumbdet.training.output_lock import LOCK_NAME, OutputLock, OutputLockedError
+from thumbdet.training.trainer import Trainer, train
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +55,7 @@ def test_a_second_run_into_the_same_output_is_refused_naming_the_first(data, tmp
 def test_the_lock_is_held_by_a_live_process_of_another_run(tmp_path):
     folder = tmp_path / "run"
     code = (
-        "import sys, time; from thumbdet.output_lock import OutputLock; "
+        "import sys, time; from thumbdet.training.output_lock import OutputLock; "
         f"lock = OutputLock({str(folder)!r}); print('held', flush=True); sys.stdin.read()"
     )
     holder = subprocess.Popen(
@@ -98,7 +98,7 @@ def test_the_lock_is_released_when_a_run_fails(data, tmp_path, monkeypatch):
         assert (output / LOCK_NAME).exists()  # held while training
         raise RuntimeError("training failed")
 
-    monkeypatch.setattr(thumbdet.train, "train_one_epoch", fail)
+    monkeypatch.setattr(thumbdet.training.trainer, "train_one_epoch", fail)
     with pytest.raises(RuntimeError, match="training failed"):
         train(tiny_train_config(data, output, epochs=2, resume=True))
     assert not (output / LOCK_NAME).exists()
@@ -121,7 +121,7 @@ def test_temp_files_of_an_interrupted_save_are_removed_at_start(data, tmp_path, 
     other = output / "notes.tmp"
     other.write_text("not ours")
     with (
-        caplog.at_level(logging.WARNING, logger="thumbdet.train"),
+        caplog.at_level(logging.WARNING, logger="thumbdet.training.trainer"),
         Trainer(tiny_train_config(data, output)),
     ):
         assert not temp.exists() and other.exists()

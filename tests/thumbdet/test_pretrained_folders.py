@@ -1,4 +1,5 @@
-"""``thumbdet.pretrained``: detectors and students as ``model.safetensors`` + ``config.json``."""
+"""``thumbdet.checkpoints.pretrained``: detectors and students as ``model.safetensors`` +
+``config.json``."""
 
 import json
 
@@ -8,10 +9,9 @@ from safetensors.torch import load_file, save_file
 
 from learnthumb import InterpolateDownsampler, create_downsampler
 from learnthumb import save_pretrained as save_downsampler
-from thumbdet.cli import main
-from thumbdet.inference import evaluate_checkpoint, load_detector
-from thumbdet.models import build_model
-from thumbdet.pretrained import (
+from tests.thumbdet.helpers import TINY_MODEL, tiny_train_config, write_tiny_coco
+from thumbdet.checkpoints import load_detector
+from thumbdet.checkpoints.pretrained import (
     FORMAT_VERSION,
     PRETRAINED_DIR,
     from_pretrained,
@@ -19,9 +19,11 @@ from thumbdet.pretrained import (
     load_pretrained_config,
     save_pretrained,
 )
-from thumbdet.testing import TINY_MODEL, tiny_train_config, write_tiny_coco
-from thumbdet.thumbnail_detector import ThumbnailDetector, widen_stem
-from thumbdet.train import train
+from thumbdet.cli import main
+from thumbdet.evaluation import evaluate_checkpoint
+from thumbdet.models import build_model
+from thumbdet.models.thumbnail_detector import ThumbnailDetector, widen_stem
+from thumbdet.training.trainer import train
 
 
 def _outputs(model, images, mask=None):
@@ -51,7 +53,7 @@ def test_teacher_round_trip_gives_identical_outputs(tmp_path):
     assert sorted(path.name for path in folder.iterdir()) == ["config.json", "model.safetensors"]
     assert is_pretrained_folder(folder)
     config = load_pretrained_config(folder)
-    assert config["format"] == "thumbdet.pretrained"
+    assert config["format"] == "thumbdet.checkpoints.pretrained"
     assert config["format_version"] == FORMAT_VERSION
     assert config["kind"] == "detector" and "downsampler" not in config
     assert config["detector"]["preset"] == "tiny"

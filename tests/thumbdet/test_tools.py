@@ -7,11 +7,12 @@ import torch
 from onnx.reference import ReferenceEvaluator
 from PIL import Image
 
+from tests.thumbdet.helpers import write_tiny_coco
+from thumbdet.checkpoints import load_detector
 from thumbdet.cli import main
-from thumbdet.config import TrainConfig
-from thumbdet.testing import write_tiny_coco
-from thumbdet.tools import export_onnx, find_downsampler, load_image, save_thumbnails
-from thumbdet.train import load_detector, train
+from thumbdet.thumbnails import export_onnx, find_downsampler, load_image, save_thumbnails
+from thumbdet.training.config import TrainConfig
+from thumbdet.training.trainer import train
 
 TINY = {"num_queries": 5, "dec_layers": 1}
 

@@ -6,11 +6,11 @@ import pytest
 import torch
 
 from learnthumb import WideDownsampler
-from thumbdet.inference import load_detector
-from thumbdet.modes import make_downsampler
-from thumbdet.testing import tiny_train_config, write_tiny_coco
-from thumbdet.thumbnail_detector import widen_stem
-from thumbdet.train import train
+from tests.thumbdet.helpers import tiny_train_config, write_tiny_coco
+from thumbdet.checkpoints.loading import load_detector
+from thumbdet.models.thumbnail_detector import widen_stem
+from thumbdet.training.modes import make_downsampler
+from thumbdet.training.trainer import train
 
 
 def test_widen_stem_unfreezes_the_widened_stem_and_ignores_three_channels():

@@ -18,13 +18,13 @@ _LAZY = {
     "build_model": "thumbdet.models",
     "get_config": "thumbdet.models",
     "list_presets": "thumbdet.models",
-    "HungarianMatcher": "thumbdet.matcher",
-    "SetCriterion": "thumbdet.criterion",
-    "build_criterion": "thumbdet.criterion",
-    "PostProcess": "thumbdet.postprocess",
-    "postprocess_detections": "thumbdet.postprocess",
-    "convert_official": "thumbdet.convert",
-    "convert_transformers": "thumbdet.convert",
+    "HungarianMatcher": "thumbdet.training.matcher",
+    "SetCriterion": "thumbdet.training.criterion",
+    "build_criterion": "thumbdet.training.criterion",
+    "PostProcess": "thumbdet.models.postprocess",
+    "postprocess_detections": "thumbdet.models.postprocess",
+    "convert_official": "thumbdet.checkpoints.convert",
+    "convert_transformers": "thumbdet.checkpoints.convert",
 }
 
 __all__ = sorted(_LAZY)

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from timm.layers import freeze_batch_norm_2d
 from torch import nn
 
-from thumbdet.checkpoint import load_torch_file
+from thumbdet.checkpoints.format import load_torch_file
 
 __all__ = ["Backbone", "downsample_mask"]
 

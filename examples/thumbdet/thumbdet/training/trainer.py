@@ -9,9 +9,9 @@ Three modes (``TrainConfig.mode``):
 
 Every checkpoint holds the detector (and for students the downsampler), so
 :func:`load_detector` rebuilds a model that takes *full-size* images in every mode
-(:func:`load_detector` and :func:`evaluate_checkpoint` live in :mod:`thumbdet.inference`).
+(:func:`load_detector` and :func:`evaluate_checkpoint` live in :mod:`thumbdet.checkpoints.loading`).
 With the final checkpoint, the model is also written as ``OUTPUT/pretrained``
-(:func:`thumbdet.pretrained.save_pretrained`: ``model.safetensors`` + ``config.json``).
+(:func:`thumbdet.checkpoints.pretrained.save_pretrained`: ``model.safetensors`` + ``config.json``).
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
 
-from thumbdet.checkpoint import (
+from thumbdet.checkpoints.format import (
     CHECKPOINT_NAME,
     capture_rng_state,
     check_compatible,
@@ -42,23 +42,23 @@ from thumbdet.checkpoint import (
     restore_rng_state,
     save_checkpoint,
 )
-from thumbdet.config import TrainConfig
-from thumbdet.criterion import build_criterion
+from thumbdet.checkpoints.pretrained import PRETRAINED_DIR, save_pretrained
 from thumbdet.data import CocoDetection, DetectionCollator, make_transforms
 from thumbdet.data.images import IMAGE_CHECK_CACHE_NAME, write_image_check_cache
-from thumbdet.distributed import (
+from thumbdet.evaluation import evaluate
+from thumbdet.models.postprocess import PostProcess
+from thumbdet.training.config import TrainConfig
+from thumbdet.training.criterion import build_criterion
+from thumbdet.training.distributed import (
     DistributedContext,
     all_gather_objects,
     barrier,
     cleanup_distributed,
     init_distributed,
 )
-from thumbdet.engine import check_model_outputs_finite, evaluate, train_one_epoch
-from thumbdet.inference import evaluate_checkpoint, load_detector
-from thumbdet.modes import build_training_parts, checkpoint_meta
-from thumbdet.output_lock import OutputLock
-from thumbdet.postprocess import PostProcess
-from thumbdet.pretrained import PRETRAINED_DIR, save_pretrained
+from thumbdet.training.engine import check_model_outputs_finite, train_one_epoch
+from thumbdet.training.modes import build_training_parts, checkpoint_meta
+from thumbdet.training.output_lock import OutputLock
 from thumbdet.validation import check_output_folder
 
 __all__ = [
@@ -66,8 +66,6 @@ __all__ = [
     "RESUMABLE_SETTINGS",
     "Trainer",
     "changed_settings",
-    "evaluate_checkpoint",
-    "load_detector",
     "train",
 ]
 
@@ -144,12 +142,13 @@ def _seed_everything(seed: int) -> None:
 
 
 class Trainer:
-    """One training run of :class:`~thumbdet.config.TrainConfig`; :meth:`fit` runs it.
+    """One training run of :class:`~thumbdet.training.config.TrainConfig`; :meth:`fit` runs it.
 
     Everything that can be wrong with the configuration, the data or the teacher checkpoint
     is reported when the trainer is built, before any training step.
 
-    The trainer holds the lock of its output folder (:class:`~thumbdet.output_lock.OutputLock`,
+    The trainer holds the lock of its output folder
+    (:class:`~thumbdet.training.output_lock.OutputLock`,
     rank 0 of a distributed run) from its creation until :meth:`close`, so a second run into
     the same folder is refused; it releases it itself when its creation fails. Use it as a
     context manager or call :meth:`close`.

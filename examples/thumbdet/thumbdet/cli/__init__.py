@@ -1,7 +1,8 @@
 """The ``thumbdet`` command: ``train``, ``eval`` and ``convert`` here, others from their modules.
 
-``demo``, ``ablate``, ``thumbnail``, ``export`` and ``bench`` live in :mod:`thumbdet.demo`,
-:mod:`thumbdet.ablate`, :mod:`thumbdet.tools` and :mod:`thumbdet.bench`; each exposes
+``demo``, ``ablate``, ``thumbnail``, ``export`` and ``bench`` live in
+:mod:`thumbdet.experiments.demo`, :mod:`thumbdet.experiments.ablations`,
+:mod:`thumbdet.thumbnails` and :mod:`thumbdet.fastpath`; each exposes
 ``add_parser(subparsers)`` that registers its subcommands with ``set_defaults(func=...)``,
 ``func(args) -> int``. Those modules import torch and the models, so only the module of the
 subcommand being run is imported (``thumbdet --help`` stays fast).
@@ -20,7 +21,7 @@ import sys
 from collections.abc import Sequence
 
 from thumbdet import __version__
-from thumbdet.config import MODES, TrainConfig, parse_model_overrides, read_config_file
+from thumbdet.training.config import MODES, TrainConfig, parse_model_overrides, read_config_file
 
 __all__ = ["build_parser", "config_from_args", "main"]
 
@@ -28,13 +29,19 @@ __all__ = ["build_parser", "config_from_args", "main"]
 #: ``thumbdet --help`` without importing the module; a test checks it equals the module's).
 PLUGIN_COMMANDS = {
     "demo": (
-        "thumbdet.demo",
+        "thumbdet.experiments.demo",
         "train teacher, bicubic and ThumbDet students on generated data (CPU)",
     ),
-    "ablate": ("thumbdet.ablate", "the paper's ablations (Tables 3-6) at demo scale"),
-    "thumbnail": ("thumbdet.tools", "save the learned thumbnails of images (student checkpoint)"),
-    "export": ("thumbdet.tools", "export a checkpoint's detector to ONNX"),
-    "bench": ("thumbdet.bench", "time detector inference with optional fast paths"),
+    "ablate": (
+        "thumbdet.experiments.ablations",
+        "the paper's ablations (Tables 3-6) at demo scale",
+    ),
+    "thumbnail": (
+        "thumbdet.thumbnails",
+        "save the learned thumbnails of images (student checkpoint)",
+    ),
+    "export": ("thumbdet.thumbnails", "export a checkpoint's detector to ONNX"),
+    "bench": ("thumbdet.fastpath", "time detector inference with optional fast paths"),
 }
 _DEFAULTS = TrainConfig()
 
@@ -416,7 +423,7 @@ def apply_config_file(parser: argparse.ArgumentParser, path: str) -> None:
 
 
 def _run_train(args: argparse.Namespace) -> int:
-    from thumbdet.train import train
+    from thumbdet.training.trainer import train
 
     path = train(config_from_args(args))
     if int(os.environ.get("RANK", "0")) == 0:
@@ -425,7 +432,7 @@ def _run_train(args: argparse.Namespace) -> int:
 
 
 def _run_eval(args: argparse.Namespace) -> int:
-    from thumbdet.train import evaluate_checkpoint
+    from thumbdet.evaluation import evaluate_checkpoint
 
     config = TrainConfig(
         train_images="-",
@@ -454,7 +461,7 @@ def _run_eval(args: argparse.Namespace) -> int:
 
 
 def _run_convert(args: argparse.Namespace) -> int:
-    from thumbdet.convert import (
+    from thumbdet.checkpoints.convert import (
         convert_official,
         convert_transformers,
         read_coco_categories,
@@ -569,7 +576,7 @@ def _interrupt_note(args: argparse.Namespace) -> str:
     """Where a ``train`` run can be continued from after Ctrl-C."""
     if args.command != "train" or not getattr(args, "output", None):
         return ""
-    from thumbdet.train import CHECKPOINT_NAME
+    from thumbdet.training.trainer import CHECKPOINT_NAME
 
     checkpoint = os.path.join(args.output, CHECKPOINT_NAME)
     if not os.path.isfile(checkpoint):

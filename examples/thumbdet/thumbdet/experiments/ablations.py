@@ -15,8 +15,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from thumbdet.demo import RECIPES, evaluate_phase, phase_config, run_phase, use_threads
-from thumbdet.report import AP_KEYS, normalise_ap_metrics, write_results
+from thumbdet.experiments.demo import RECIPES, evaluate_phase, phase_config, run_phase, use_threads
+from thumbdet.experiments.report import AP_KEYS, normalise_ap_metrics, write_results
 
 __all__ = ["PAPER", "TABLES", "VARIANTS", "add_parser", "format_ablation", "run_ablation"]
 

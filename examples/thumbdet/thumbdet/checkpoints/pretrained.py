@@ -8,7 +8,7 @@ downsamplers, so a folder pushed to the Hub loads with one line:
 - ``config.json``: what rebuilds the model before the weights go in::
 
       {
-        "format": "thumbdet.pretrained",
+        "format": "thumbdet.checkpoints.pretrained",
         "format_version": 1,
         "thumbdet_version": "0.2.0",
         "kind": "student",                 # or "detector" (a teacher)
@@ -21,7 +21,7 @@ downsamplers, so a folder pushed to the Hub loads with one line:
 
   A student's downsampler is rebuilt from learnthumb's registry (the ``learnthumb_config``
   that :func:`learnthumb.create_downsampler` records); a wide downsampler's detector gets its
-  widened stem (:func:`~thumbdet.thumbnail_detector.widen_stem`) before the weights go in.
+  widened stem (:func:`~thumbdet.models.thumbnail_detector.widen_stem`) before the weights go in.
   ``preprocessing`` holds the resize sizes of the training run, which ``thumbdet eval`` uses
   by default.
 
@@ -59,7 +59,7 @@ from learnthumb.pretrained import (
     write_pretrained_folder,
 )
 from thumbdet.models import DetectorConfig, build_model
-from thumbdet.thumbnail_detector import ThumbnailDetector, widen_stem
+from thumbdet.models.thumbnail_detector import ThumbnailDetector, widen_stem
 
 __all__ = [
     "CONFIG_NAME",
@@ -76,7 +76,7 @@ __all__ = [
 FORMAT_VERSION = 1
 #: The folder ``thumbdet train`` writes next to its checkpoint.
 PRETRAINED_DIR = "pretrained"
-_FORMAT = "thumbdet.pretrained"
+_FORMAT = "thumbdet.checkpoints.pretrained"
 _KINDS = ("detector", "student")
 _PREFIXES = {"detector": "detector.", "downsampler": "downsampler."}
 
@@ -123,8 +123,8 @@ def save_pretrained(
 
     Args:
         model: A :class:`~thumbdet.models.DeformableDETR` or a
-            :class:`~thumbdet.thumbnail_detector.ThumbnailDetector` whose downsampler was
-            built by :func:`learnthumb.create_downsampler` (as :func:`~thumbdet.inference.
+            :class:`~thumbdet.models.thumbnail_detector.ThumbnailDetector` whose downsampler was
+            built by :func:`learnthumb.create_downsampler` (as :func:`~thumbdet.checkpoints.loading.
             load_detector` and ``thumbdet train`` build them).
         directory: The folder to write; created if missing, files of the same names replaced.
         category_ids: The category id of each class logit; default: the model's
@@ -274,8 +274,8 @@ def from_pretrained(
 
     Returns:
         In eval mode, the detector (a teacher) or a
-        :class:`~thumbdet.thumbnail_detector.ThumbnailDetector` (a student), as
-        :func:`~thumbdet.inference.load_detector` returns them: full-size images in, with
+        :class:`~thumbdet.models.thumbnail_detector.ThumbnailDetector` (a student), as
+        :func:`~thumbdet.checkpoints.loading.load_detector` returns them: full-size images in, with
         ``checkpoint_meta`` (mode, scale, category ids and names) attached.
     """
     folder = _resolve_folder(directory_or_repo_id, revision)

@@ -1,6 +1,6 @@
 """What each training mode trains: teacher, bicubic student, ThumbDet student.
 
-:func:`build_training_parts` turns a :class:`~thumbdet.config.TrainConfig` into the module
+:func:`build_training_parts` turns a :class:`~thumbdet.training.config.TrainConfig` into the module
 the engine calls, the detector and downsampler a checkpoint stores, the full-size model used
 for evaluation and the optimiser's parameter groups. Everything that can be wrong with the
 mode's options (teacher checkpoint, scale, downsampler) raises here, before any training.
@@ -22,12 +22,12 @@ from learnthumb import (
     create_downsampler,
     thumbnail_size,
 )
-from thumbdet.checkpoint import check_compatible, load_checkpoint
-from thumbdet.config import TrainConfig
-from thumbdet.inference import load_detector, require_entries
+from thumbdet.checkpoints.format import check_compatible, load_checkpoint
+from thumbdet.checkpoints.loading import load_detector, require_entries
+from thumbdet.checkpoints.pretrained import from_pretrained, is_pretrained_folder
 from thumbdet.models import build_model
-from thumbdet.pretrained import from_pretrained, is_pretrained_folder
-from thumbdet.thumbnail_detector import ThumbnailDetector, widen_stem
+from thumbdet.models.thumbnail_detector import ThumbnailDetector, widen_stem
+from thumbdet.training.config import TrainConfig
 
 __all__ = [
     "TrainingParts",
@@ -44,7 +44,7 @@ class TrainingParts:
 
     Attributes:
         trained: What the engine calls: the detector (teacher), a
-            :class:`~thumbdet.thumbnail_detector.ThumbnailDetector` (bicubic) or a
+            :class:`~thumbdet.models.thumbnail_detector.ThumbnailDetector` (bicubic) or a
             :class:`learnthumb.ThumbnailDistillation` (thumbdet).
         detector: The (student) detector, saved under ``"model"``.
         downsampler: The student's downsampler, saved under ``"downsampler"`` (None: teacher).
@@ -117,7 +117,7 @@ def load_teacher(path: str | Path, preset: str, category_ids: list[int]) -> nn.M
 
     Args:
         path: A checkpoint (file or run folder) or a folder written by
-            :func:`thumbdet.pretrained.save_pretrained` (``OUTPUT/pretrained`` of a run).
+            :func:`thumbdet.checkpoints.save_pretrained` (``OUTPUT/pretrained`` of a run).
         preset: The run's detector preset.
         category_ids: The run's category ids.
 

@@ -8,8 +8,8 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.ops import box_convert, generalized_box_iou, sigmoid_focal_loss
 
-from .matcher import HungarianMatcher, check_targets
-from .models.presets import DetectorConfig, get_config
+from thumbdet.models.presets import DetectorConfig, get_config
+from thumbdet.training.matcher import HungarianMatcher, check_targets
 
 __all__ = ["SetCriterion", "build_criterion", "num_target_boxes", "set_losses"]
 

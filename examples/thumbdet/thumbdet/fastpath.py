@@ -100,7 +100,7 @@ def build_inference_model(
     """A randomly initialised detector pipeline that takes *full-size* images, in eval mode.
 
     Speed does not depend on the weights, so benchmarks use random ones; for a trained model
-    use :func:`thumbdet.train.load_detector`.
+    use :func:`thumbdet.training.trainer.load_detector`.
 
     Args:
         preset: detector preset (``"paper_r50"``, ``"tiny"``).
@@ -111,7 +111,7 @@ def build_inference_model(
     """
     from learnthumb import create_downsampler
     from thumbdet.models import build_model
-    from thumbdet.thumbnail_detector import ThumbnailDetector
+    from thumbdet.models.thumbnail_detector import ThumbnailDetector
 
     if variant not in VARIANTS:
         raise ValueError(f"variant must be one of {VARIANTS}, received {variant!r}")
@@ -254,7 +254,7 @@ def make_runner(
         example: the input batch, :math:`(B, 3, H, W)` on the model's device.
         options: the fast paths.
         postprocess: optional ``postprocess(outputs, target_sizes)`` run after the model
-            (e.g. :class:`thumbdet.postprocess.PostProcess`), with each image's full size.
+            (e.g. :class:`thumbdet.models.postprocess.PostProcess`), with each image's full size.
     """
     if example.dim() != 4 or example.shape[1] != 3:
         raise ValueError(f"example must have shape (B, 3, H, W), received {tuple(example.shape)}")
@@ -327,7 +327,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     """Body of ``thumbdet bench``: build, prepare, warm up, time, print (and save)."""
     from learnthumb import measure_latency
-    from thumbdet.postprocess import PostProcess
+    from thumbdet.models.postprocess import PostProcess
 
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     options = InferenceOptions(
@@ -341,7 +341,7 @@ def run(args: argparse.Namespace) -> int:
         cuda_graph=args.cuda_graph,
     )
     if args.checkpoint is not None:
-        from thumbdet.inference import load_detector
+        from thumbdet.checkpoints.loading import load_detector
 
         model = load_detector(args.checkpoint, device)
         preset = model.checkpoint_meta["preset"]

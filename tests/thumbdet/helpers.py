@@ -24,7 +24,7 @@ def tiny_train_config(data: tuple[Path, Path], output: Path | str, **overrides):
         output: the run's output folder.
         **overrides: any other ``TrainConfig`` field.
     """
-    from thumbdet.config import TrainConfig
+    from thumbdet.training.config import TrainConfig
 
     images_dir, annotation_file = data
     values = dict(
@@ -124,8 +124,8 @@ def distributed_train_worker(
 
     import torch
 
-    from thumbdet.config import TrainConfig
-    from thumbdet.train import Trainer
+    from thumbdet.training.config import TrainConfig
+    from thumbdet.training.trainer import Trainer
 
     os.environ.update(
         RANK=str(rank),

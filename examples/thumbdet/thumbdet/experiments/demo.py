@@ -34,11 +34,13 @@ import torch
 from torch import nn
 
 from learnthumb import count_macs, measure_latency
-from thumbdet.config import TrainConfig
+from thumbdet.checkpoints import CHECKPOINT_NAME, load_detector
 from thumbdet.data.synthetic import SyntheticSpec, generate_synthetic_dataset
 from thumbdet.data.transforms import Compose, RandomHorizontalFlip, ToTensor
-from thumbdet.tools import load_image
-from thumbdet.train import CHECKPOINT_NAME, Trainer, evaluate_checkpoint, load_detector
+from thumbdet.evaluation import evaluate_checkpoint
+from thumbdet.thumbnails import load_image
+from thumbdet.training.config import TrainConfig
+from thumbdet.training.trainer import Trainer
 
 __all__ = [
     "RECIPES",
@@ -284,8 +286,8 @@ def _draw_figures(
     models: dict[str, nn.Module], results: dict, data: Any, recipe: DemoRecipe, output: Path
 ) -> list[Path]:
     from learnthumb import InterpolateDownsampler
-    from thumbdet import figures
-    from thumbdet.postprocess import postprocess_detections
+    from thumbdet.experiments import figures
+    from thumbdet.models.postprocess import postprocess_detections
 
     images, annotations = _figure_images(data, recipe.figure_images)
     meta = models["teacher"].checkpoint_meta
@@ -343,7 +345,7 @@ def run_demo(
         progress: show progress bars.
     """
     from thumbdet.data.synthetic import default_cache_dir
-    from thumbdet.report import format_results_table, make_row, write_results
+    from thumbdet.experiments.report import format_results_table, make_row, write_results
 
     started = time.perf_counter()
     name = "quick" if quick else "full"

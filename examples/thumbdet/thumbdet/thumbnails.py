@@ -196,7 +196,7 @@ def export_onnx(
 
     Args:
         detector: a module taking full-size ``(B, 3, H, W)`` images and returning a dict
-            with ``pred_logits`` and ``pred_boxes`` (``thumbdet.train.load_detector``).
+            with ``pred_logits`` and ``pred_boxes`` (``thumbdet.training.trainer.load_detector``).
         output: the folder to write into.
         image_size: (H, W) of the example input the graph is traced with.
         parts: ``"detector"`` (downsampler + student, or the teacher) and/or
@@ -225,7 +225,7 @@ def export_onnx(
 
 
 def _load(checkpoint: str) -> nn.Module:
-    from thumbdet.train import load_detector
+    from thumbdet.checkpoints import load_detector
 
     detector = load_detector(checkpoint)
     detector.eval()

@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
+from torch import nn
 
 __all__ = [
     "DistributedContext",
@@ -16,6 +17,7 @@ __all__ = [
     "cleanup_distributed",
     "init_distributed",
     "reduce_mean",
+    "unwrap",
     "world_size",
 ]
 
@@ -113,3 +115,8 @@ def all_gather_objects(item: Any) -> list[Any]:
     gathered: list[Any] = [None] * dist.get_world_size()
     dist.all_gather_object(gathered, item)
     return gathered
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The module inside ``DistributedDataParallel`` (or ``model`` itself)."""
+    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model

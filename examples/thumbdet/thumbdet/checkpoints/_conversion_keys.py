@@ -1,4 +1,5 @@
-"""Key renaming behind :mod:`thumbdet.convert`: rule tables and a mapper that names every misfit.
+"""Key renaming behind :mod:`thumbdet.checkpoints.convert`: rule tables and a mapper that
+names every misfit.
 
 A rule is ``(pattern, replacement)``: a source key that fully matches ``pattern`` becomes
 ``match.expand(replacement)``; the first matching rule wins.

@@ -3,7 +3,7 @@
 Two sources are read:
 
 - the official code (fundamentalvision/Deformable-DETR): a torch file ``{"model":
-  state_dict, "args": argparse.Namespace, ...}``, read with :func:`~thumbdet.checkpoint.
+  state_dict, "args": argparse.Namespace, ...}``, read with :func:`~thumbdet.checkpoints.format.
   load_torch_file` (``weights_only=True``, nothing in it can run code);
 - Hugging Face transformers' ``DeformableDetrForObjectDetection`` with a timm ResNet backbone:
   the model itself, a state dict with its config, or a folder written by ``save_pretrained``
@@ -12,7 +12,8 @@ Two sources are read:
 Both keep Deformable DETR's architecture, so converting renames keys (and, for transformers,
 merges the decoder's separate q/k/v projections into ``nn.MultiheadAttention``'s
 ``in_proj``) and reads the :class:`~thumbdet.models.DetectorConfig` from the source's
-arguments (the rename rules are in :mod:`thumbdet._conversion_keys`). Whatever has no place in
+arguments (the rename rules are in :mod:`thumbdet.checkpoints._conversion_keys`). Whatever has
+no place in
 our model, or is missing from the source, is refused with one :class:`ConversionError` listing
 the keys. :func:`save_converted` writes a teacher
 checkpoint that ``thumbdet eval --checkpoint`` and ``thumbdet train --teacher`` read.
@@ -33,16 +34,16 @@ from typing import Any
 
 import torch
 
-from thumbdet._conversion_keys import (
+from thumbdet.checkpoints._conversion_keys import (
     OFFICIAL_RULES,
     TRANSFORMERS_RULES,
     expected_keys,
     map_keys,
     tied_head,
 )
-from thumbdet.checkpoint import CHECKPOINT_NAME, load_torch_file, save_checkpoint
-from thumbdet.config import TrainConfig
+from thumbdet.checkpoints.format import CHECKPOINT_NAME, load_torch_file, save_checkpoint
 from thumbdet.models import DeformableDETR, DetectorConfig, get_config
+from thumbdet.training.config import TrainConfig
 
 __all__ = [
     "ConversionError",
