@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -13,6 +12,8 @@ import numpy as np
 import torch
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
+
+from thumbdet.files import write_json
 
 __all__ = ["METRIC_NAMES", "coco_evaluate", "detections_to_coco_results", "write_metrics"]
 
@@ -102,8 +103,5 @@ def coco_evaluate(
 
 
 def write_metrics(metrics: Mapping[str, Any], path: str | Path) -> Path:
-    """Write metrics as JSON (parent folders created); returns the path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(dict(metrics), indent=2, sort_keys=True) + "\n")
-    return path
+    """Write metrics as JSON, keys sorted (parent folders created, atomically); returns the path."""
+    return write_json(path, dict(metrics), sort_keys=True)

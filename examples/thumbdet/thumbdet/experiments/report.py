@@ -8,17 +8,16 @@ of ThumbDet on mAP, in percent.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections.abc import Mapping
 from pathlib import Path
 
 from learnthumb import accuracy_drop_rate
+from thumbdet.files import write_json
 
 __all__ = [
     "AP_KEYS",
-    "format_markdown_table",
     "format_results_table",
     "make_row",
     "normalise_ap_metrics",
@@ -94,13 +93,8 @@ def make_row(
 
 
 def write_results(results: Mapping, path: str | os.PathLike) -> Path:
-    """Write ``results`` as indented JSON, atomically (temp file + rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_suffix(path.suffix + ".tmp")
-    temporary.write_text(json.dumps(results, indent=2) + "\n")
-    temporary.replace(path)
-    return path
+    """Write ``results`` as indented JSON, atomically (:func:`thumbdet.files.write_json`)."""
+    return write_json(path, dict(results))
 
 
 def _cell(value: float | None, digits: int = 1) -> str:
@@ -161,19 +155,4 @@ def format_results_table(results: Mapping, teacher_key: str = "teacher") -> str:
                 if ours[key] is not None and bicubic[key] is not None:
                     gains.append(f"{key} {ours[key] - bicubic[key]:+.1f}")
             lines.append(f"ThumbDet vs bicubic at {scale.replace('x', '×')}: " + ", ".join(gains))
-    return "\n".join(lines)
-
-
-def format_markdown_table(
-    rows: Mapping[str, Mapping], columns: tuple[str, ...] = AP_KEYS, label: str = "Setting"
-) -> str:
-    """A Markdown table: one line per entry of ``rows``, one column per key of ``columns``."""
-    lines = [f"| {label} | " + " | ".join(columns) + " |"]
-    lines.append("|" + "---|" * (len(columns) + 1))
-    for name, row in rows.items():
-        cells = [
-            _cell(row.get(key)) if not isinstance(row.get(key), str) else row[key]
-            for key in columns
-        ]
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
