@@ -1,24 +1,26 @@
-"""``thumbdet ablate components|layers|stages|temperature|init|families``: Tables 3–6 at demo scale.
+"""The ablations: Tables 3–6 of the paper (and two beyond it) at demo scale.
 
 Each table trains the ThumbDet variants the paper compares, with the demo's recipe, dataset
-and teacher, and writes ``DIR/ablation_<table>.md`` (our numbers next to the paper's) and
-``DIR/ablation_<table>.json``. Runs are shared through the demo's phase folders: a variant
-already trained (by the demo or by another table) is reused, so pointing ``--output`` at the
-demo's folder (the default, ``./thumbdet-demo``) skips the teacher, bicubic and full ThumbDet runs.
+and teacher; :func:`run_ablation` (``thumbdet ablate TABLE``) writes ``DIR/ablation_<table>.md``
+(our numbers next to the paper's) and ``DIR/ablation_<table>.json``. Runs are shared through
+the demo's phase folders (:mod:`thumbdet.experiments.phases`): a variant already trained (by
+the demo or by another table) is reused, so pointing ``--output`` at the demo's folder (the
+default, ``./thumbdet-demo``) skips the teacher, bicubic and full ThumbDet runs.
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import time
 from pathlib import Path
 from typing import Any
 
-from thumbdet.experiments.demo import RECIPES, evaluate_phase, phase_config, run_phase, use_threads
+from thumbdet.data.synthetic import default_cache_dir, generate_synthetic_dataset
+from thumbdet.experiments.phases import evaluate_phase, run_phase
+from thumbdet.experiments.recipes import RECIPES, phase_config
 from thumbdet.experiments.report import AP_KEYS, normalise_ap_metrics, write_results
 
-__all__ = ["PAPER", "TABLES", "VARIANTS", "add_parser", "format_ablation", "run_ablation"]
+__all__ = ["PAPER", "TABLES", "VARIANTS", "format_ablation", "run_ablation"]
 
 # Table 4's and Table 5's variants run without distillation, as the paper says of Table 4
 # and as Table 5's "Two-Stage w/ Dow." row (30.7 mAP) equals Table 3's L_mm-only row.
@@ -178,8 +180,6 @@ def run_ablation(
     Returns:
         ``{"table", "variants": {variant: six AP numbers}, "wall_seconds"}``.
     """
-    from thumbdet.data.synthetic import default_cache_dir, generate_synthetic_dataset
-
     if table not in TABLES:
         raise ValueError(f"table: expected one of {sorted(TABLES)}, got {table!r}")
     started = time.perf_counter()
@@ -210,28 +210,3 @@ def run_ablation(
     write_results(result, output / f"ablation_{table}.json")
     print(markdown)
     return result
-
-
-def _run(args: argparse.Namespace) -> int:
-    output = args.output or ("thumbdet-demo-quick" if args.quick else "thumbdet-demo")
-    with use_threads(args.threads):
-        run_ablation(args.table, output, quick=args.quick, data_dir=args.data_dir)
-    return 0
-
-
-def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    """Register ``thumbdet ablate`` on the CLI."""
-    parser = subparsers.add_parser(
-        "ablate",
-        help="the paper's ablations (Tables 3-6) at demo scale",
-        description="Reproduce one of the paper's ablation tables (3-6) with the demo's data "
-        "and recipe; reuses the demo's teacher and phases when their settings match.",
-    )
-    parser.add_argument("table", choices=sorted(TABLES), help="which table to reproduce")
-    parser.add_argument(
-        "--output", default=None, help="the demo's folder (default ./thumbdet-demo)"
-    )
-    parser.add_argument("--quick", action="store_true", help="the demo's toy recipe")
-    parser.add_argument("--data-dir", default=None, help="dataset folder (default: cache)")
-    parser.add_argument("--threads", type=int, default=1, help="PyTorch threads (0: default)")
-    parser.set_defaults(func=_run)
