@@ -10,7 +10,8 @@ from PIL import Image
 from tests.thumbdet.helpers import write_tiny_coco
 from thumbdet.checkpoints import load_detector
 from thumbdet.cli import main
-from thumbdet.thumbnails import export_onnx, find_downsampler, load_image, save_thumbnails
+from thumbdet.export import export_onnx
+from thumbdet.thumbnails import find_downsampler, load_image, save_thumbnails
 from thumbdet.training.config import TrainConfig
 from thumbdet.training.trainer import train
 

@@ -1,18 +1,15 @@
-"""``thumbdet thumbnail`` and ``thumbdet export``: the learned downsampler outside training.
+"""Learned thumbnails outside training: image files in, the downsampler's thumbnails out.
 
-``thumbdet thumbnail --checkpoint CKPT IMAGE... --output DIR`` writes the learned thumbnail of
-each image as a PNG (the downsampler is useful on its own, e.g. to store or send smaller
-images). ``thumbdet export --checkpoint CKPT --format onnx`` writes the deployed detector
-(downsampler + student, full-size image in, ``pred_logits``/``pred_boxes`` out) and, for a
-student, the downsampler alone.
+:func:`load_image` reads an image file like training does, :func:`find_downsampler` takes the
+downsampler out of a student detector, and :func:`save_thumbnails` writes the thumbnail of each
+image as a PNG (the downsampler is useful on its own, e.g. to store or send smaller images);
+``thumbdet thumbnail`` is its command (:mod:`thumbdet.cli.thumbnail`).
 """
 
 from __future__ import annotations
 
-import argparse
-import contextlib
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -22,16 +19,7 @@ from torch import nn
 
 from thumbdet.data.images import load_rgb_image
 
-__all__ = [
-    "EXPORT_PARTS",
-    "DetectorOutputs",
-    "add_parser",
-    "export_onnx",
-    "find_downsampler",
-    "load_image",
-    "save_thumbnails",
-    "thumbnail_names",
-]
+__all__ = ["find_downsampler", "load_image", "save_thumbnails", "thumbnail_names"]
 
 
 def load_image(path: str | os.PathLike) -> torch.Tensor:
@@ -133,162 +121,3 @@ def save_thumbnails(
         Image.fromarray(pixels).save(target)
         written.append(target)
     return written
-
-
-class DetectorOutputs(nn.Module):
-    """A detector reduced to its two main outputs, as a tuple, for graph export.
-
-    Shape:
-        - images: :math:`(B, 3, H, W)` in [0, 1] (full size for a student).
-        - output: ``pred_logits`` :math:`(B, Q, K)` and ``pred_boxes`` :math:`(B, Q, 4)`
-          (normalised cx, cy, w, h).
-    """
-
-    def __init__(self, detector: nn.Module) -> None:
-        super().__init__()
-        self.detector = detector
-
-    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        outputs = self.detector(images)
-        return outputs["pred_logits"], outputs["pred_boxes"]
-
-
-@contextlib.contextmanager
-def _traceable_ms_deform_attn() -> Iterator[None]:
-    """Run MSDA as plain PyTorch ops (grid_sample...) instead of its registered custom op.
-
-    The custom op keeps ``torch.compile`` and the MAC counter happy, but an ONNX exporter
-    cannot translate it; its pure-PyTorch reference traces into standard ONNX operators.
-    """
-    from thumbdet.ops import traceable_ms_deform_attn
-
-    with traceable_ms_deform_attn():
-        yield
-
-
-def _export(module: nn.Module, example: torch.Tensor, path: Path, output_names: list[str]) -> None:
-    module.eval()
-    with _traceable_ms_deform_attn():
-        torch.onnx.export(
-            module,
-            (example,),
-            str(path),
-            input_names=["images"],
-            output_names=output_names,
-            opset_version=20,  # GridSample with the "linear" mode name of opset 20
-            dynamo=True,
-            verbose=False,
-        )
-
-
-EXPORT_PARTS = ("detector", "downsampler")
-
-
-def export_onnx(
-    detector: nn.Module,
-    output: str | os.PathLike,
-    image_size: tuple[int, int],
-    parts: Sequence[str] = EXPORT_PARTS,
-) -> list[Path]:
-    """Export a detector and/or its downsampler to ONNX (``detector.onnx``, ``downsampler.onnx``).
-
-    MSDA is exported through its pure-PyTorch form, whatever backend the model was built with.
-
-    Args:
-        detector: a module taking full-size ``(B, 3, H, W)`` images and returning a dict
-            with ``pred_logits`` and ``pred_boxes`` (``thumbdet.training.trainer.load_detector``).
-        output: the folder to write into.
-        image_size: (H, W) of the example input the graph is traced with.
-        parts: ``"detector"`` (downsampler + student, or the teacher) and/or
-            ``"downsampler"`` (students only).
-
-    Returns:
-        The written files.
-    """
-    if len(image_size) != 2 or min(image_size) < 1:
-        raise ValueError(f"image_size: expected (H, W) of positive ints, got {image_size}")
-    unknown = [part for part in parts if part not in EXPORT_PARTS]
-    if unknown or not parts:
-        raise ValueError(f"parts: expected some of {EXPORT_PARTS}, got {list(parts)}")
-    downsampler = find_downsampler(detector) if "downsampler" in parts else None
-    output = Path(output)
-    output.mkdir(parents=True, exist_ok=True)
-    example = torch.rand(1, 3, *image_size)
-    written = []
-    if "detector" in parts:
-        written.append(output / "detector.onnx")
-        _export(DetectorOutputs(detector), example, written[-1], ["pred_logits", "pred_boxes"])
-    if downsampler is not None:
-        written.append(output / "downsampler.onnx")
-        _export(downsampler, example, written[-1], ["thumbnail"])
-    return written
-
-
-def _load(checkpoint: str) -> nn.Module:
-    from thumbdet.checkpoints import load_detector
-
-    detector = load_detector(checkpoint)
-    detector.eval()
-    return detector
-
-
-def _run_thumbnail(args: argparse.Namespace) -> int:
-    written = save_thumbnails(find_downsampler(_load(args.checkpoint)), args.images, args.output)
-    for path in written:
-        print(path)
-    return 0
-
-
-def _run_export(args: argparse.Namespace) -> int:
-    output = args.output or str(Path(args.checkpoint).with_suffix("")) + "_onnx"
-    detector = _load(args.checkpoint)
-    parts = args.parts or (EXPORT_PARTS if hasattr(detector, "downsampler") else ["detector"])
-    for path in export_onnx(detector, output, tuple(args.image_size), parts):
-        print(path)
-    return 0
-
-
-def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    """Register the ``thumbnail`` and ``export`` subcommands on the ``thumbdet`` CLI."""
-    thumbnail = subparsers.add_parser(
-        "thumbnail",
-        help="save the learned thumbnails of images (student checkpoint)",
-        description="Run a student's downsampler on image files and save each thumbnail as "
-        "a PNG, to look at what the detector sees.",
-    )
-    thumbnail.add_argument(
-        "--checkpoint",
-        required=True,
-        help="a bicubic or thumbdet checkpoint, run folder or pretrained folder",
-    )
-    thumbnail.add_argument("images", nargs="+", help="image files")
-    thumbnail.add_argument("--output", required=True, help="folder for the thumbnails")
-    thumbnail.set_defaults(func=_run_thumbnail)
-
-    export = subparsers.add_parser(
-        "export",
-        help="export a checkpoint's detector to ONNX",
-        description="Export the detector of a checkpoint (and a student's downsampler) to ONNX, "
-        "traced with an example input of --image-size.",
-    )
-    export.add_argument(
-        "--checkpoint", required=True, help="checkpoint file, run folder or pretrained folder"
-    )
-    export.add_argument("--format", choices=["onnx"], default="onnx", help="file format")
-    export.add_argument("--output", default=None, help="folder (default: next to the checkpoint)")
-    export.add_argument(
-        "--image-size",
-        type=int,
-        nargs=2,
-        default=(128, 128),
-        metavar=("H", "W"),
-        help="size of the example full-size input the graph is traced with",
-    )
-    export.add_argument(
-        "--parts",
-        nargs="+",
-        choices=EXPORT_PARTS,
-        default=None,
-        help="what to export (default: the detector, plus the downsampler of a student)",
-    )
-    export.set_defaults(func=_run_export)

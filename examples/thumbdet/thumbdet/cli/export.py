@@ -1,0 +1,69 @@
+"""``thumbdet export --checkpoint CKPT``: a checkpoint's detector (and downsampler) as ONNX.
+
+A thin command over :func:`thumbdet.export.export_onnx`; its flags come from
+:class:`ExportOptions`.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+from pathlib import Path
+
+from thumbdet.cli.flags import add_settings, settings_from_args
+from thumbdet.settings import setting
+
+__all__ = ["HELP", "ExportOptions", "add_parser", "run"]
+
+HELP = "export a checkpoint's detector to ONNX"
+
+
+def _parts() -> tuple[str, ...]:
+    from thumbdet.export import EXPORT_PARTS
+
+    return EXPORT_PARTS
+
+
+@dataclass
+class ExportOptions:
+    """Settings of ``thumbdet export``."""
+
+    checkpoint: str | None = setting(None, "checkpoint file, run folder or pretrained folder")
+    format: str = setting("onnx", "file format", choices=("onnx",))
+    output: str | None = setting(None, "folder (default: next to the checkpoint)")
+    image_size: tuple[int, int] = setting(
+        (128, 128),
+        "size of the example full-size input the graph is traced with",
+        metavar=("H", "W"),
+    )
+    parts: list[str] | None = setting(
+        None,
+        "what to export (default: the detector, plus the downsampler of a student)",
+        choices=_parts,
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    """Body of ``thumbdet export``: print the path of each file written."""
+    from thumbdet.checkpoints import load_detector
+    from thumbdet.export import EXPORT_PARTS, export_onnx
+
+    options: ExportOptions = settings_from_args(args, ExportOptions)
+    output = options.output or str(Path(options.checkpoint).with_suffix("")) + "_onnx"
+    detector = load_detector(options.checkpoint)
+    parts = options.parts or (EXPORT_PARTS if hasattr(detector, "downsampler") else ["detector"])
+    for path in export_onnx(detector, output, tuple(options.image_size), parts):
+        print(path)
+    return 0
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Register ``thumbdet export`` on the CLI."""
+    parser = subparsers.add_parser(
+        "export",
+        help=HELP,
+        description="Export the detector of a checkpoint (and a student's downsampler) to ONNX, "
+        "traced with an example input of --image-size.",
+    )
+    add_settings(parser, ExportOptions, required=("checkpoint",))
+    parser.set_defaults(func=run)
