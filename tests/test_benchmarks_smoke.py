@@ -118,7 +118,7 @@ def test_run_quick_writes_valid_json_and_tables(tmp_path):
 
 
 def test_thumbdet_bench_cli_writes_json(tmp_path):
-    from thumbdet import fastpath as bench
+    from thumbdet.cli import bench
 
     parser = argparse.ArgumentParser()
     bench.add_parser(parser.add_subparsers())

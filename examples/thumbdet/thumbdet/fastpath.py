@@ -1,38 +1,34 @@
-"""Inference fast paths and the ``thumbdet bench`` command.
+"""Inference fast paths: options applied to an unchanged model, never a fork of its code.
 
-The fast paths are options applied to an unchanged model, never a fork of its code:
 :class:`InferenceOptions` (grad mode, channels-last, autocast, ``torch.compile``, the MSDA
-backend, CUDA graphs), :func:`prepare_model` and :func:`make_runner`. ``benchmarks/`` measures
-them; ``thumbdet bench`` times one configuration from the command line::
+backend, CUDA graphs; declared in :mod:`thumbdet.inference_options`), :func:`prepare_model`
+and :func:`make_runner`. ``benchmarks/`` measures them; ``thumbdet bench``
+(:mod:`thumbdet.cli.bench`) times one configuration from the command line::
 
     thumbdet bench --preset tiny --variant thumbdet --scale 4 --channels-last --amp
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
-import json
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
+
+from thumbdet.inference_options import AMP_DTYPES, InferenceOptions
 
 __all__ = [
     "DEFAULT_SIZES",
     "VARIANTS",
     "AutocastBackbone",
     "InferenceOptions",
-    "add_parser",
     "build_inference_model",
     "capture_cuda_graph",
     "inference_context",
     "make_runner",
     "prepare_model",
-    "run",
     "set_msda_backend",
 ]
 
@@ -41,53 +37,7 @@ DEFAULT_SIZES: dict[str, tuple[int, int]] = {"paper_r50": (800, 1333), "tiny": (
 # teacher: the detector on full-size images; bicubic / thumbdet: a student behind a fixed
 # bicubic or a learned ("thumbdet", the paper's ConvDownsampler) downsampler.
 VARIANTS = ("teacher", "bicubic", "thumbdet")
-_AMP_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
-@dataclass
-class InferenceOptions:
-    """How to run a detector for inference.
-
-    Attributes:
-        grad_mode: ``"inference_mode"`` (fastest), ``"no_grad"`` or ``"enabled"``.
-        channels_last: NHWC memory format for the convolutions (weights and input).
-        amp: autocast; ``amp_dtype`` picks the dtype and ``amp_scope`` what runs in it.
-        amp_dtype: ``"bfloat16"`` / ``"float16"``; ``None``: bfloat16 on CPU, float16 on CUDA.
-        amp_scope: ``"model"`` (the whole forward) or ``"backbone"`` (only the convolutional
-            backbone, whose features return to float32; the transformer stays float32).
-        compile: wrap the model in ``torch.compile``.
-        compile_mode: ``torch.compile`` mode (``None``, ``"reduce-overhead"``,
-            ``"max-autotune"``).
-        msda_backend: backend of every MSDA module (``"auto"``, ``"pytorch"``, ``"cpu"``,
-            ``"cuda"``).
-        cuda_graph: capture one call in a CUDA graph and replay it (fixed input size; CUDA only).
-    """
-
-    grad_mode: str = "inference_mode"
-    channels_last: bool = False
-    amp: bool = False
-    amp_dtype: str | None = None
-    amp_scope: str = "model"
-    compile: bool = False
-    compile_mode: str | None = None
-    msda_backend: str = "auto"
-    cuda_graph: bool = False
-
-    def __post_init__(self) -> None:
-        if self.grad_mode not in ("inference_mode", "no_grad", "enabled"):
-            raise ValueError(
-                "grad_mode must be 'inference_mode', 'no_grad' or 'enabled', "
-                f"received {self.grad_mode!r}"
-            )
-        if self.amp_scope not in ("model", "backbone"):
-            raise ValueError(
-                f"amp_scope must be 'model' or 'backbone', received {self.amp_scope!r}"
-            )
-        if self.amp_dtype is not None and self.amp_dtype not in _AMP_DTYPES:
-            raise ValueError(f"amp_dtype must be one of {sorted(_AMP_DTYPES)} or None")
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+_AMP_DTYPES = {name: getattr(torch, name) for name in AMP_DTYPES}  # name -> torch dtype
 
 
 def build_inference_model(
@@ -100,7 +50,7 @@ def build_inference_model(
     """A randomly initialised detector pipeline that takes *full-size* images, in eval mode.
 
     Speed does not depend on the weights, so benchmarks use random ones; for a trained model
-    use :func:`thumbdet.training.trainer.load_detector`.
+    use :func:`thumbdet.checkpoints.load_detector`.
 
     Args:
         preset: detector preset (``"paper_r50"``, ``"tiny"``).
@@ -114,13 +64,13 @@ def build_inference_model(
     from thumbdet.models.thumbnail_detector import ThumbnailDetector
 
     if variant not in VARIANTS:
-        raise ValueError(f"variant must be one of {VARIANTS}, received {variant!r}")
+        raise ValueError(f"variant: expected one of {VARIANTS}, got {variant!r}")
     overrides = {} if num_classes is None else {"num_classes": num_classes}
     detector = build_model(preset, **overrides)
     if variant == "teacher":
         return detector.eval()
     downsampler = create_downsampler(variant, scale=scale)
-    return ThumbnailDetector(detector, downsampler, scale).eval()
+    return ThumbnailDetector(detector, downsampler).eval()
 
 
 def set_msda_backend(model: nn.Module, backend: str) -> int:
@@ -215,7 +165,9 @@ def capture_cuda_graph(
         RuntimeError: when ``example`` is not on a CUDA device or the capture fails.
     """
     if example.device.type != "cuda":
-        raise RuntimeError(f"CUDA graphs need a CUDA input, received one on {example.device}")
+        raise RuntimeError(
+            f"example: expected a CUDA tensor (CUDA graphs), got one on {example.device}"
+        )
     static_input = example.clone()
     side_stream = torch.cuda.Stream()
     side_stream.wait_stream(torch.cuda.current_stream())
@@ -257,7 +209,7 @@ def make_runner(
             (e.g. :class:`thumbdet.models.postprocess.PostProcess`), with each image's full size.
     """
     if example.dim() != 4 or example.shape[1] != 3:
-        raise ValueError(f"example must have shape (B, 3, H, W), received {tuple(example.shape)}")
+        raise ValueError(f"example: expected shape (B, 3, H, W), got {tuple(example.shape)}")
     device = example.device
     images = (
         example.contiguous(memory_format=torch.channels_last) if options.channels_last else example
@@ -277,107 +229,3 @@ def make_runner(
         replay = capture_cuda_graph(call, images)
         return lambda: replay(images)
     return lambda: call(images)
-
-
-def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    """Register ``thumbdet bench`` on the ``thumbdet`` CLI (``func=run``)."""
-    parser = subparsers.add_parser(
-        "bench",
-        help="time detector inference with optional fast paths",
-        description="Time one detector configuration (random weights, or --checkpoint) on "
-        "random images: median and IQR latency and images/s. For the full benchmark suite "
-        "see `python -m benchmarks.run` in the repository.",
-    )
-    parser.add_argument("--preset", default="tiny", help="detector preset (tiny, paper_r50)")
-    parser.add_argument(
-        "--variant", choices=VARIANTS, default="teacher", help="full-size teacher or a student"
-    )
-    parser.add_argument("--scale", type=int, default=4, help="thumbnail factor of students")
-    parser.add_argument("--checkpoint", default=None, help="time a trained checkpoint instead")
-    parser.add_argument(
-        "--image-size", type=int, nargs=2, metavar=("H", "W"), default=None,
-        help="full-size input (default: 800 1333 for paper_r50, 128 128 for tiny)",
-    )  # fmt: skip
-    parser.add_argument("--batch-size", type=int, default=1, help="images per call")
-    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
-    parser.add_argument("--compile", action="store_true", help="torch.compile the model")
-    parser.add_argument("--compile-mode", default=None, help="e.g. reduce-overhead")
-    parser.add_argument("--amp", action="store_true", help="autocast (bf16 on CPU, fp16 on GPU)")
-    parser.add_argument(
-        "--amp-dtype", choices=sorted(_AMP_DTYPES), default=None, help="instead of --amp's"
-    )
-    parser.add_argument(
-        "--amp-scope", choices=("model", "backbone"), default="model",
-        help="autocast the whole model or only the backbone",
-    )  # fmt: skip
-    parser.add_argument("--channels-last", action="store_true", help="NHWC convolutions")
-    parser.add_argument("--cuda-graph", action="store_true", help="replay a CUDA graph")
-    parser.add_argument(
-        "--msda-backend",
-        choices=("auto", "pytorch", "cpu", "cuda"),
-        default="auto",
-        help="multi-scale deformable attention backend (thumbdet.ops)",
-    )
-    parser.add_argument("--warmup", type=int, default=2, help="untimed calls first")
-    parser.add_argument("--repeats", type=int, default=10, help="timed calls")
-    parser.add_argument("--json", default=None, help="also write the result to this JSON file")
-    parser.set_defaults(func=run)
-
-
-def run(args: argparse.Namespace) -> int:
-    """Body of ``thumbdet bench``: build, prepare, warm up, time, print (and save)."""
-    from learnthumb import measure_latency
-    from thumbdet.models.postprocess import PostProcess
-
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    options = InferenceOptions(
-        channels_last=args.channels_last,
-        amp=args.amp,
-        amp_dtype=args.amp_dtype,
-        amp_scope=args.amp_scope,
-        compile=args.compile,
-        compile_mode=args.compile_mode,
-        msda_backend=args.msda_backend,
-        cuda_graph=args.cuda_graph,
-    )
-    if args.checkpoint is not None:
-        from thumbdet.checkpoints.loading import load_detector
-
-        model = load_detector(args.checkpoint, device)
-        preset = model.checkpoint_meta["preset"]
-    else:
-        preset = args.preset
-        model = build_inference_model(preset, args.variant, args.scale)
-    height, width = args.image_size or DEFAULT_SIZES.get(preset, (800, 1333))
-    model = prepare_model(model, options, device)
-    generator = torch.Generator().manual_seed(0)
-    images = torch.rand(args.batch_size, 3, height, width, generator=generator).to(device)
-    runner = make_runner(model, images, options, PostProcess())
-
-    def timed_call() -> None:
-        runner()
-        if device.type == "cuda":  # measure_latency cannot see the device of a closure
-            torch.cuda.synchronize(device)
-
-    stats = measure_latency(timed_call, warmup=args.warmup, repeats=args.repeats)
-    result = {
-        "preset": preset,
-        "variant": args.variant if args.checkpoint is None else model.checkpoint_meta["mode"],
-        "image_size": [height, width],
-        "batch_size": args.batch_size,
-        "device": str(device),
-        "threads": torch.get_num_threads(),
-        "options": options.to_dict(),
-        "median_s": stats.median,
-        "iqr_s": stats.iqr,
-        "repeats": stats.repeats,
-        "images_per_s": args.batch_size / stats.median,
-    }
-    print(
-        f"{result['variant']} {preset} {height}x{width} batch {args.batch_size} on {device}: "
-        f"{stats.median * 1e3:.1f} ms (IQR {stats.iqr * 1e3:.1f} ms, {stats.repeats} runs), "
-        f"{result['images_per_s']:.2f} images/s"
-    )
-    if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
-    return 0
