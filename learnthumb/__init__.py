@@ -45,8 +45,14 @@ from learnthumb.metrics import (
 from learnthumb.pretrained import from_pretrained, load_pretrained_config, save_pretrained
 from learnthumb.query_filter import QueryFilter, query_filter
 from learnthumb.saliency_sampler import SaliencySampler, saliency_sample
-from learnthumb.schedule import DistillWeights, TwoStageSchedule
-from learnthumb.stem import find_input_conv, normalize_image_channels, widen_input_conv
+from learnthumb.schedule import DistillWeights, Safeguards, TwoStageSchedule
+from learnthumb.stem import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    find_input_conv,
+    normalize_image_channels,
+    widen_input_conv,
+)
 from learnthumb.taps import FeatureTap
 from learnthumb.warps import SeparableWarp
 from learnthumb.wrappers import (
@@ -60,6 +66,8 @@ from learnthumb.wrappers import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
     "RECOMMENDED_DOWNSAMPLER",
     "ConvDownsampler",
     "DistillWeights",
@@ -73,6 +81,7 @@ __all__ = [
     "MomentMatchingLoss",
     "QueryFilter",
     "ResidualDownsampler",
+    "Safeguards",
     "SaliencySampler",
     "SeparableWarp",
     "SpaceToDepthDownsampler",

@@ -1,7 +1,8 @@
 """Input checks used at the public boundary of learnthumb.
 
 Every public function validates its arguments once, here, and raises an error that names the
-argument, what was expected and what was received. Inner code trusts its inputs.
+argument, what was expected and what it got ("expected ..., got ..."). Inner code trusts its
+inputs.
 """
 
 from __future__ import annotations

@@ -9,15 +9,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import nn
 
-from learnthumb._checks import (
-    check_bool_mask,
-    check_finite,
-    check_floating,
-    check_ndim,
-    check_non_negative_int,
-    check_positive_int,
-)
-from learnthumb.downsamplers import downsample_padding_mask
+from learnthumb._checks import check_bool_mask, check_finite, check_floating, check_ndim
 from learnthumb.health import (
     ThumbnailHealthReport,
     ThumbnailHealthWarning,
@@ -25,11 +17,12 @@ from learnthumb.health import (
     constant_channel_fraction,
 )
 from learnthumb.losses.feature import FeatureDistillationLoss
-from learnthumb.losses.logit import logit_distillation_loss
-from learnthumb.losses.moment import moment_matching_loss
-from learnthumb.query_filter import query_filter
-from learnthumb.schedule import DistillWeights, TwoStageSchedule
+from learnthumb.losses.logit import LogitDistillationLoss
+from learnthumb.losses.moment import MomentMatchingLoss
+from learnthumb.query_filter import QueryFilter
+from learnthumb.schedule import DistillWeights, Safeguards, TwoStageSchedule
 from learnthumb.taps import FeatureTap
+from learnthumb.wrappers import _thumbnail_padding_mask
 
 __all__ = ["DistillationOutput", "ThumbnailDistillation"]
 
@@ -68,25 +61,61 @@ def _select(output: Any, selector: OutputSelector, what: str) -> Any:
     return output[selector]
 
 
+def _default(value: Any, kind: type, name: str) -> Any:
+    """``value``, or ``kind()`` for ``None``; a ``TypeError`` naming ``name`` otherwise."""
+    if value is None:
+        return kind()
+    if not isinstance(value, kind):
+        raise TypeError(
+            f"{name} must be a {kind.__name__} or None, got {type(value).__name__} ({value!r})"
+        )
+    return value
+
+
+def _resolve_query_filter(
+    query_filter: QueryFilter | bool | None, logit_loss: LogitDistillationLoss
+) -> QueryFilter | None:
+    """The filter module ``ThumbnailDistillation`` runs, or ``None`` for no filter."""
+    if query_filter is None or query_filter is True:
+        return QueryFilter(activation=logit_loss.activation)
+    if query_filter is False:
+        return None
+    if not isinstance(query_filter, QueryFilter):
+        raise TypeError(
+            "query_filter must be a QueryFilter, a bool or None, got "
+            f"{type(query_filter).__name__} ({query_filter!r})"
+        )
+    if query_filter.activation != logit_loss.activation:
+        raise ValueError(
+            f"query_filter must use the logit loss's activation: expected "
+            f"{logit_loss.activation!r}, got {query_filter.activation!r}"
+        )
+    return query_filter
+
+
 class ThumbnailDistillation(nn.Module):
     """ThumbDet's training objective for any teacher/student pair (Eq. (10), Algorithm 2).
 
     The downsampler turns the full-size images into thumbnails; the student sees the
     thumbnails, the frozen teacher the full images. Losses (each weighted by
-    :class:`DistillWeights`, switched off by a zero weight):
+    :class:`DistillWeights`, switched off by a zero weight), each computed by a configured
+    loss module:
 
-    - ``"moment"``: moment matching between images and thumbnails (Eq. (5)), padding excluded
-      (on a wide thumbnail, :class:`learnthumb.WideDownsampler`, its first ``C`` channels);
-    - ``"feature"``: feature distillation (Eq. (8)) between student and teacher maps, taken
-      from named submodules (``feature_layers``) or from the model outputs (``features``);
-    - ``"logit"``: logit distillation (Eq. (7)) when ``logits`` says where the class logits
-      are: a detector's :math:`(B, N, C)` queries, those kept by the Query Filter
-      (Algorithm 1), or a classifier's :math:`(B, C)` logits (one "query" per image).
+    - ``"moment"``: ``moment_loss`` (:class:`MomentMatchingLoss`, Eq. (5)) between images and
+      thumbnails, padding excluded (on a wide thumbnail, :class:`learnthumb.WideDownsampler`,
+      its first ``C`` channels);
+    - ``"feature"``: ``feature_loss`` (:class:`FeatureDistillationLoss`, Eq. (8)) between
+      student and teacher maps, taken from named submodules (``feature_layers``) or from the
+      model outputs (``features``);
+    - ``"logit"``: ``logit_loss`` (:class:`LogitDistillationLoss`, Eq. (7)) when ``logits``
+      says where the class logits are: a detector's :math:`(B, N, C)` queries, those kept by
+      the ``query_filter`` (:class:`QueryFilter`, Algorithm 1), or a classifier's
+      :math:`(B, C)` logits (one "query" per image).
 
     In stage one of ``schedule`` only ``"moment"`` is computed and neither network runs. The
     teacher is frozen for good: eval mode, ``requires_grad=False``, run under ``no_grad``.
 
-    Safeguards, each switchable, so that a broken run fails loudly and early:
+    :class:`Safeguards`, each switchable, make a broken run fail loudly and early:
 
     - ``check_finite``: non-finite images, thumbnail or loss terms raise a
       ``FloatingPointError`` naming them, before an optimiser step spreads a NaN into every
@@ -99,12 +128,11 @@ class ThumbnailDistillation(nn.Module):
     - ``check_health``: in training mode, a thumbnail channel that stays at least 95% constant
       over the batch (a dead ReLU, a saturated channel) for ``health_patience`` consecutive
       calls warns (once) with a :class:`~learnthumb.ThumbnailHealthWarning` (see
-      :func:`~learnthumb.check_thumbnail_health`). The patience is there because a freshly
-      initialised ``ConvDownsampler`` often starts with such a channel that moment matching
-      revives within a few dozen steps; a channel still dead after 100 steps rarely recovers.
+      :func:`~learnthumb.check_thumbnail_health`).
 
     Args:
-        downsampler: the thumbnail module (its ``scale`` attribute is used for masks).
+        downsampler: the thumbnail module; its ``scale`` attribute reduces padding masks
+            (without one, the factor between image and thumbnail sizes).
         teacher: the full-resolution model; frozen here.
         student: the model that sees thumbnails.
         feature_layers: submodule names tapped in both models, or a mapping
@@ -114,30 +142,32 @@ class ThumbnailDistillation(nn.Module):
         logits: a key of (or callable on) the models' outputs giving class logits,
             :math:`(B, N, C)` or :math:`(B, C)`; for a classifier that returns its logits,
             ``lambda output: output``. ``None`` disables logit distillation.
-        weights: loss weights and hyper-parameters (paper defaults).
+        weights: the loss weights ``gamma``, ``alpha``, ``beta`` (paper defaults).
         schedule: two-stage schedule, in epochs or steps; ``None`` means always stage two.
+        moment_loss: a configured :class:`MomentMatchingLoss` (``lam``, ``statistic``);
+            defaults to the paper's ``lam=0.1`` on standard deviations.
         feature_loss: a configured :class:`FeatureDistillationLoss` (e.g. with adapters);
             defaults to bilinear alignment without adapters.
-        logit_activation: ``"sigmoid"`` for focal-loss detectors, ``"softmax"`` otherwise;
-            used by both the Query Filter and the logit loss.
-        background_index: with softmax, the no-object class ignored by the Query Filter.
-        logit_pairing: ``"index"`` or ``"hungarian"`` (see
-            :func:`~learnthumb.logit_distillation_loss`); ``"index"`` for :math:`(B, C)`.
-        use_query_filter: distil only the queries kept by the Query Filter (the paper);
-            ``False`` distils every query (an ablation, and the official code's behaviour).
-            ``None`` (default): on for :math:`(B, N, C)` query logits, off for a classifier's
-            :math:`(B, C)`, where ``True`` would distil only the images whose teacher is
-            confident.
+        logit_loss: a configured :class:`LogitDistillationLoss` (``temperature``,
+            ``activation``: ``"sigmoid"`` for focal-loss detectors such as Deformable-DETR,
+            ``"softmax"`` otherwise; ``pairing``); defaults to ``T=1``, softmax, by index.
+        query_filter: which teacher queries are distilled. ``None`` (default): a
+            :class:`QueryFilter` with the logit loss's activation for :math:`(B, N, C)` query
+            logits (the paper), none for a classifier's :math:`(B, C)`. ``True``: that filter
+            for both (on :math:`(B, C)` it keeps the images whose teacher is confident).
+            ``False``: every query (an ablation, and the official code's behaviour). A
+            configured :class:`QueryFilter` (``threshold``, ``background_index``) is used for
+            both; its activation must be the logit loss's.
         mask_argument: keyword through which both models take a padding mask (e.g.
-            ``"padding_mask"``); the student gets the mask reduced to the thumbnail size.
-        moment_statistic: ``"std"`` (Eq. (5)) or ``"var"`` (official code).
-        scale: downsampling factor, when the downsampler has no ``scale`` attribute.
-        min_stage1_steps: warn when stage one ends after fewer optimiser steps (training-mode
-            ``forward`` calls; with gradient accumulation, count micro-batches); 0 disables.
-        check_health: in training mode, warn once when a thumbnail channel stays constant.
-        health_patience: consecutive training-mode calls a channel must be constant for before
-            ``check_health`` warns (1: at once).
-        check_finite: raise ``FloatingPointError`` on non-finite images, thumbnail or losses.
+            ``"padding_mask"``); the student gets the mask reduced to the thumbnail, as
+            :class:`~learnthumb.Thumbnailed` does.
+        safeguards: the checks above (:class:`Safeguards`); defaults to all on, with
+            ``health_patience=100`` and ``min_stage1_steps=100``.
+
+    Raises:
+        TypeError: when a module or setting has the wrong type.
+        ValueError: when the query filter's activation is not the logit loss's, or the
+            schedule has a stage one without a moment weight.
 
     Shape:
         - images: :math:`(B, C, H, W)`; padding_mask: :math:`(B, H, W)`, True = padded.
@@ -154,16 +184,18 @@ class ThumbnailDistillation(nn.Module):
         >>> sorted(losses)
         ['feature', 'moment']
 
-        A classifier's :math:`(B, C)` logits, with a schedule counted in optimiser steps:
+        A classifier's :math:`(B, C)` logits, with a schedule counted in optimiser steps and a
+        softer logit loss:
 
-        >>> from learnthumb import TwoStageSchedule
+        >>> from learnthumb import LogitDistillationLoss, Safeguards, TwoStageSchedule
         >>> distill = ThumbnailDistillation(
         ...     ConvDownsampler(4),
         ...     teacher,
         ...     student,
         ...     logits=lambda output: output,  # timm models return their logits
         ...     schedule=TwoStageSchedule(stage1_steps=1000),
-        ...     check_health=False,
+        ...     logit_loss=LogitDistillationLoss(temperature=2.0),
+        ...     safeguards=Safeguards(check_health=False),
         ... ).eval()
         >>> sorted(distill(torch.rand(2, 3, 64, 64), step=1000).losses)
         ['logit', 'moment']
@@ -180,30 +212,28 @@ class ThumbnailDistillation(nn.Module):
         logits: OutputSelector | None = None,
         weights: DistillWeights | None = None,
         schedule: TwoStageSchedule | None = None,
+        moment_loss: MomentMatchingLoss | None = None,
         feature_loss: FeatureDistillationLoss | None = None,
-        logit_activation: str = "softmax",
-        background_index: int | None = None,
-        logit_pairing: str = "index",
-        use_query_filter: bool | None = None,
+        logit_loss: LogitDistillationLoss | None = None,
+        query_filter: QueryFilter | bool | None = None,
         mask_argument: str | None = None,
-        moment_statistic: str = "std",
-        scale: int | None = None,
-        min_stage1_steps: int = 100,
-        check_health: bool = True,
-        health_patience: int = 100,
-        check_finite: bool = True,
+        safeguards: Safeguards | None = None,
     ) -> None:
         super().__init__()
-        for name, module in (("downsampler", downsampler), ("teacher", teacher)):
+        for name, module in (
+            ("downsampler", downsampler),
+            ("teacher", teacher),
+            ("student", student),
+        ):
             if not isinstance(module, nn.Module):
                 raise TypeError(f"{name} must be an nn.Module, got {type(module).__name__}")
-        if not isinstance(student, nn.Module):
-            raise TypeError(f"student must be an nn.Module, got {type(student).__name__}")
         if teacher is student:
             raise ValueError("teacher and student must be distinct modules (the teacher is frozen)")
-        weights = DistillWeights() if weights is None else weights
-        if not isinstance(weights, DistillWeights):
-            raise TypeError(f"weights must be a DistillWeights, got {type(weights).__name__}")
+        weights = _default(weights, DistillWeights, "weights")
+        moment_loss = _default(moment_loss, MomentMatchingLoss, "moment_loss")
+        feature_loss = _default(feature_loss, FeatureDistillationLoss, "feature_loss")
+        logit_loss = _default(logit_loss, LogitDistillationLoss, "logit_loss")
+        safeguards = _default(safeguards, Safeguards, "safeguards")
         if schedule is not None and not isinstance(schedule, TwoStageSchedule):
             raise TypeError(
                 f"schedule must be a TwoStageSchedule or None, got {type(schedule).__name__}"
@@ -213,18 +243,17 @@ class ThumbnailDistillation(nn.Module):
                 "stage one trains the downsampler on the moment loss alone: "
                 f"weights.moment must be > 0 with {schedule!r}"
             )
+        if moment_loss.reduction == "none":
+            raise ValueError(
+                "moment_loss must reduce the batch to a scalar: expected reduction 'mean' or "
+                "'sum', got 'none'"
+            )
         if feature_layers and features is not None:
             raise ValueError("give feature_layers or features, not both")
-        for name, flag in (
-            ("use_query_filter", use_query_filter),
-            ("check_health", check_health),
-            ("check_finite", check_finite),
-        ):
-            if not isinstance(flag, bool) and not (name == "use_query_filter" and flag is None):
-                raise TypeError(f"{name} must be a bool, got {type(flag).__name__} ({flag!r})")
-        self.scale = scale if scale is not None else getattr(downsampler, "scale", None)
-        if mask_argument is not None and self.scale is None:
-            raise ValueError("the downsampler has no `scale` attribute: pass scale=")
+        if mask_argument is not None and (not isinstance(mask_argument, str) or not mask_argument):
+            raise TypeError(
+                f"mask_argument must be a keyword name (str) or None, got {mask_argument!r}"
+            )
         self.downsampler = downsampler
         self.teacher = teacher
         self.student = student
@@ -232,17 +261,14 @@ class ThumbnailDistillation(nn.Module):
         self.schedule = schedule
         self.features = features
         self.logits = logits
-        self.logit_activation = logit_activation
-        self.background_index = background_index
-        self.logit_pairing = logit_pairing
-        self.use_query_filter = use_query_filter
         self.mask_argument = mask_argument
-        self.moment_statistic = moment_statistic
-        self.min_stage1_steps = check_non_negative_int(min_stage1_steps, "min_stage1_steps")
-        self.check_health = check_health
-        self.health_patience = check_positive_int(health_patience, "health_patience")
-        self.check_finite = check_finite
-        self.feature_loss = feature_loss if feature_loss is not None else FeatureDistillationLoss()
+        self.safeguards = safeguards
+        self.moment_loss = moment_loss
+        self.feature_loss = feature_loss
+        self.logit_loss = logit_loss
+        self.query_filter = _resolve_query_filter(query_filter, logit_loss)
+        # None (automatic): the Query Filter is a tool for set predictors' (B, N, C) queries.
+        self._filter_classifier_logits = query_filter is not None
 
         if isinstance(feature_layers, Mapping):
             student_layers, teacher_layers = list(feature_layers), list(feature_layers.values())
@@ -267,9 +293,17 @@ class ThumbnailDistillation(nn.Module):
         return self
 
     def trainable_parameters(self) -> Iterator[nn.Parameter]:
-        """Parameters of the downsampler, the student and the feature adapters."""
-        for module in (self.downsampler, self.student, self.feature_loss):
+        """Parameters of the downsampler, the student and the loss modules (feature adapters)."""
+        for module in (self.downsampler, self.student, self.feature_loss, self.logit_loss):
             yield from (p for p in module.parameters() if p.requires_grad)
+
+    def remove_taps(self) -> None:
+        """Remove the ``feature_layers`` hooks from both models, e.g. before the teacher serves
+        another student; the ``"feature"`` term of ``feature_layers`` is off afterwards."""
+        for tap in (self._student_tap, self._teacher_tap):
+            if tap is not None:
+                tap.remove()
+        self._student_tap = self._teacher_tap = None
 
     def stage(self, epoch: int | None = None, step: int | None = None) -> int:
         """The training stage at ``epoch`` or ``step`` (see :meth:`TwoStageSchedule.stage`).
@@ -318,7 +352,7 @@ class ThumbnailDistillation(nn.Module):
         check_floating(images, "images")
         if padding_mask is not None:
             check_bool_mask(padding_mask, "padding_mask", (images.shape[0], *images.shape[-2:]))
-        if self.check_finite:
+        if self.safeguards.check_finite:
             check_finite(images, "images")
         stage = self.stage(epoch, step)
         if self.training:
@@ -326,20 +360,18 @@ class ThumbnailDistillation(nn.Module):
         weights = self.weights
         thumbnail = self.downsampler(images)
         thumbnail_mask = (
-            downsample_padding_mask(padding_mask, self.scale)
-            if padding_mask is not None and self.scale is not None
+            _thumbnail_padding_mask(padding_mask, self.downsampler, thumbnail.shape[-2:])
+            if padding_mask is not None
             else None
-        )
+        )  # (B, h, w)
         losses: dict[str, torch.Tensor] = {}
         if weights.moment > 0 or stage == 1:
-            losses["moment"] = weights.moment * moment_matching_loss(
+            losses["moment"] = weights.moment * self.moment_loss(
                 images,
                 # A wide thumbnail's first channels are the image-like ones.
                 thumbnail[:, : images.shape[1]],
-                weights.lam,
-                statistic=self.moment_statistic,
-                original_padding_mask=padding_mask,
-                thumbnail_padding_mask=thumbnail_mask,
+                padding_mask,
+                thumbnail_mask,
             )
         if stage == 1:
             self._check_outputs(thumbnail, thumbnail_mask, losses)
@@ -377,24 +409,15 @@ class ThumbnailDistillation(nn.Module):
     def _logit_loss(self, student_logits: Any, teacher_logits: Any) -> torch.Tensor:
         check_ndim(teacher_logits, (3, 2), "teacher logits", "(B, N, C) or (B, C)")
         check_ndim(student_logits, (3, 2), "student logits", "(B, N, C) or (B, C)")
-        use_filter = self.use_query_filter
-        if use_filter is None:  # the Query Filter is a tool for set predictors' queries
-            use_filter = teacher_logits.dim() == 3
+        use_filter = self.query_filter is not None and (
+            teacher_logits.dim() == 3 or self._filter_classifier_logits
+        )
         keep = None
         if use_filter:
             queries = teacher_logits if teacher_logits.dim() == 3 else teacher_logits[:, None]
-            keep = query_filter(  # (B, N)
-                queries, self.weights.threshold, self.logit_activation, self.background_index
-            )
+            keep = self.query_filter(queries)  # (B, N)
             keep = keep if teacher_logits.dim() == 3 else keep[:, 0]  # (B,) for a classifier
-        return logit_distillation_loss(
-            student_logits,
-            teacher_logits,
-            temperature=self.weights.temperature,
-            keep=keep,
-            activation=self.logit_activation,
-            pairing=self.logit_pairing,
-        )
+        return self.logit_loss(student_logits, teacher_logits, keep)
 
     def _warn_once(self, key: str, message: str, category: type[Warning] = UserWarning) -> None:
         if key in self._warned:
@@ -424,14 +447,16 @@ class ThumbnailDistillation(nn.Module):
         # A step schedule knows its length; an epoch schedule's is what this instance saw
         # (0 after resuming in stage two: nothing to judge then).
         length = schedule.stage1_steps if schedule.unit == "step" else self._stage1_steps_seen
-        if 0 < length < self.min_stage1_steps:
+        minimum = self.safeguards.min_stage1_steps
+        if 0 < length < minimum:
             self._warn_once(
                 "short_stage1",
                 f"stage one of {schedule!r} ended after {length} optimiser step(s), fewer than "
-                f"min_stage1_steps={self.min_stage1_steps}: the downsampler may not make "
-                "image-like thumbnails yet, and training everything from an untrained "
-                "downsampler can end worse than bicubic (Table 5 of ThumbDet). Lengthen stage "
-                "one (e.g. TwoStageSchedule(stage1_steps=...)) or pass min_stage1_steps=0",
+                f"min_stage1_steps={minimum}: the downsampler may not make image-like "
+                "thumbnails yet, and training everything from an untrained downsampler can end "
+                "worse than bicubic (Table 5 of ThumbDet). Lengthen stage one (e.g. "
+                "TwoStageSchedule(stage1_steps=...)) or pass "
+                "safeguards=Safeguards(min_stage1_steps=0)",
             )
 
     def _check_outputs(
@@ -441,18 +466,19 @@ class ThumbnailDistillation(nn.Module):
         losses: dict[str, torch.Tensor],
     ) -> None:
         """Finite thumbnail and losses, healthy thumbnail channels: one device-to-host copy."""
-        check_health = self.training and self.check_health and "health" not in self._warned
-        if not (self.check_finite or check_health):
+        safeguards = self.safeguards
+        check_health = self.training and safeguards.check_health and "health" not in self._warned
+        if not (safeguards.check_finite or check_health):
             return
         with torch.no_grad():
             parts = []
-            if self.check_finite:
+            if safeguards.check_finite:
                 finite = [thumbnail, *losses.values()]
                 parts.append(torch.stack([torch.isfinite(t).all() for t in finite]).float())
             if check_health:
                 parts.append(constant_channel_fraction(thumbnail, thumbnail_mask))  # (C,)
             host = torch.cat(parts).tolist()
-        if self.check_finite:
+        if safeguards.check_finite:
             finite_flags, host = host[: 1 + len(losses)], host[1 + len(losses) :]
             if not finite_flags[0]:
                 raise FloatingPointError(
@@ -476,12 +502,13 @@ class ThumbnailDistillation(nn.Module):
                 streak + 1 if channel in flagged else 0
                 for channel, streak in enumerate(self._constant_streak)
             ]
-            dead = [c for c, n in enumerate(self._constant_streak) if n >= self.health_patience]
+            patience = safeguards.health_patience
+            dead = [c for c, n in enumerate(self._constant_streak) if n >= patience]
             if dead:
                 report = ThumbnailHealthReport(host, _HEALTH_THRESHOLD, dead)
                 self._warn_once(
                     "health",
-                    f"ThumbnailDistillation: for {self.health_patience} consecutive training "
+                    f"ThumbnailDistillation: for {patience} consecutive training "
                     f"steps, {report.message}",
                     ThumbnailHealthWarning,
                 )

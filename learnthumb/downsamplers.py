@@ -74,6 +74,15 @@ def thumbnail_size(size: Sequence[int], scale: int) -> tuple[int, int]:
     return math.ceil(height / scale), math.ceil(width / scale)
 
 
+def _scale_between(size: Sequence[int], thumbnail: Sequence[int]) -> int | None:
+    """The integer factor ``s`` with ``thumbnail == ceil(size / s)``, or ``None`` if none fits."""
+    height, width = (int(v) for v in size)
+    scale = max(1, round(height / int(thumbnail[0])))
+    if thumbnail_size((height, width), scale) != tuple(int(v) for v in thumbnail):
+        return None
+    return scale
+
+
 def downsample_padding_mask(mask: torch.Tensor, scale: int) -> torch.Tensor:
     """Reduce a padding mask to the thumbnail size.
 

@@ -14,7 +14,7 @@ from learnthumb._checks import check_floating, check_in_open_interval, check_ndi
 
 __all__ = ["QueryFilter", "class_probabilities", "query_filter"]
 
-_ACTIVATIONS = ("sigmoid", "softmax")
+_ACTIVATIONS = ("softmax", "sigmoid")
 
 
 def class_probabilities(
@@ -53,7 +53,7 @@ def class_probabilities(
 def query_filter(
     teacher_logits: torch.Tensor,
     threshold: float = 0.5,
-    activation: str = "sigmoid",
+    activation: str = "softmax",
     background_index: int | None = None,
 ) -> torch.Tensor:
     """Algorithm 1 of ThumbDet: keep the queries the teacher is confident about.
@@ -61,15 +61,15 @@ def query_filter(
     A query is kept when the teacher's highest class probability exceeds ``threshold``
     (Step 1 of Algorithm 1: the first entry of the descending sort is the maximum).
 
-    The default ``activation="sigmoid"`` is that of the paper's detector, Deformable-DETR
-    (focal loss); :func:`~learnthumb.logit_distillation_loss` defaults to ``"softmax"``
-    (classifiers, DETR). Give both the activation your model was trained with;
-    :class:`~learnthumb.ThumbnailDistillation` passes its one ``logit_activation`` to both.
+    The default ``activation="softmax"`` is that of :func:`~learnthumb.logit_distillation_loss`
+    (classifiers, DETR with a no-object class); the paper's detector, Deformable-DETR (focal
+    loss), needs ``activation="sigmoid"``. Give both the activation your model was trained with:
+    :class:`~learnthumb.ThumbnailDistillation` refuses a filter and a logit loss that disagree.
 
     Args:
         teacher_logits: the teacher's class logits.
         threshold: probability threshold in (0, 1); 0.5 in the paper.
-        activation: ``"sigmoid"`` or ``"softmax"``.
+        activation: ``"softmax"`` or ``"sigmoid"``.
         background_index: with softmax, a no-object class ignored when taking the maximum.
 
     Shape:
@@ -78,8 +78,10 @@ def query_filter(
 
     Example:
         >>> logits = torch.tensor([[[3.0, -2.0], [-3.0, -1.0]]])
-        >>> query_filter(logits)
+        >>> query_filter(logits, activation="sigmoid")  # Deformable-DETR's per-class sigmoid
         tensor([[ True, False]])
+        >>> query_filter(logits)  # softmax: the second query's class 1 has probability 0.88
+        tensor([[True, True]])
     """
     check_ndim(teacher_logits, 3, "teacher_logits", "(B, N, C)")
     check_floating(teacher_logits, "teacher_logits")
@@ -90,28 +92,37 @@ def query_filter(
 
 
 class QueryFilter(nn.Module):
-    """Module form of :func:`query_filter`.
+    """Module form of :func:`query_filter`; :class:`~learnthumb.ThumbnailDistillation` takes one.
 
     Args:
         threshold: probability threshold in (0, 1).
-        activation: ``"sigmoid"`` or ``"softmax"``.
+        activation: ``"softmax"`` or ``"sigmoid"`` (the paper's Deformable-DETR).
         background_index: with softmax, the no-object class.
 
     Shape:
         - input: :math:`(B, N, C)`
         - output: :math:`(B, N)`, bool.
+
+    Example:
+        >>> QueryFilter(threshold=0.3, activation="sigmoid")
+        QueryFilter(threshold=0.3, activation='sigmoid', background_index=None)
     """
 
     def __init__(
         self,
         threshold: float = 0.5,
-        activation: str = "sigmoid",
+        activation: str = "softmax",
         background_index: int | None = None,
     ) -> None:
         super().__init__()
         self.threshold = check_in_open_interval(threshold, "threshold")
         if activation not in _ACTIVATIONS:
             raise ValueError(f"activation must be one of {_ACTIVATIONS}, got {activation!r}")
+        if background_index is not None and activation != "softmax":
+            raise ValueError(
+                "background_index only applies to activation='softmax', got "
+                f"activation={activation!r} and background_index={background_index!r}"
+            )
         self.activation = activation
         self.background_index = background_index
 
@@ -119,4 +130,7 @@ class QueryFilter(nn.Module):
         return query_filter(teacher_logits, self.threshold, self.activation, self.background_index)
 
     def extra_repr(self) -> str:
-        return f"threshold={self.threshold}, activation={self.activation!r}"
+        return (
+            f"threshold={self.threshold}, activation={self.activation!r}, "
+            f"background_index={self.background_index!r}"
+        )

@@ -1,12 +1,12 @@
-"""The two-stage training schedule of ThumbDet (Algorithm 2)."""
+"""The two-stage training schedule of ThumbDet (Algorithm 2), the loss weights and safeguards."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from learnthumb._checks import check_in_open_interval, check_non_negative_int, check_positive
+from learnthumb._checks import check_non_negative_int, check_positive_int
 
-__all__ = ["DistillWeights", "TwoStageSchedule"]
+__all__ = ["DistillWeights", "Safeguards", "TwoStageSchedule"]
 
 
 class TwoStageSchedule:
@@ -85,30 +85,71 @@ class TwoStageSchedule:
 
 @dataclass(frozen=True)
 class DistillWeights:
-    """Loss weights and hyper-parameters of ThumbDet (Sec. 4.1 of the paper).
+    """Loss weights of ThumbDet's objective, Eq. (10) (Sec. 4.1 of the paper).
+
+    The losses' own hyper-parameters live in their modules: ``lambda`` in
+    :class:`~learnthumb.MomentMatchingLoss`, the temperature in
+    :class:`~learnthumb.LogitDistillationLoss`, the threshold in
+    :class:`~learnthumb.QueryFilter`.
 
     Attributes:
         moment: ``gamma``, weight of the moment-matching loss (1).
         logit: ``alpha``, weight of the logit distillation (0.5).
         feature: ``beta``, weight of the feature distillation (0.1).
-        lam: ``lambda`` inside the moment-matching loss (0.1).
-        temperature: ``T`` of the logit distillation (1).
-        threshold: probability threshold of the Query Filter (0.5).
 
     A weight of 0 switches its term off (it is then not computed at all).
+
+    Example:
+        >>> DistillWeights(logit=0.0)
+        DistillWeights(moment=1.0, logit=0.0, feature=0.1)
     """
 
     moment: float = 1.0
     logit: float = 0.5
     feature: float = 0.1
-    lam: float = 0.1
-    temperature: float = 1.0
-    threshold: float = 0.5
 
     def __post_init__(self) -> None:
-        for name in ("moment", "logit", "feature", "lam"):
+        for name in ("moment", "logit", "feature"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
                 raise ValueError(f"DistillWeights.{name} must be a number >= 0, got {value!r}")
-        check_positive(self.temperature, "DistillWeights.temperature")
-        check_in_open_interval(self.threshold, "DistillWeights.threshold")
+
+
+@dataclass(frozen=True)
+class Safeguards:
+    """The checks :class:`~learnthumb.ThumbnailDistillation` runs so a broken run fails early.
+
+    Attributes:
+        check_finite: raise ``FloatingPointError`` on non-finite images, thumbnail or loss
+            terms, before an optimiser step spreads a NaN into every weight.
+        check_health: in training mode, warn once with a
+            :class:`~learnthumb.ThumbnailHealthWarning` when a thumbnail channel stays at least
+            95% constant over the batch for ``health_patience`` consecutive calls.
+        health_patience: consecutive training-mode calls a channel must be constant for
+            before ``check_health`` warns (1: at once). A freshly initialised
+            ``ConvDownsampler`` often starts with such a channel that moment matching revives
+            within a few dozen steps; one still dead after 100 steps rarely recovers.
+        min_stage1_steps: warn when stage one ends after fewer optimiser steps (training-mode
+            ``forward`` calls; with gradient accumulation, count micro-batches); 0 disables.
+            The paper finds training everything from an untrained downsampler worse than
+            bicubic (its Table 5).
+
+    Example:
+        >>> Safeguards(min_stage1_steps=0)
+        Safeguards(check_finite=True, check_health=True, health_patience=100, min_stage1_steps=0)
+    """
+
+    check_finite: bool = True
+    check_health: bool = True
+    health_patience: int = 100
+    min_stage1_steps: int = 100
+
+    def __post_init__(self) -> None:
+        for name in ("check_finite", "check_health"):
+            value = getattr(self, name)
+            if not isinstance(value, bool):
+                raise TypeError(
+                    f"Safeguards.{name} must be a bool, got {type(value).__name__} ({value!r})"
+                )
+        check_positive_int(self.health_patience, "Safeguards.health_patience")
+        check_non_negative_int(self.min_stage1_steps, "Safeguards.min_stage1_steps")

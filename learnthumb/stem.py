@@ -18,7 +18,18 @@ from torch import nn
 
 from learnthumb._checks import check_positive_int
 
-__all__ = ["find_input_conv", "normalize_image_channels", "widen_input_conv"]
+__all__ = [
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "find_input_conv",
+    "normalize_image_channels",
+    "widen_input_conv",
+]
+
+# Per-channel (R, G, B) statistics of ImageNet, for models that normalise their input with
+# them (torchvision's and timm's pretrained weights): the one copy the examples import.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def find_input_conv(model: nn.Module) -> str:
@@ -103,8 +114,9 @@ def normalize_image_channels(
 ) -> torch.Tensor:
     """Normalise the image channels of a (possibly wide) thumbnail; pass the others unchanged.
 
-    A model that normalises its input itself (``(x - mean) / std``) must leave the learned
-    channels of a wide thumbnail (:class:`learnthumb.WideDownsampler`) as they are.
+    A model that normalises its input itself (``(x - mean) / std``, usually with
+    :data:`IMAGENET_MEAN` and :data:`IMAGENET_STD`) must leave the learned channels of a wide
+    thumbnail (:class:`learnthumb.WideDownsampler`) as they are.
 
     Args:
         images: the model's input.

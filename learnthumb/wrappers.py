@@ -22,7 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from learnthumb._checks import check_floating, check_tensor
+from learnthumb._checks import check_bool_mask, check_floating, check_tensor
+from learnthumb.downsamplers import _scale_between, downsample_padding_mask
 from learnthumb.warps import SeparableWarp
 
 __all__ = [
@@ -315,6 +316,28 @@ def _warps(downsampler: nn.Module) -> bool:
     return callable(getattr(downsampler, "sample", None))
 
 
+def _thumbnail_padding_mask(
+    padding_mask: Tensor, downsampler: nn.Module, thumbnail_size: Sequence[int]
+) -> Tensor:
+    """``padding_mask`` reduced to the thumbnail of ``downsampler``: True where a whole cell is.
+
+    The factor is the downsampler's ``scale`` attribute, or else the one that maps the mask's
+    size to ``thumbnail_size`` (``ceil(H / s)``). The one place where masks are reduced, for
+    :class:`Thumbnailed` and :class:`learnthumb.ThumbnailDistillation`.
+    """
+    scale = getattr(downsampler, "scale", None)
+    if scale is None:
+        scale = _scale_between(padding_mask.shape[-2:], thumbnail_size)
+        if scale is None:
+            raise ValueError(
+                f"{type(downsampler).__name__} has no `scale` attribute and its thumbnail size "
+                f"{tuple(thumbnail_size)} is not ceil((H, W) / s) of the images' "
+                f"{tuple(padding_mask.shape[-2:])} for an integer s: expected a downsampler "
+                "with a `scale` attribute, got none"
+            )
+    return downsample_padding_mask(padding_mask, scale)
+
+
 class Thumbnailed(nn.Module):
     """Run ``model`` on learned (or interpolated) thumbnails of its input images.
 
@@ -332,6 +355,12 @@ class Thumbnailed(nn.Module):
     every downsampler; a warping downsampler needs one, since plain rescaling would silently
     misplace its outputs.
 
+    A model that takes a padding mask (DETR-style detectors on padded batches) names its
+    keyword in ``mask_argument``: the mask given for the full-size images is then reduced to the
+    thumbnail (:func:`learnthumb.downsample_padding_mask`: a thumbnail pixel is padding when its
+    whole cell is) before it reaches the model, with the downsampler's ``scale`` (else the
+    factor between the image and thumbnail sizes).
+
     Args:
         model: any module that accepts a ``(B, C, h, w)`` image batch first.
         downsampler: any module mapping ``(B, C, H, W)`` to ``(B, C, h, w)``, e.g.
@@ -340,9 +369,13 @@ class Thumbnailed(nn.Module):
             model's output, e.g. ``lambda logits, _, size: upsample_to(logits, size)``, or
             ``restore(output, thumbnail_size, image_size, *, warp)``, e.g.
             ``lambda logits, _, size, *, warp: warp.masks_to_image(logits)``.
+        mask_argument: keyword through which ``model`` takes a bool padding mask (True =
+            padded), e.g. ``"padding_mask"``; a mask passed under that name (not ``None``) is
+            reduced to the thumbnail first. ``None``: every argument reaches the model as is.
 
     Shape:
         - images: :math:`(B, C, H, W)`.
+        - the ``mask_argument`` keyword: :math:`(B, H, W)`; the model gets :math:`(B, h, w)`.
         - output: whatever ``model`` (then ``restore``) returns.
 
     Example:
@@ -356,6 +389,18 @@ class Thumbnailed(nn.Module):
         ...     return warp.masks_to_image(logits)
         >>> Thumbnailed(model, SaliencySampler(4), restore=restore)(torch.rand(2, 3, 37, 50)).shape
         torch.Size([2, 5, 37, 50])
+
+        A model that takes a padding mask gets the thumbnail's:
+
+        >>> class MaskedModel(nn.Module):
+        ...     def forward(self, images, padding_mask=None):
+        ...         return padding_mask
+        >>> net = Thumbnailed(MaskedModel(), nn.AvgPool2d(4), mask_argument="padding_mask")
+        >>> mask = torch.zeros(1, 8, 12, dtype=torch.bool)
+        >>> mask[:, :, 4:] = True  # the right 8 columns are padding
+        >>> net(torch.rand(1, 3, 8, 12), padding_mask=mask)
+        tensor([[[False,  True,  True],
+                 [False,  True,  True]]])
     """
 
     def __init__(
@@ -364,6 +409,7 @@ class Thumbnailed(nn.Module):
         downsampler: nn.Module,
         *,
         restore: Callable[..., Any] | None = None,
+        mask_argument: str | None = None,
     ) -> None:
         super().__init__()
         if not isinstance(model, nn.Module):
@@ -372,6 +418,10 @@ class Thumbnailed(nn.Module):
             raise TypeError(f"downsampler must be an nn.Module, got {type(downsampler).__name__}")
         if restore is not None and not callable(restore):
             raise TypeError(f"restore must be callable or None, got {type(restore).__name__}")
+        if mask_argument is not None and (not isinstance(mask_argument, str) or not mask_argument):
+            raise TypeError(
+                f"mask_argument must be a keyword name (str) or None, got {mask_argument!r}"
+            )
         restore_takes_warp = restore is not None and _accepts_warp(restore)
         if restore is not None and not restore_takes_warp and _warps(downsampler):
             raise TypeError(
@@ -383,6 +433,7 @@ class Thumbnailed(nn.Module):
         self.model = model
         self.downsampler = downsampler
         self.restore = restore
+        self.mask_argument = mask_argument
         self._restore_takes_warp = restore_takes_warp
 
     def thumbnail(self, images: Tensor) -> Tensor:
@@ -415,11 +466,25 @@ class Thumbnailed(nn.Module):
         if images.dim() != 4:
             raise ValueError(f"images must have shape (B, C, H, W), got {tuple(images.shape)}")
 
+    def thumbnail_mask(self, padding_mask: Tensor, thumbnail_size: Sequence[int]) -> Tensor:
+        """``padding_mask`` reduced to a thumbnail of ``thumbnail_size`` (True = padded).
+
+        Shape:
+            - padding_mask: :math:`(B, H, W)`, bool.
+            - output: :math:`(B, h, w)` with ``(h, w) = thumbnail_size``, bool.
+        """
+        return _thumbnail_padding_mask(padding_mask, self.downsampler, thumbnail_size)
+
     def forward(self, images: Tensor, *args: Any, **kwargs: Any) -> Any:
         if self._restore_takes_warp:
             thumbnail, warp = self.thumbnail_and_warp(images)
         else:
             thumbnail = self.thumbnail(images)
+        mask = kwargs.get(self.mask_argument) if self.mask_argument is not None else None
+        if mask is not None:
+            name = self.mask_argument
+            check_bool_mask(mask, name, (images.shape[0], *images.shape[-2:]))
+            kwargs[name] = self.thumbnail_mask(mask, thumbnail.shape[-2:])  # (B, h, w)
         output = self.model(thumbnail, *args, **kwargs)
         if self.restore is None:
             return output

@@ -1,4 +1,4 @@
-"""FeatureTap, TwoStageSchedule, DistillWeights and ThumbnailDistillation end to end."""
+"""FeatureTap, TwoStageSchedule, DistillWeights, Safeguards and ThumbnailDistillation end to end."""
 
 import copy
 
@@ -12,8 +12,15 @@ from learnthumb import (
     DistillWeights,
     FeatureDistillationLoss,
     FeatureTap,
+    LogitDistillationLoss,
+    MomentMatchingLoss,
+    QueryFilter,
+    Safeguards,
     ThumbnailDistillation,
     TwoStageSchedule,
+    logit_distillation_loss,
+    moment_matching_loss,
+    query_filter,
 )
 
 
@@ -61,13 +68,23 @@ def test_schedule_and_weights():
     with pytest.raises(ValueError, match="epoch"):
         schedule.stage(-1)
     weights = DistillWeights()
-    assert (weights.moment, weights.logit, weights.feature, weights.lam) == (1.0, 0.5, 0.1, 0.1)
-    with pytest.raises(ValueError, match="threshold"):
-        DistillWeights(threshold=1.5)
-    with pytest.raises(ValueError, match="temperature"):
-        DistillWeights(temperature=0)
+    assert (weights.moment, weights.logit, weights.feature) == (1.0, 0.5, 0.1)
     with pytest.raises(ValueError, match="DistillWeights.logit"):
         DistillWeights(logit=-1)
+    with pytest.raises(TypeError):
+        DistillWeights(lam=0.1)  # the losses' hyper-parameters live in their modules
+
+
+def test_safeguards_defaults_and_checks():
+    assert Safeguards() == Safeguards(
+        check_finite=True, check_health=True, health_patience=100, min_stage1_steps=100
+    )
+    with pytest.raises(TypeError, match="Safeguards.check_health must be a bool, got int"):
+        Safeguards(check_health=1)
+    with pytest.raises(ValueError, match="Safeguards.health_patience must be >= 1, got 0"):
+        Safeguards(health_patience=0)
+    with pytest.raises(ValueError, match="Safeguards.min_stage1_steps must be >= 0, got -1"):
+        Safeguards(min_stage1_steps=-1)
 
 
 class _SetPredictor(nn.Module):
@@ -96,7 +113,7 @@ def test_stage_one_runs_only_the_moment_loss():
         logits="pred_logits",
         schedule=TwoStageSchedule(1),
         mask_argument="padding_mask",
-        min_stage1_steps=0,
+        safeguards=Safeguards(min_stage1_steps=0),
     )
     thumbnail, output, losses = distill(torch.rand(2, 3, 32, 32), epoch=0)
     assert output is None and set(losses) == {"moment"}
@@ -154,11 +171,10 @@ def test_end_to_end_training_moves_student_and_downsampler_not_teacher():
         feature_layers={"trunk.layer2": "trunk.layer3"},  # different strides on purpose
         feature_loss=FeatureDistillationLoss([16], [32]),
         logits="pred_logits",
-        weights=DistillWeights(threshold=0.3),
         schedule=TwoStageSchedule(1),
-        logit_activation="sigmoid",
-        min_stage1_steps=0,
-        check_health=False,
+        logit_loss=LogitDistillationLoss(activation="sigmoid"),
+        query_filter=QueryFilter(threshold=0.3, activation="sigmoid"),
+        safeguards=Safeguards(min_stage1_steps=0, check_health=False),
     )
     distill.train()
     assert not teacher.training
@@ -194,12 +210,101 @@ def test_query_filter_can_be_switched_off():
     torch.manual_seed(0)
     teacher, student = _SetPredictor(), _SetPredictor()
     images = torch.rand(2, 3, 32, 32)
-    kwargs = dict(logits="pred_logits", weights=DistillWeights(moment=0.0, threshold=0.99))
-    filtered = ThumbnailDistillation(ConvDownsampler(4), teacher, student, **kwargs)
+    kwargs = dict(logits="pred_logits", weights=DistillWeights(moment=0.0))
+    filtered = ThumbnailDistillation(
+        ConvDownsampler(4), teacher, student, query_filter=QueryFilter(0.99), **kwargs
+    )
     everything = ThumbnailDistillation(
-        filtered.downsampler, teacher, student, use_query_filter=False, **kwargs
+        filtered.downsampler, teacher, student, query_filter=False, **kwargs
     )
     filtered.eval(), everything.eval()
     # A random teacher is never 99% sure: the filter keeps nothing, the unfiltered loss is > 0.
     assert filtered(images).losses["logit"].item() == 0.0
     assert everything(images).losses["logit"].item() > 0.0
+
+
+def test_query_filter_settings():
+    teacher, student = _SetPredictor(), _SetPredictor()
+    sigmoid = LogitDistillationLoss(activation="sigmoid")
+
+    def build(**kwargs):
+        return ThumbnailDistillation(ConvDownsampler(4), teacher, student, **kwargs)
+
+    # Automatic and True: a default filter with the logit loss's activation.
+    for setting in (None, True):
+        distill = build(logit_loss=sigmoid, query_filter=setting)
+        assert distill.query_filter.activation == "sigmoid"
+        assert distill.query_filter.threshold == 0.5
+    assert build().query_filter.activation == "softmax"  # one default everywhere
+    assert build(query_filter=False).query_filter is None
+    configured = QueryFilter(0.3, activation="sigmoid")
+    assert build(logit_loss=sigmoid, query_filter=configured).query_filter is configured
+    with pytest.raises(ValueError, match="expected 'sigmoid', got 'softmax'"):
+        build(logit_loss=sigmoid, query_filter=QueryFilter(0.3))
+    with pytest.raises(TypeError, match="query_filter must be a QueryFilter, a bool or None"):
+        build(query_filter=0.5)
+    with pytest.raises(TypeError, match="logit_loss must be a LogitDistillationLoss or None"):
+        build(logit_loss=logit_distillation_loss)
+    with pytest.raises(TypeError, match="safeguards must be a Safeguards or None, got dict"):
+        build(safeguards={"check_health": False})
+    with pytest.raises(ValueError, match="expected reduction 'mean' or 'sum', got 'none'"):
+        build(moment_loss=MomentMatchingLoss(reduction="none"))
+
+
+def test_configured_losses_compute_what_the_functions_compute():
+    """The modules' settings reach the losses: same values, bit for bit, as the functions."""
+    torch.manual_seed(0)
+    teacher, student = _SetPredictor(), _SetPredictor()
+    weights = DistillWeights(moment=0.7, logit=0.3, feature=0.0)
+    distill = ThumbnailDistillation(
+        ConvDownsampler(4),
+        teacher,
+        student,
+        logits="pred_logits",
+        weights=weights,
+        moment_loss=MomentMatchingLoss(lam=0.2, statistic="var"),
+        logit_loss=LogitDistillationLoss(
+            temperature=2.0, activation="sigmoid", pairing="hungarian"
+        ),
+        query_filter=QueryFilter(0.4, activation="sigmoid"),
+        mask_argument="padding_mask",
+    ).eval()
+    images = torch.rand(2, 3, 32, 40)
+    mask = torch.zeros(2, 32, 40, dtype=torch.bool)
+    mask[1, :, 30:] = True
+    thumbnail, output, losses = distill(images, mask)
+    moment = weights.moment * moment_matching_loss(
+        images, thumbnail, 0.2, statistic="var", original_padding_mask=mask
+    )
+    assert torch.equal(losses["moment"], moment)
+    with torch.no_grad():
+        teacher_logits = teacher(images, padding_mask=mask)["pred_logits"]
+    keep = query_filter(teacher_logits, 0.4, "sigmoid")
+    logit = weights.logit * logit_distillation_loss(
+        output["pred_logits"],
+        teacher_logits,
+        temperature=2.0,
+        keep=keep,
+        activation="sigmoid",
+        pairing="hungarian",
+    )
+    assert torch.equal(losses["logit"], logit)
+
+
+class _NoScale(nn.Module):
+    """A downsampler without a ``scale`` attribute."""
+
+    def forward(self, images):
+        return nn.functional.avg_pool2d(images, 4, ceil_mode=True)
+
+
+def test_mask_factor_from_sizes_without_a_scale_attribute():
+    teacher, student = _SetPredictor(), _SetPredictor()
+    distill = ThumbnailDistillation(
+        _NoScale(), teacher, student, logits="pred_logits", mask_argument="padding_mask"
+    ).eval()
+    mask = torch.zeros(1, 30, 40, dtype=torch.bool)
+    mask[:, :, 36:] = True
+    distill(torch.rand(1, 3, 30, 40), mask)
+    assert student.seen_masks[0].shape == (1, 8, 10)
+    assert student.seen_masks[0][:, :, 9:].all() and not student.seen_masks[0][:, :, :9].any()

@@ -1,5 +1,6 @@
 """Health checks and safeguards of ThumbnailDistillation; the recommended downsampler's channels."""
 
+import dataclasses
 import warnings
 
 import pytest
@@ -10,6 +11,7 @@ import torch.nn.functional as F
 from learnthumb import (
     ConvDownsampler,
     ResidualDownsampler,
+    Safeguards,
     ThumbnailDistillation,
     ThumbnailHealthWarning,
     TwoStageSchedule,
@@ -24,6 +26,9 @@ from learnthumb.downsamplers import RECOMMENDED_DOWNSAMPLER
 
 def _classifier(classes=5):
     return timm.create_model("test_efficientnet", num_classes=classes, pretrained=False)
+
+
+_NO_HEALTH = Safeguards(check_health=False)
 
 
 def _distill(downsampler=None, **kwargs):
@@ -64,7 +69,7 @@ def test_warns_once_when_a_channel_stays_dead():
     down = ConvDownsampler(4)
     with torch.no_grad():
         down.convs[-1].bias[1] = -100.0  # the final ReLU zeroes channel 1 everywhere
-    distill = _distill(down, health_patience=3).train()
+    distill = _distill(down, safeguards=Safeguards(health_patience=3)).train()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         for _ in range(2):
@@ -75,14 +80,14 @@ def test_warns_once_when_a_channel_stays_dead():
     health = [w for w in caught if w.category is ThumbnailHealthWarning]
     assert len(health) == 1 and "channel 1 is 100.0% constant" in str(health[0].message)
     # A healthy downsampler never warns.
-    distill = _distill(ResidualDownsampler(4), health_patience=1).train()
+    distill = _distill(ResidualDownsampler(4), safeguards=Safeguards(health_patience=1)).train()
     with warnings.catch_warnings():
         warnings.simplefilter("error", ThumbnailHealthWarning)
         distill(torch.rand(2, 3, 32, 32))
 
 
 def test_warns_when_a_schedule_gets_no_counter():
-    distill = _distill(schedule=TwoStageSchedule(stage1_steps=10), check_health=False).train()
+    distill = _distill(schedule=TwoStageSchedule(stage1_steps=10), safeguards=_NO_HEALTH).train()
     with pytest.warns(UserWarning, match="neither epoch= nor step="):
         out = distill(torch.rand(2, 3, 32, 32))
     assert "logit" in out.losses  # stage two, as announced
@@ -90,12 +95,13 @@ def test_warns_when_a_schedule_gets_no_counter():
 
 
 def test_warns_when_stage_one_is_too_short():
-    distill = _distill(schedule=TwoStageSchedule(stage1_steps=5), check_health=False).train()
+    distill = _distill(schedule=TwoStageSchedule(stage1_steps=5), safeguards=_NO_HEALTH).train()
     with pytest.warns(UserWarning, match="ended after 5 optimiser step"):
         distill(torch.rand(2, 3, 32, 32), step=5)
     # Counted in epochs: the steps this instance saw in stage one.
     distill = _distill(
-        schedule=TwoStageSchedule(stage1_epochs=1), min_stage1_steps=3, check_health=False
+        schedule=TwoStageSchedule(stage1_epochs=1),
+        safeguards=Safeguards(min_stage1_steps=3, check_health=False),
     ).train()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -134,17 +140,17 @@ def test_classifier_logits_are_distilled_without_query_filter():
     )
     assert torch.allclose(logit_distillation_loss(student, teacher), expected, atol=1e-6)
     # A random teacher is never confident: with the Query Filter nothing would be distilled.
-    distill = _distill(check_health=False).eval()
+    distill = _distill(safeguards=_NO_HEALTH).eval()
     images = torch.rand(4, 3, 32, 32)
     assert distill(images).losses["logit"] > 0
-    filtered = _distill(check_health=False, use_query_filter=True).eval()
+    filtered = _distill(safeguards=_NO_HEALTH, query_filter=True).eval()
     filtered.student.load_state_dict(distill.student.state_dict())
     filtered.teacher.load_state_dict(distill.teacher.state_dict())
     assert filtered(images).losses["logit"] == 0
 
 
 def test_non_finite_inputs_and_weights_are_refused():
-    distill = _distill(check_health=False).train()
+    distill = _distill(safeguards=_NO_HEALTH).train()
     images = torch.rand(2, 3, 32, 32)
     images[0, 0, 0, 0] = float("nan")
     with pytest.raises(FloatingPointError, match="images must be finite, got 1 NaN"):
@@ -153,7 +159,7 @@ def test_non_finite_inputs_and_weights_are_refused():
         distill.downsampler.convs[0].weight[0, 0, 0, 0] = float("inf")
     with pytest.raises(FloatingPointError, match="thumbnail has non-finite values"):
         distill(torch.rand(2, 3, 32, 32))
-    distill.check_finite = False  # the check is switchable
+    distill.safeguards = dataclasses.replace(_NO_HEALTH, check_finite=False)  # switchable
     distill(torch.rand(2, 3, 32, 32))
 
 

@@ -112,10 +112,17 @@ def test_hungarian_pairing_undoes_a_query_permutation(activation):
 
 
 def test_query_filter_algorithm_1():
+    # sigmoid: independent class probabilities (Deformable-DETR's focal loss, the paper)
     logits = torch.logit(torch.tensor([[[0.9, 0.1], [0.3, 0.4], [0.2, 0.51]]]))
-    assert query_filter(logits).tolist() == [[True, False, True]]
-    assert query_filter(logits, threshold=0.6).tolist() == [[True, False, False]]
-    assert torch.equal(QueryFilter(0.6)(logits), query_filter(logits, 0.6))
+    assert query_filter(logits, activation="sigmoid").tolist() == [[True, False, True]]
+    assert query_filter(logits, 0.6, "sigmoid").tolist() == [[True, False, False]]
+    sigmoid_filter = QueryFilter(0.6, activation="sigmoid")
+    assert torch.equal(sigmoid_filter(logits), query_filter(logits, 0.6, "sigmoid"))
+    # softmax is the default of the filter, as of the logit loss
+    assert QueryFilter().activation == LogitDistillationLoss().activation == "softmax"
+    assert torch.equal(query_filter(logits), query_filter(logits, activation="softmax"))
+    with pytest.raises(ValueError, match="background_index only applies to activation='softmax'"):
+        QueryFilter(activation="sigmoid", background_index=0)
     # softmax with a no-object class that must not count as a confident class
     probs = torch.tensor([[[0.05, 0.05, 0.9], [0.7, 0.1, 0.2]]])
     keep = query_filter(probs.log(), activation="softmax", background_index=-1)

@@ -1,8 +1,13 @@
 """The public API surface: every name in __all__ exists and nothing unexpected leaks."""
 
+import subprocess
+import sys
+
 import learnthumb
 
 EXPECTED = {
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
     "ConvDownsampler",
     "DistillWeights",
     "DistillationOutput",
@@ -14,6 +19,7 @@ EXPECTED = {
     "MomentMatchingLoss",
     "QueryFilter",
     "ResidualDownsampler",
+    "Safeguards",
     "ThumbnailDistillation",
     "Thumbnailed",
     "TwoStageSchedule",
@@ -49,3 +55,10 @@ def test_every_public_callable_has_a_docstring():
         obj = getattr(learnthumb, name)
         if callable(obj):
             assert obj.__doc__ and len(obj.__doc__.strip()) > 20, name
+
+
+def test_import_does_not_load_scipy():
+    """scipy serves one optional feature (Hungarian pairing): it is imported when used."""
+    code = "import learnthumb, sys; assert 'scipy' not in sys.modules, 'scipy was imported'"
+    completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert completed.returncode == 0, completed.stderr

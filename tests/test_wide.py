@@ -152,5 +152,7 @@ def test_distillation_matches_moments_on_the_image_channels_of_a_wide_thumbnail(
     images = torch.rand(2, 3, 64, 64)
     thumbnail, logits, losses = distill(images, step=0)
     assert thumbnail.shape == (2, 24, 16, 16) and logits.shape == (2, 4)
-    expected = moment_matching_loss(images, InterpolateDownsampler(4)(images), distill.weights.lam)
+    expected = moment_matching_loss(
+        images, InterpolateDownsampler(4)(images), distill.moment_loss.lam
+    )
     torch.testing.assert_close(losses["moment"], distill.weights.moment * expected)

@@ -16,6 +16,7 @@ from learnthumb import (
     ConvDownsampler,
     InterpolateDownsampler,
     Thumbnailed,
+    downsample_padding_mask,
     rescale_boxes,
     rescale_keypoints,
     thumbnail_size,
@@ -80,6 +81,54 @@ def test_thumbnailed_bad_arguments():
         net(torch.rand(3, 8, 8))
     with pytest.raises(TypeError, match="images"):
         net([torch.rand(1, 3, 8, 8)])
+
+
+class _MaskedModel(nn.Module):
+    """A DETR-like toy: takes a padding mask by keyword and remembers what it got."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen = []
+
+    def forward(self, images, padding_mask=None):
+        self.seen.append(padding_mask)
+        return images.mean()
+
+
+class _PoolNoScale(nn.Module):
+    """A downsampler without a ``scale`` attribute (the factor comes from the sizes)."""
+
+    def forward(self, images):
+        return F.avg_pool2d(images, 4, ceil_mode=True)
+
+
+@pytest.mark.parametrize("downsampler", [InterpolateDownsampler(4), _PoolNoScale()])
+def test_thumbnailed_reduces_the_padding_mask_to_the_thumbnail(downsampler):
+    model = _MaskedModel()
+    net = Thumbnailed(model, downsampler, mask_argument="padding_mask")
+    mask = torch.zeros(2, 37, 50, dtype=torch.bool)
+    mask[1, 20:, :] = True
+    net(torch.rand(2, 3, 37, 50), padding_mask=mask)
+    assert torch.equal(model.seen[-1], downsample_padding_mask(mask, 4))  # (2, 10, 13)
+    net(torch.rand(2, 3, 37, 50), padding_mask=None)  # None passes through
+    net(torch.rand(2, 3, 37, 50))
+    assert model.seen[-2:] == [None, None]
+    # Without mask_argument every argument reaches the model untouched.
+    Thumbnailed(model, downsampler)(torch.rand(2, 3, 37, 50), padding_mask=mask)
+    assert model.seen[-1] is mask
+
+
+def test_thumbnailed_mask_argument_bad_input():
+    net = Thumbnailed(_MaskedModel(), InterpolateDownsampler(4), mask_argument="padding_mask")
+    with pytest.raises(ValueError, match=r"padding_mask must have shape \(2, 16, 16\)"):
+        net(torch.rand(2, 3, 16, 16), padding_mask=torch.zeros(2, 8, 8, dtype=torch.bool))
+    with pytest.raises(TypeError, match="padding_mask must be a bool tensor"):
+        net(torch.rand(2, 3, 16, 16), padding_mask=torch.zeros(2, 16, 16))
+    with pytest.raises(TypeError, match="mask_argument must be a keyword name"):
+        Thumbnailed(nn.Identity(), nn.Identity(), mask_argument=1)
+    odd = Thumbnailed(_MaskedModel(), nn.AdaptiveAvgPool2d(5), mask_argument="padding_mask")
+    with pytest.raises(ValueError, match="has no `scale` attribute"):
+        odd(torch.rand(1, 3, 16, 16), padding_mask=torch.zeros(1, 16, 16, dtype=torch.bool))
 
 
 def test_thumbnailed_under_torch_compile():

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from scipy.optimize import linear_sum_assignment
 from torch import nn
 
 from learnthumb._checks import check_bool_mask, check_floating, check_ndim, check_positive
 
-__all__ = ["LogitDistillationLoss", "logit_distillation_loss", "match_queries"]
+__all__ = ["PAIRINGS", "LogitDistillationLoss", "logit_distillation_loss", "match_queries"]
 
 _ACTIVATIONS = ("softmax", "sigmoid")
-_PAIRINGS = ("index", "hungarian")
+#: How student queries are paired with teacher queries (see :func:`logit_distillation_loss`).
+PAIRINGS = ("index", "hungarian")
 
 
 def _per_query_kl(
@@ -55,6 +55,9 @@ def match_queries(
         - output: :math:`(B, N_t)`, int64: the student query paired with each teacher query
           (the teacher query's own index where it is not kept or cannot be paired).
     """
+    # scipy only for this optional pairing: `import learnthumb` must not pay for it.
+    from scipy.optimize import linear_sum_assignment
+
     batch, num_teacher, _ = teacher_logits.shape
     num_student = student_logits.shape[1]
     with torch.no_grad():
@@ -104,9 +107,9 @@ def logit_distillation_loss(
     :math:`(B, 1, C)` logits (classic knowledge distillation, averaged over the batch). For them
     ``keep`` (if any) selects images, and ``pairing="hungarian"`` is refused (nothing to pair).
 
-    The default ``activation="softmax"`` suits classifiers and DETR (a no-object class), while
-    :func:`~learnthumb.query_filter` defaults to ``"sigmoid"`` like the paper's
-    Deformable-DETR: pass the same activation to both (``ThumbnailDistillation`` does).
+    The default ``activation="softmax"`` suits classifiers and DETR (a no-object class), and is
+    :func:`~learnthumb.query_filter`'s default too; the paper's Deformable-DETR needs
+    ``"sigmoid"`` in both (``ThumbnailDistillation`` refuses a filter and a loss that disagree).
 
     The official code uses a cross-entropy of softmax probabilities without a filter; we follow
     the paper: a KL divergence, with temperature, over the kept queries only.
@@ -156,8 +159,8 @@ def logit_distillation_loss(
             "student_logits and teacher_logits must have the same number of classes C: got "
             f"{tuple(student_logits.shape)} and {tuple(teacher_logits.shape)}"
         )
-    if pairing not in _PAIRINGS:
-        raise ValueError(f"pairing must be one of {_PAIRINGS}, got {pairing!r}")
+    if pairing not in PAIRINGS:
+        raise ValueError(f"pairing must be one of {PAIRINGS}, got {pairing!r}")
     if pairing == "hungarian" and student_logits.dim() == 2:
         raise ValueError(
             "pairing='hungarian' pairs the queries of (B, N, C) set predictions; (B, C) logits "
@@ -216,8 +219,8 @@ class LogitDistillationLoss(nn.Module):
         self.temperature = check_positive(temperature, "temperature")
         if activation not in _ACTIVATIONS:
             raise ValueError(f"activation must be one of {_ACTIVATIONS}, got {activation!r}")
-        if pairing not in _PAIRINGS:
-            raise ValueError(f"pairing must be one of {_PAIRINGS}, got {pairing!r}")
+        if pairing not in PAIRINGS:
+            raise ValueError(f"pairing must be one of {PAIRINGS}, got {pairing!r}")
         self.activation = activation
         self.pairing = pairing
 

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from learnthumb._checks import check_bool_mask, check_floating, check_ndim, check_positive
-from learnthumb.downsamplers import downsample_padding_mask, thumbnail_size
+from learnthumb.downsamplers import _scale_between, downsample_padding_mask
 
 __all__ = ["MomentMatchingLoss", "channel_moments", "moment_matching_loss"]
 
@@ -54,8 +54,8 @@ def _infer_thumbnail_mask(
     original_padding_mask: torch.Tensor, thumbnail_shape: tuple[int, int]
 ) -> torch.Tensor:
     height, width = original_padding_mask.shape[-2:]
-    scale = max(1, round(height / thumbnail_shape[0]))
-    if thumbnail_size((height, width), scale) != tuple(thumbnail_shape):
+    scale = _scale_between((height, width), thumbnail_shape)
+    if scale is None:
         raise ValueError(
             "thumbnail_padding_mask is needed: the thumbnail size "
             f"{tuple(thumbnail_shape)} is not ceil((H, W) / s) of the original {(height, width)} "
