@@ -32,8 +32,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from benchmarks.quality.data import Dataset
-from examples._common.models import IMAGENET_MEAN, IMAGENET_STD, DensePredictionNet
-from learnthumb import normalize_image_channels
+from examples._common.models import DensePredictionNet
+from learnthumb import IMAGENET_MEAN, IMAGENET_STD, normalize_image_channels
 
 __all__ = ["TASKS", "TaskSpec", "task_spec"]
 

@@ -11,11 +11,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from _common.models import DensePredictionNet
-from _common.training import (
+from examples._common.models import DensePredictionNet
+from examples._common.training import (
+    OptimConfig,
     Split,
     TaskLoss,
-    TrainConfig,
     predict,
     train_distilled_student,
     train_supervised,
@@ -54,8 +54,8 @@ def compare(
     task: Task,
     train: Split,
     val: Split,
-    teacher_config: TrainConfig,
-    student_config: TrainConfig,
+    teacher_config: OptimConfig,
+    student_config: OptimConfig,
     scale: int = 4,
     seed: int = 0,
 ) -> list[Trained]:
@@ -118,8 +118,8 @@ class Experiment:
     size: tuple[int, int]
     train: Split
     val: Split
-    teacher_config: TrainConfig
-    student_config: TrainConfig
+    teacher_config: OptimConfig
+    student_config: OptimConfig
 
 
 def prepare_experiment(
@@ -133,8 +133,8 @@ def prepare_experiment(
     size = (32, 32) if quick else (64, 64)
     splits = {"train": 32, "val": 16} if quick else {"train": 600, "val": 150}
     steps = 3 if quick else 800
-    teacher_config = TrainConfig(steps=steps, batch_size=16, lr=1e-2, seed=args.seed)
-    student_config = TrainConfig(
+    teacher_config = OptimConfig(steps=steps, batch_size=16, lr=1e-2, seed=args.seed)
+    student_config = OptimConfig(
         steps=steps,
         batch_size=16,
         lr=1e-2,

@@ -7,17 +7,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from learnthumb import normalize_image_channels
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from learnthumb import IMAGENET_MEAN, IMAGENET_STD, normalize_image_channels
 
 
 class DensePredictionNet(nn.Module):
     """timm ``features_only`` backbone (strides 2, 4, 8) + top-down FPN head.
 
     Images in ``[0, 1]`` are normalised *inside* the model, after any downsampler, so a
-    thumbnail stays an image in the same value range as its original (see DESIGN.md).
+    thumbnail stays an image in the same value range as its original (see
+    docs/concepts.md, section 1: the thumbnail must stay an image).
 
     Args:
         num_outputs: classes (segmentation logits) or keypoints (heatmaps).

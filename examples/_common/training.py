@@ -1,9 +1,10 @@
 """Training loops shared by the examples: teacher, fixed-thumbnail student, learned student.
 
-All go through ``learnthumb.Thumbnailed(model, downsampler)``: the teacher with an identity
-"downsampler", the bicubic students with ``InterpolateDownsampler``, the learned student with
-``ConvDownsampler`` trained in two stages (Algorithm 2 of ThumbDet): moment matching alone
-first, then the task loss + moment matching + feature distillation from the frozen teacher.
+The teacher and the bicubic student go through ``learnthumb.Thumbnailed(model, downsampler)``
+(the teacher with an identity "downsampler"); the distilled students through
+``learnthumb.ThumbnailDistillation``, the learned one (``ConvDownsampler``) in two stages
+(Algorithm 2 of ThumbDet): moment matching alone first, then the task loss + moment matching +
+feature distillation from the frozen teacher.
 """
 
 from __future__ import annotations
@@ -15,13 +16,21 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from learnthumb import FeatureDistillationLoss, FeatureTap, Thumbnailed, moment_matching_loss
+from learnthumb import (
+    DistillWeights,
+    FeatureDistillationLoss,
+    MomentMatchingLoss,
+    Safeguards,
+    ThumbnailDistillation,
+    Thumbnailed,
+    TwoStageSchedule,
+)
 
 TaskLoss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 @dataclass
-class TrainConfig:
+class OptimConfig:
     """Optimisation settings of one model (the learned student also uses the distillation ones)."""
 
     steps: int = 600
@@ -73,7 +82,7 @@ def train_supervised(
     downsampler: nn.Module,
     data: Split,
     task_loss: TaskLoss,
-    config: TrainConfig,
+    config: OptimConfig,
     log: Callable[[str], None] = print,
 ) -> float:
     """Train ``model`` on ``downsampler(images)`` with the task loss only; returns seconds.
@@ -104,72 +113,85 @@ def train_distilled_student(
     feature_names: Sequence[str],
     data: Split,
     task_loss: TaskLoss,
-    config: TrainConfig,
+    config: OptimConfig,
     log: Callable[[str], None] = print,
 ) -> float:
     """ThumbDet training of a student (and its downsampler, if learnable); returns seconds.
 
-    A learnable downsampler goes through two stages (Algorithm 2): first alone, on the
-    moment-matching loss (Eq. (5)); then with the student on ``task + gamma * moment +
-    beta * feature``, where the feature loss (Eq. (8)) compares the student's backbone stages,
-    upsampled, with the frozen teacher's. A fixed downsampler (bicubic) skips stage one and the
-    moment term: the student then gets feature distillation only, the control that separates
-    the effect of the learned thumbnail from that of distillation.
+    The losses come from :class:`learnthumb.ThumbnailDistillation` with a step schedule. A
+    learnable downsampler goes through two stages (Algorithm 2): first alone, on
+    ``gamma * moment`` (Eq. (5)), with its own optimiser and one-cycle schedule over
+    ``stage1_steps``; then with the student on ``task + gamma * moment + beta * feature``, where
+    the feature loss (Eq. (8)) compares the student's backbone stages, upsampled, with the
+    frozen teacher's. A fixed downsampler (bicubic) skips stage one and the moment term: the
+    student then gets feature distillation only, the control that separates the effect of the
+    learned thumbnail from that of distillation. The log shows the weighted terms.
     """
     start = time.perf_counter()
     generator = torch.Generator().manual_seed(config.seed)
     learnable = any(p.requires_grad for p in downsampler.parameters())
-    if learnable:
-        downsampler.train()
-        optimizer, schedule = _optimizer(
-            [{"params": downsampler.parameters(), "lr": config.downsampler_lr}],
-            0.0,
-            config.stage1_steps,
-        )
-        for step, index in enumerate(
-            _batches(len(data), config.batch_size, config.stage1_steps, generator)
-        ):
-            images = data.images[index]
-            loss = moment_matching_loss(images, downsampler(images), lam=config.lam)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            schedule.step()
-            if step == config.stage1_steps - 1:
-                log(f"    stage 1 step {step:4d}  moment loss {loss.item():.5f}")
+    distill = ThumbnailDistillation(
+        downsampler,
+        teacher,
+        model,
+        feature_layers=feature_names,
+        weights=DistillWeights(
+            moment=config.moment_weight if learnable else 0.0,
+            logit=0.0,
+            feature=config.feature_weight,
+        ),
+        # A step schedule: stage one is the first ``stage1_steps`` steps, then ``steps`` more.
+        schedule=TwoStageSchedule(stage1_steps=config.stage1_steps if learnable else 0),
+        moment_loss=MomentMatchingLoss(lam=config.lam),
+        feature_loss=FeatureDistillationLoss(align="bilinear"),
+        safeguards=Safeguards(min_stage1_steps=0),
+    ).train()
+    try:
+        if learnable:
+            optimizer, schedule = _optimizer(
+                [{"params": downsampler.parameters(), "lr": config.downsampler_lr}],
+                0.0,
+                config.stage1_steps,
+            )
+            for step, index in enumerate(
+                _batches(len(data), config.batch_size, config.stage1_steps, generator)
+            ):
+                loss = distill(data.images[index], step=step).losses["moment"]
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                schedule.step()
+                if step == config.stage1_steps - 1:
+                    log(f"    stage 1 step {step:4d}  moment loss {loss.item():.5f}")
 
-    teacher.eval().requires_grad_(False)
-    net = Thumbnailed(model, downsampler).train()
-    feature_loss = FeatureDistillationLoss(align="bilinear")
-    groups = [{"params": model.parameters(), "lr": config.lr}]
-    if learnable:
-        groups.append({"params": downsampler.parameters(), "lr": config.downsampler_lr})
-    optimizer, schedule = _optimizer(groups, config.weight_decay, config.steps)
-    zero = torch.zeros(())
-    with (
-        FeatureTap(model, feature_names) as student_tap,
-        FeatureTap(teacher, feature_names) as teacher_tap,
-    ):
+        groups = [{"params": model.parameters(), "lr": config.lr}]
+        if learnable:
+            groups.append({"params": downsampler.parameters(), "lr": config.downsampler_lr})
+        optimizer, schedule = _optimizer(groups, config.weight_decay, config.steps)
+        first_step = config.stage1_steps if learnable else 0
+        zero = torch.zeros(())
         for step, index in enumerate(
             _batches(len(data), config.batch_size, config.steps, generator)
         ):
             images, targets = data.images[index], data.targets[index]
-            with torch.no_grad():
-                teacher(images)
-            thumbnail = net.thumbnail(images)
-            task = task_loss(net.model(thumbnail), targets)
-            moment = moment_matching_loss(images, thumbnail, lam=config.lam) if learnable else zero
-            feature = feature_loss(student_tap.values(), teacher_tap.values())
-            loss = task + config.moment_weight * moment + config.feature_weight * feature
+            _, output, losses = distill(images, step=first_step + step)
+            task = task_loss(output, targets)
+            loss = task
+            for name in ("moment", "feature"):  # (task + moment) + feature: a fixed order
+                if name in losses:
+                    loss = loss + losses[name]
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             schedule.step()
             if step % max(config.steps // 5, 1) == 0 or step == config.steps - 1:
+                moment, feature = (losses.get(name, zero) for name in ("moment", "feature"))
                 log(
                     f"    step {step:4d}/{config.steps}  task {task.item():.4f}  "
                     f"moment {moment.item():.5f}  feature {feature.item():.4f}"
                 )
+    finally:
+        distill.remove_taps()  # the teacher serves other students after this one
     return time.perf_counter() - start
 
 

@@ -15,8 +15,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _common import drawing
-from _common.training import Split
+
+from examples._common import drawing
+from examples._common.training import Split
 
 KEYPOINTS = ("head", "pelvis", "left hand", "right hand", "left foot", "right foot")
 

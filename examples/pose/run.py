@@ -1,6 +1,6 @@
 """Learned 4x thumbnails for keypoint estimation: teacher vs bicubic student vs learned student.
 
-    python examples/pose/run.py [--output DIR] [--quick]
+    python -m examples.pose.run [--output DIR] [--quick]   # from the repository root
 
 Generates stick-figure images (PNG) and keypoints (JSON) under ``DIR/data``, trains a
 full-resolution teacher, a student on anti-aliased bicubic 4x thumbnails and a student on
@@ -12,18 +12,13 @@ heatmaps are upsampled with ``upsample_to``, decoded, and mapped back with
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # examples/ -> import _common
-
 import torch
 import torch.nn.functional as F
-from _common.experiment import Task, compare, prepare_experiment, start_timer
-from _common.reporting import parse_args, report
-from _common.training import predict
-from figures_dataset import KEYPOINTS, load_split, write_dataset
 
+from examples._common.experiment import Task, compare, prepare_experiment, start_timer
+from examples._common.reporting import parse_args, report
+from examples._common.training import predict
+from examples.pose.figures_dataset import KEYPOINTS, load_split, write_dataset
 from learnthumb import rescale_keypoints, upsample_to
 
 SIGMA = 1.5  # Gaussian radius of a target peak, in heatmap pixels (half the image resolution)

@@ -1,6 +1,6 @@
 """Learned 4x thumbnails for semantic segmentation: teacher vs bicubic student vs learned student.
 
-    python examples/segmentation/run.py [--output DIR] [--quick]
+    python -m examples.segmentation.run [--output DIR] [--quick]   # from the repository root
 
 Generates the dataset (PNG images and masks) under ``DIR/data``, trains a full-resolution
 teacher, a student on anti-aliased bicubic 4x thumbnails and a student on learned 4x
@@ -12,19 +12,14 @@ with ``upsample_to`` before the argmax. Prints a table, writes ``DIR/results.jso
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # examples/ -> import _common
-
 import matplotlib.cm
 import torch
 import torch.nn.functional as F
-from _common.experiment import Task, compare, prepare_experiment, start_timer
-from _common.reporting import parse_args, report
-from _common.training import predict
-from shapes_dataset import CLASSES, load_split, write_dataset
 
+from examples._common.experiment import Task, compare, prepare_experiment, start_timer
+from examples._common.reporting import parse_args, report
+from examples._common.training import predict
+from examples.segmentation.shapes_dataset import CLASSES, load_split, write_dataset
 from learnthumb import upsample_to
 
 

@@ -13,8 +13,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _common import drawing
-from _common.training import Split
+
+from examples._common import drawing
+from examples._common.training import Split
 
 CLASSES = ("background", "disc", "flat box", "checkered box")
 

@@ -1,4 +1,4 @@
-"""Run an example script in a subprocess, as a user would, and return its results.json."""
+"""Run an example in a subprocess, as a user would, and return its results.json."""
 
 from __future__ import annotations
 
@@ -12,10 +12,15 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def run_example(script: str, output: Path, *args: str, timeout: float = 300) -> str:
-    """Run ``python examples/<script> <args>`` from the repository root; return its stdout."""
+    """Run an example from the repository root; return its stdout.
+
+    ``script`` is a file under ``examples/`` (``python examples/<script> <args>``) or a module
+    (``python -m examples.segmentation.run <args>``).
+    """
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MPLBACKEND": "Agg"}
+    command = ["-m", script] if not script.endswith(".py") else [str(ROOT / "examples" / script)]
     completed = subprocess.run(
-        [sys.executable, str(ROOT / "examples" / script), *args],
+        [sys.executable, *command, *args],
         cwd=ROOT,
         env=env,
         capture_output=True,

@@ -1,4 +1,4 @@
-"""examples/segmentation/run.py --quick runs end to end and writes what its README promises."""
+"""`python -m examples.segmentation.run --quick` runs end to end and writes what its README says."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ _helper.loader.exec_module(run_example)
 
 
 def test_segmentation_quick(tmp_path):
-    stdout, results = run_example.run_quick("segmentation/run.py", tmp_path)
+    stdout, results = run_example.run_quick("examples.segmentation.run", tmp_path)
     names = [row["model"] for row in results["rows"]]
     assert names == [
         "teacher",

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from learnthumb import normalize_image_channels
+from learnthumb import IMAGENET_MEAN, IMAGENET_STD, normalize_image_channels
 
 from .backbone import Backbone, downsample_mask
 from .deformable_transformer import DeformableTransformer
@@ -18,9 +18,6 @@ from .presets import DetectorConfig, get_config
 from .transformer_layers import inverse_sigmoid
 
 __all__ = ["MLP", "DeformableDETR", "build_model"]
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 # Parameter-name keywords of Deformable DETR's optimiser groups (main.py of the official code).
 _BACKBONE_KEYWORDS = ("backbone.",)

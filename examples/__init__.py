@@ -1,0 +1,1 @@
+"""Examples that use learnthumb; run them as modules from the repository root."""

@@ -1,0 +1,1 @@
+"""The pose example: ``python -m examples.pose.run`` from the repository root."""

@@ -1,0 +1,1 @@
+"""The segmentation example: ``python -m examples.segmentation.run`` from the repository root."""
