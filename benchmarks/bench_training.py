@@ -10,7 +10,7 @@ fixed random batch with random targets:
   ``thumbdet.training`` builds it: frozen teacher forward + learned downsampler + student + moment,
   feature and logit losses with the Query Filter);
 - ``thumbdet-4x-no-query-filter``: the same, distilling every query
-  (``ThumbnailDistillation(use_query_filter=False)``; the results recorded before that option
+  (``ThumbnailDistillation(query_filter=False)``; the results recorded before that option
   existed used a threshold of 1e-6, which also keeps every query);
 - ``teacher-forward``: the frozen teacher's forward alone (``no_grad``, eval).
 
@@ -99,6 +99,8 @@ def build_steps(
     from learnthumb import (
         DistillWeights,
         InterpolateDownsampler,
+        LogitDistillationLoss,
+        QueryFilter,
         ThumbnailDistillation,
         TwoStageSchedule,
         create_downsampler,
@@ -133,6 +135,8 @@ def build_steps(
     def distillation_step(use_query_filter: bool) -> Any:
         downsampler = create_downsampler("thumbdet", scale=SCALE).to(device)
         student = build_model(preset).to(device)
+        # Deformable DETR classifies with a sigmoid focal loss: the filter and the loss agree.
+        filter_ = QueryFilter(activation="sigmoid") if use_query_filter else False
         distillation = ThumbnailDistillation(
             downsampler,
             teacher_for_distillation,
@@ -140,11 +144,10 @@ def build_steps(
             features="backbone_features",
             logits="pred_logits",
             weights=DistillWeights(),
-            use_query_filter=use_query_filter,
             schedule=TwoStageSchedule(0),  # always stage two
-            logit_activation="sigmoid",
+            logit_loss=LogitDistillationLoss(activation="sigmoid"),
+            query_filter=filter_,
             mask_argument="padding_mask",
-            scale=SCALE,
         )
         groups = student.param_groups()
         groups.append({"params": list(downsampler.parameters()), "lr": config.lr})
@@ -163,7 +166,7 @@ def build_steps(
 
     teacher = build_model(preset).to(device)
     bicubic_detector = build_model(preset).to(device)
-    bicubic = ThumbnailDetector(bicubic_detector, InterpolateDownsampler(SCALE), SCALE).to(device)
+    bicubic = ThumbnailDetector(bicubic_detector, InterpolateDownsampler(SCALE)).to(device)
     steps = {
         "teacher": plain_step(teacher, teacher),
         "bicubic-4x": plain_step(bicubic, bicubic_detector),

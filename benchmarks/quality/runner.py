@@ -30,6 +30,7 @@ from benchmarks.quality.tasks import TaskSpec, task_spec
 from examples._common.training import _batches, _optimizer
 from learnthumb import (
     DistillWeights,
+    Safeguards,
     ThumbnailDistillation,
     ThumbnailHealthWarning,
     TwoStageSchedule,
@@ -82,7 +83,7 @@ class Arm:
         distill: train through :class:`learnthumb.ThumbnailDistillation` (moment, feature
             and, for classifiers, logit distillation) rather than the task loss alone.
         stage1_fraction: share of the steps spent in stage one (moment matching alone).
-        weights: the distillation weights (``DistillWeights`` fields).
+        weights: the distillation weights (``DistillWeights`` fields: moment, logit, feature).
         downsampler_lr: learning rate of the downsampler, as a multiple of the model's.
     """
 
@@ -264,7 +265,7 @@ def _fit_distilled(
         logits=spec.logits,
         weights=weights,
         schedule=TwoStageSchedule(stage1_steps=stage1) if learnable and stage1 else None,
-        min_stage1_steps=0,
+        safeguards=Safeguards(min_stage1_steps=0),
     ).train()
     groups = [{"params": list(model.parameters()), "lr": budget.student_lr}]
     if learnable:
