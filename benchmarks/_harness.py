@@ -2,10 +2,12 @@
 
 Method (every script uses it): ``warmup`` untimed calls, then ``repeats`` individually timed
 calls (``time.perf_counter``; on CUDA the device is synchronised before each clock read), and
-the median with its inter-quartile range (IQR). This is the estimator of
-``torch.utils.benchmark`` (``Measurement.median`` / ``.iqr``), computed per call because one call
-of a full-size detector on a CPU takes seconds. A time budget (``max_seconds``) may stop the
-repeats early; the JSON then says how many calls were actually timed.
+the median with its inter-quartile range (IQR), computed by
+``learnthumb.LatencyStats.from_times`` (the estimator of ``learnthumb.measure_latency`` too). This
+is the estimator of ``torch.utils.benchmark`` (``Measurement.median`` / ``.iqr``), computed per
+call because one call of a full-size detector on a CPU takes seconds. A time budget
+(``max_seconds``) may stop the repeats early; the JSON then says how many calls were actually
+timed.
 
 Peak memory: on CUDA ``torch.cuda.max_memory_allocated`` around one call; on CPU the peak
 resident set size of a *separate* process that builds the model and runs one call
@@ -21,7 +23,6 @@ import json
 import os
 import platform
 import re
-import statistics
 import subprocess
 import sys
 import time
@@ -31,6 +32,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from learnthumb import LatencyStats
 
 __all__ = [
     "REPO_ROOT",
@@ -94,17 +97,14 @@ def synchronize(device: torch.device | str) -> None:
 
 
 def _summarise(times: list[float], warmup: int, budget_limited: bool) -> Timing:
-    if len(times) >= 2:
-        quartiles = statistics.quantiles(times, n=4, method="inclusive")
-        iqr = quartiles[2] - quartiles[0]
-    else:
-        iqr = 0.0
+    # learnthumb's estimator, so the library's measure_latency and the benchmarks agree.
+    stats = LatencyStats.from_times(times)
     return Timing(
-        median_s=statistics.median(times),
-        iqr_s=iqr,
-        min_s=min(times),
-        mean_s=statistics.fmean(times),
-        repeats=len(times),
+        median_s=stats.median,
+        iqr_s=stats.iqr,
+        min_s=stats.minimum,
+        mean_s=stats.mean,
+        repeats=stats.repeats,
         warmup=warmup,
         budget_limited=budget_limited,
         times_s=list(times),
@@ -133,9 +133,9 @@ def time_function(
         :class:`Timing` in seconds.
     """
     if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
-        raise ValueError(f"warmup must be an int >= 0, received {warmup!r}")
+        raise ValueError(f"warmup must be an int >= 0, got {warmup!r}")
     if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
-        raise ValueError(f"repeats must be an int >= 1, received {repeats!r}")
+        raise ValueError(f"repeats must be an int >= 1, got {repeats!r}")
     for _ in range(warmup):
         function()
     synchronize(device)
@@ -179,9 +179,9 @@ def time_interleaved(
         name -> :class:`Timing` (all with the same number of repeats).
     """
     if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
-        raise ValueError(f"repeats must be an int >= 1, received {repeats!r}")
+        raise ValueError(f"repeats must be an int >= 1, got {repeats!r}")
     if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
-        raise ValueError(f"warmup must be an int >= 0, received {warmup!r}")
+        raise ValueError(f"warmup must be an int >= 0, got {warmup!r}")
     for _ in range(warmup):
         for function in functions.values():
             function()

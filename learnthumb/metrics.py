@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -117,7 +117,7 @@ class LatencyStats:
 
     Attributes:
         median: median time.
-        iqr: inter-quartile range (spread).
+        iqr: inter-quartile range (spread); 0 with fewer than 2 runs.
         minimum: fastest run.
         mean: mean time.
         repeats: number of timed runs.
@@ -128,6 +128,37 @@ class LatencyStats:
     minimum: float
     mean: float
     repeats: int
+
+    @classmethod
+    def from_times(cls, times: Sequence[float]) -> LatencyStats:
+        """The statistics of timed runs: the one estimator of learnthumb and the benchmarks.
+
+        Quartiles by linear interpolation between order statistics
+        (``statistics.quantiles(method="inclusive")``, NumPy's default percentile), the
+        estimator of ``torch.utils.benchmark``'s ``Measurement.iqr``.
+
+        Args:
+            times: seconds of each timed run, at least one.
+
+        Example:
+            >>> LatencyStats.from_times([1.0, 2.0, 3.0, 4.0, 5.0])
+            LatencyStats(median=3.0, iqr=2.0, minimum=1.0, mean=3.0, repeats=5)
+        """
+        times = [float(t) for t in times]
+        if not times:
+            raise ValueError("times must hold at least one timed run, got none")
+        if len(times) >= 2:
+            quartiles = statistics.quantiles(times, n=4, method="inclusive")
+            iqr = quartiles[2] - quartiles[0]
+        else:
+            iqr = 0.0
+        return cls(
+            median=statistics.median(times),
+            iqr=iqr,
+            minimum=min(times),
+            mean=statistics.fmean(times),
+            repeats=len(times),
+        )
 
 
 def _synchronize(inputs: tuple[Any, ...]) -> None:
@@ -174,15 +205,4 @@ def measure_latency(
             model(*inputs, **kwargs)
             _synchronize(inputs)
             times.append(time.perf_counter() - start)
-    if repeats >= 2:
-        quartiles = statistics.quantiles(times, n=4)
-        iqr = quartiles[2] - quartiles[0]
-    else:
-        iqr = 0.0
-    return LatencyStats(
-        median=statistics.median(times),
-        iqr=iqr,
-        minimum=min(times),
-        mean=statistics.fmean(times),
-        repeats=repeats,
-    )
+    return LatencyStats.from_times(times)

@@ -1,4 +1,4 @@
-"""accuracy_drop_rate (Eq. (11)), count_macs and measure_latency."""
+"""accuracy_drop_rate (Eq. (11)), count_macs, measure_latency and LatencyStats."""
 
 import pytest
 import torch
@@ -6,6 +6,7 @@ from torch import nn
 
 from learnthumb import (
     ConvDownsampler,
+    LatencyStats,
     accuracy_drop_rate,
     count_macs,
     measure_latency,
@@ -66,3 +67,25 @@ def test_measure_latency():
     assert 0 < stats.minimum <= stats.median and stats.iqr >= 0
     with pytest.raises(ValueError, match="repeats"):
         measure_latency(nn.Linear(8, 8), torch.rand(2, 8), repeats=0)
+
+
+def test_latency_statistics_are_the_benchmark_harness_ones():
+    """One estimator: torch.utils.benchmark's (NumPy's linear) quartiles, also in the harness."""
+    from benchmarks._harness import _summarise
+
+    times = [0.3, 0.1, 0.4, 0.2, 0.9, 0.5]
+    stats = LatencyStats.from_times(times)
+    numpy = pytest.importorskip("numpy")
+    q1, q3 = numpy.percentile(times, [25, 75])
+    assert stats.iqr == pytest.approx(q3 - q1)
+    assert (stats.median, stats.minimum, stats.repeats) == (0.35, 0.1, 6)
+    timing = _summarise(times, warmup=1, budget_limited=False)
+    assert (timing.median_s, timing.iqr_s, timing.min_s, timing.mean_s) == (
+        stats.median,
+        stats.iqr,
+        stats.minimum,
+        stats.mean,
+    )
+    assert LatencyStats.from_times([0.2]).iqr == 0.0
+    with pytest.raises(ValueError, match="times must hold at least one timed run, got none"):
+        LatencyStats.from_times([])
