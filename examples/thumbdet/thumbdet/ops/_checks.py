@@ -13,15 +13,13 @@ def _shape(tensor: torch.Tensor) -> str:
 
 def _require_tensor(name: str, value: object) -> torch.Tensor:
     if not isinstance(value, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, received {type(value).__name__}")
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
     return value
 
 
 def _require_rank(name: str, tensor: torch.Tensor, rank: int, layout: str) -> None:
     if tensor.dim() != rank:
-        raise ValueError(
-            f"{name} must have shape {layout} ({rank} dims), received {_shape(tensor)}"
-        )
+        raise ValueError(f"{name} must have shape {layout} ({rank} dims), got {_shape(tensor)}")
 
 
 def check_ms_deform_attn_inputs(
@@ -54,23 +52,21 @@ def check_ms_deform_attn_inputs(
         ("level_start_index", level_start_index),
     ):
         if tensor.dtype not in (torch.int64, torch.int32):
-            raise TypeError(f"{name} must be an int64 tensor, received dtype {tensor.dtype}")
+            raise TypeError(f"{name} must be an int64 tensor, got dtype {tensor.dtype}")
     for name, tensor in (
         ("value", value),
         ("sampling_locations", sampling_locations),
         ("attention_weights", attention_weights),
     ):
         if not tensor.is_floating_point():
-            raise TypeError(
-                f"{name} must be a floating point tensor, received dtype {tensor.dtype}"
-            )
+            raise TypeError(f"{name} must be a floating point tensor, got dtype {tensor.dtype}")
         if tensor.dtype != value.dtype:
             raise TypeError(
-                f"{name} must have the dtype of value ({value.dtype}), received {tensor.dtype}"
+                f"{name} must have the dtype of value ({value.dtype}), got {tensor.dtype}"
             )
         if tensor.device != value.device:
             raise ValueError(
-                f"{name} must be on the device of value ({value.device}), received {tensor.device}"
+                f"{name} must be on the device of value ({value.device}), got {tensor.device}"
             )
 
     batch, total_pixels, heads, _ = value.shape
@@ -81,38 +77,35 @@ def check_ms_deform_attn_inputs(
         raise ValueError(
             "sampling_locations must have shape (N, Lq, M, L, P, 2) = "
             f"{expected_locations} (N, M from value, L from spatial_shapes), "
-            f"received {_shape(sampling_locations)}"
+            f"got {_shape(sampling_locations)}"
         )
     if spatial_shapes.shape[1] != 2:
-        raise ValueError(
-            f"spatial_shapes must have shape (L, 2), received {_shape(spatial_shapes)}"
-        )
+        raise ValueError(f"spatial_shapes must have shape (L, 2), got {_shape(spatial_shapes)}")
     if tuple(level_start_index.shape) != (levels,):
         raise ValueError(
-            f"level_start_index must have shape (L,) = ({levels},), "
-            f"received {_shape(level_start_index)}"
+            f"level_start_index must have shape (L,) = ({levels},), got {_shape(level_start_index)}"
         )
     expected_weights = (batch, queries, heads, levels, points)
     if tuple(attention_weights.shape) != expected_weights:
         raise ValueError(
             f"attention_weights must have shape (N, Lq, M, L, P) = {expected_weights}, "
-            f"received {_shape(attention_weights)}"
+            f"got {_shape(attention_weights)}"
         )
 
     if torch.compiler.is_compiling():
         return  # the area checks below read tensor values, which a traced graph cannot do
     shapes = spatial_shapes.tolist()
     if any(height <= 0 or width <= 0 for height, width in shapes):
-        raise ValueError(f"spatial_shapes must hold positive (H, W) pairs, received {shapes}")
+        raise ValueError(f"spatial_shapes must hold positive (H, W) pairs, got {shapes}")
     areas = [height * width for height, width in shapes]
     if sum(areas) != total_pixels:
         raise ValueError(
             f"the level areas H*W of spatial_shapes must add up to S = value.shape[1] = "
-            f"{total_pixels}, received areas {areas} (sum {sum(areas)})"
+            f"{total_pixels}, got areas {areas} (sum {sum(areas)})"
         )
     starts = [sum(areas[:level]) for level in range(levels)]
     if level_start_index.tolist() != starts:
         raise ValueError(
             f"level_start_index must be the exclusive cumulative sum of the level areas {starts}, "
-            f"received {level_start_index.tolist()}"
+            f"got {level_start_index.tolist()}"
         )

@@ -125,8 +125,7 @@ class MSDeformAttn(nn.Module):
         super().__init__()
         if d_model % n_heads != 0:
             raise ValueError(
-                f"d_model must be divisible by n_heads, received d_model={d_model}, "
-                f"n_heads={n_heads}"
+                f"d_model must be divisible by n_heads, got d_model={d_model}, n_heads={n_heads}"
             )
         self.d_model = d_model
         self.n_levels = n_levels
@@ -223,13 +222,13 @@ class MSDeformAttn(nn.Module):
     ) -> None:
         if query.dim() != 3 or query.shape[-1] != self.d_model:
             raise ValueError(
-                f"query must have shape (N, Lq, {self.d_model}), received {tuple(query.shape)}"
+                f"query must have shape (N, Lq, {self.d_model}), got {tuple(query.shape)}"
             )
         batch, queries, _ = query.shape
         if input_flatten.dim() != 3 or input_flatten.shape[::2] != (batch, self.d_model):
             raise ValueError(
                 f"input_flatten must have shape ({batch}, S, {self.d_model}), "
-                f"received {tuple(input_flatten.shape)}"
+                f"got {tuple(input_flatten.shape)}"
             )
         expected = (batch, queries, self.n_levels)
         if (
@@ -239,17 +238,17 @@ class MSDeformAttn(nn.Module):
         ):
             raise ValueError(
                 f"reference_points must have shape (N, Lq, L, 2) or (N, Lq, L, 4) with "
-                f"(N, Lq, L) = {expected}, received {tuple(reference_points.shape)}"
+                f"(N, Lq, L) = {expected}, got {tuple(reference_points.shape)}"
             )
         if input_padding_mask is not None:
             if input_padding_mask.dtype != torch.bool:
                 raise TypeError(
-                    f"input_padding_mask must be a bool tensor, received {input_padding_mask.dtype}"
+                    f"input_padding_mask must be a bool tensor, got {input_padding_mask.dtype}"
                 )
             if tuple(input_padding_mask.shape) != tuple(input_flatten.shape[:2]):
                 raise ValueError(
                     f"input_padding_mask must have shape (N, S) = "
-                    f"{tuple(input_flatten.shape[:2])}, received {tuple(input_padding_mask.shape)}"
+                    f"{tuple(input_flatten.shape[:2])}, got {tuple(input_padding_mask.shape)}"
                 )
 
     def extra_repr(self) -> str:
