@@ -1,13 +1,13 @@
-"""Checkpoints: the safe file format (:mod:`.format`), detectors rebuilt from checkpoints
-(:mod:`.loading`), pretrained folders (:mod:`.pretrained`) and converters of other
-Deformable-DETR checkpoints (:mod:`.convert`, imported on demand)."""
+"""Checkpoints: the safe file format (:mod:`.format`), torch files read without running code
+(:mod:`.torch_files`), the generators' state (:mod:`.rng`), refusal of checkpoints that do not
+fit a run (:mod:`.compat`), detectors rebuilt from checkpoints (:mod:`.loading`), pretrained
+folders (:mod:`.pretrained`) and converters of other Deformable-DETR checkpoints
+(:mod:`.convert`, imported on demand)."""
 
+from thumbdet.checkpoints.compat import IncompatibleCheckpointError, check_compatible
 from thumbdet.checkpoints.format import (
     CHECKPOINT_NAME,
     CorruptCheckpointError,
-    IncompatibleCheckpointError,
-    UnsafeCheckpointError,
-    check_compatible,
     load_checkpoint,
     save_checkpoint,
 )
@@ -19,6 +19,7 @@ from thumbdet.checkpoints.pretrained import (
     load_pretrained_config,
     save_pretrained,
 )
+from thumbdet.checkpoints.torch_files import UnsafeCheckpointError
 
 __all__ = [
     "CHECKPOINT_NAME",

@@ -16,32 +16,37 @@ with one line naming the file and the tensor. One file replaced by one ``os.repl
 the checkpoint consistent: a save interrupted at any point leaves the previous checkpoint
 intact (and a ``.<name>.*.tmp`` file that :func:`remove_interrupted_saves` deletes).
 
-Checkpoints of earlier thumbdet versions (torch pickles) and other torch files such as the
-official Deformable-DETR checkpoints are read by :func:`load_torch_file`, i.e. ``torch.load``
-with ``weights_only=True`` and an allow-list of the few classes they hold
-(:data:`ALLOWED_PICKLE_GLOBALS`); a pickle that needs anything else is refused.
+Checkpoints of earlier thumbdet versions (torch pickles) are read by
+:func:`~thumbdet.checkpoints.torch_files.load_torch_file` (``weights_only=True`` and a small
+allow-list; nothing in them can run code either).
 """
 
 from __future__ import annotations
 
-import argparse
 import glob
 import hashlib
 import json
 import os
-import pickle
-import random
-import re
 import tempfile
-import warnings
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
+
+from thumbdet.checkpoints._atomic import current_umask, fsync_folder, remove_quietly
+from thumbdet.checkpoints._state_tree import StateEncoder, decode_state
+
+# Re-exported from their own modules: callers, tests and docs import them from here.
+from thumbdet.checkpoints.compat import IncompatibleCheckpointError, check_compatible
+from thumbdet.checkpoints.rng import capture_rng_state, restore_rng_state
+from thumbdet.checkpoints.torch_files import (
+    ALLOWED_PICKLE_GLOBALS,
+    UnsafeCheckpointError,
+    load_torch_file,
+)
 
 __all__ = [
     "ALLOWED_PICKLE_GLOBALS",
@@ -78,72 +83,9 @@ _STATE_KEY = "thumbdet.state"
 _SHA256_KEY = "thumbdet.sha256"
 _VERSION_KEY = "thumbdet.version"
 
-# Markers of the JSON tree: a dict with exactly one of these keys stands for another type.
-_TENSOR = "__tensor__"
-_NDARRAY = "__ndarray__"
-_TUPLE = "__tuple__"
-_ITEMS = "__items__"  # a dict whose keys are not all strings (optimizer state: int keys)
-_MARKERS = (_TENSOR, _NDARRAY, _TUPLE, _ITEMS)
-
-
-class IncompatibleCheckpointError(ValueError):
-    """A checkpoint does not fit the run that wants to use it (preset, classes, mode...)."""
-
-
-class UnsafeCheckpointError(ValueError):
-    """A torch pickle needs a class or function outside :data:`ALLOWED_PICKLE_GLOBALS`."""
-
 
 class CorruptCheckpointError(ValueError):
     """A checkpoint's bytes differ from the SHA-256 recorded when it was saved."""
-
-
-def _numpy_reconstruct() -> Callable[..., Any]:
-    """The function numpy arrays are pickled with (``numpy[._]core.multiarray._reconstruct``)."""
-    return np.zeros(1).__reduce__()[0]
-
-
-def _allowed_pickle_globals() -> list[Any]:
-    reconstruct = _numpy_reconstruct()
-    # np.random.get_state() holds a uint32 array: its dtype is rebuilt from its class.
-    allowed: list[Any] = [argparse.Namespace, np.ndarray, np.dtype, reconstruct]
-    uint32_dtype = type(np.dtype(np.uint32))
-    if uint32_dtype is not np.dtype:  # numpy >= 1.25
-        allowed.append(uint32_dtype)
-    # Files pickled under numpy 1 name numpy.core, under numpy 2 numpy._core.
-    for module in ("numpy.core.multiarray", "numpy._core.multiarray"):
-        if module != reconstruct.__module__:
-            allowed.append((reconstruct, f"{module}._reconstruct"))
-    return allowed
-
-
-#: What a torch pickle may contain besides tensors and plain Python values: the numpy uint32
-#: array of the RNG states of thumbdet 0.1 checkpoints and the ``argparse.Namespace`` of the
-#: official Deformable-DETR checkpoints (``"args"``).
-ALLOWED_PICKLE_GLOBALS: list[Any] = _allowed_pickle_globals()
-
-
-# ---------------------------------------------------------------------------------- RNG
-def capture_rng_state() -> dict[str, Any]:
-    """States of the python, numpy, torch (and CUDA, when initialised) generators."""
-    state: dict[str, Any] = {
-        "python": random.getstate(),
-        "numpy": np.random.get_state(),  # noqa: NPY002 (the global state)
-        "torch": torch.get_rng_state(),
-    }
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def restore_rng_state(state: Mapping[str, Any]) -> None:
-    """Restore the generators from :func:`capture_rng_state` output (or a checkpoint's)."""
-    version, internal, gauss = state["python"]
-    random.setstate((version, tuple(internal), gauss))
-    np.random.set_state(tuple(state["numpy"]))  # noqa: NPY002
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 # ---------------------------------------------------------------------------------- save
@@ -154,68 +96,6 @@ def _sha256_of_tensor(tensor: torch.Tensor) -> str:
 
 def _sha256_of_text(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-
-class _Encoder:
-    """Turns a state into a JSON tree plus a flat ``{name: tensor}`` dict for safetensors."""
-
-    def __init__(self) -> None:
-        self.tensors: dict[str, torch.Tensor] = {}
-        self._storages: set[tuple[str, int]] = set()
-
-    def encode(self, value: Any, where: tuple[str, ...]) -> Any:
-        if isinstance(value, torch.Tensor):
-            return {_TENSOR: self._add_tensor(value, where)}
-        if isinstance(value, np.ndarray):
-            if value.dtype.kind not in "biuf":
-                raise TypeError(self._refusal(value, where))
-            array = {"dtype": value.dtype.str, "shape": list(value.shape)}
-            return {_NDARRAY: dict(array, data=value.reshape(-1).tolist())}
-        if isinstance(value, np.generic) and value.dtype.kind in "biuf":
-            return value.item()
-        if value is None or isinstance(value, (bool, int, float, str)):
-            return value
-        if isinstance(value, tuple):
-            return {_TUPLE: [self.encode(item, (*where, str(i))) for i, item in enumerate(value)]}
-        if isinstance(value, list):
-            return [self.encode(item, (*where, str(i))) for i, item in enumerate(value)]
-        if isinstance(value, Mapping):
-            plain = all(isinstance(key, str) for key in value) and not (
-                len(value) == 1 and next(iter(value)) in _MARKERS
-            )
-            if plain:
-                return {key: self.encode(item, (*where, key)) for key, item in value.items()}
-            return {
-                _ITEMS: [
-                    [self.encode(key, (*where, "key")), self.encode(item, (*where, str(key)))]
-                    for key, item in value.items()
-                ]
-            }
-        raise TypeError(self._refusal(value, where))
-
-    @staticmethod
-    def _refusal(value: Any, where: tuple[str, ...]) -> str:
-        return (
-            f"save_checkpoint: cannot store the {type(value).__name__} at state"
-            f"[{']['.join(repr(part) for part in where)}]: expected tensors, numeric numpy "
-            "arrays, dicts, lists, tuples, str, int, float, bool or None"
-        )
-
-    def _add_tensor(self, tensor: torch.Tensor, where: tuple[str, ...]) -> str:
-        name = "/".join(where) or "tensor"
-        unique, count = name, 1
-        while unique in self.tensors:
-            count += 1
-            unique = f"{name}#{count}"
-        tensor = tensor.detach().cpu().contiguous()
-        # safetensors stores each tensor on its own: copy tied weights and views.
-        storage = tensor.untyped_storage()
-        key = (str(storage.device), storage.data_ptr())
-        if key in self._storages or storage.nbytes() != tensor.numel() * tensor.element_size():
-            tensor = tensor.clone()
-        self._storages.add((str(tensor.device), tensor.untyped_storage().data_ptr()))
-        self.tensors[unique] = tensor
-        return unique
 
 
 def _check_finite_weights(state: Mapping[str, Any], path: Path) -> None:
@@ -230,33 +110,6 @@ def _check_finite_weights(state: Mapping[str, Any], path: Path) -> None:
                         f"refusing to save {path}: {entry} weight {key!r} holds NaN or Inf "
                         "(the training diverged; the previous checkpoint, if any, is kept)"
                     )
-
-
-def _current_umask() -> int:
-    """The process umask, read without changing it where the system allows."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("Umask:"):
-                return int(line.split()[1], 8)
-    except (OSError, ValueError, IndexError):
-        pass
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def _fsync_folder(folder: Path) -> None:
-    """Make a rename in ``folder`` durable (where folders can be opened)."""
-    try:
-        handle = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(handle)
-    except OSError:
-        pass
-    finally:
-        os.close(handle)
 
 
 def save_checkpoint(state: Mapping[str, Any], path: str | Path) -> Path:
@@ -283,7 +136,7 @@ def save_checkpoint(state: Mapping[str, Any], path: str | Path) -> Path:
     """
     path = Path(path)
     _check_finite_weights(state, path)
-    encoder = _Encoder()
+    encoder = StateEncoder()
     tree = encoder.encode(dict(state, version=CHECKPOINT_VERSION), ())
     state_json = json.dumps(tree)
     checksums = {
@@ -303,21 +156,13 @@ def save_checkpoint(state: Mapping[str, Any], path: str | Path) -> Path:
         save_file(encoder.tensors, temp_name, metadata=metadata)
         with open(temp_name, "rb") as temp_file:
             os.fsync(temp_file.fileno())
-        os.chmod(temp_name, 0o666 & ~_current_umask())  # mkstemp made it 0o600
+        os.chmod(temp_name, 0o666 & ~current_umask())  # mkstemp made it 0o600
         os.replace(temp_name, path)
     except BaseException:
-        _remove_quietly(temp_name)
+        remove_quietly(temp_name)
         raise
-    _fsync_folder(path.parent)
+    fsync_folder(path.parent)
     return path
-
-
-def _remove_quietly(name: str | Path) -> None:
-    """Remove a file if it exists (cleanup after a failed write)."""
-    try:
-        os.unlink(name)
-    except FileNotFoundError:
-        pass
 
 
 def remove_interrupted_saves(path: str | Path) -> list[Path]:
@@ -339,7 +184,7 @@ def remove_interrupted_saves(path: str | Path) -> list[Path]:
     removed = []
     for temp in sorted(path.parent.glob(f".{glob.escape(path.name)}.*.tmp")):
         if temp.is_file():
-            _remove_quietly(temp)
+            remove_quietly(temp)
             removed.append(temp)
     return removed
 
@@ -359,66 +204,6 @@ def _file_kind(path: Path) -> str:
     if head.startswith(b"\x80"):
         return "torch"
     return "unknown"
-
-
-def load_torch_file(path: str | Path, map_location: str | torch.device = "cpu") -> Any:
-    """``torch.load`` that cannot run code: ``weights_only=True`` plus a small allow-list.
-
-    Tensors, plain Python values and the classes of :data:`ALLOWED_PICKLE_GLOBALS` (numpy
-    arrays, ``argparse.Namespace``) load; a pickle that needs anything else is refused
-    before any of it runs.
-
-    Args:
-        path: A file written by ``torch.save`` (e.g. a thumbdet 0.1 checkpoint, an official
-            Deformable-DETR checkpoint, backbone weights).
-        map_location: Where to put the tensors.
-
-    Raises:
-        UnsafeCheckpointError: The pickle needs another class or function.
-        ValueError: The file is not a readable torch file.
-    """
-    path = Path(path)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # "Detected pickle protocol 4" and the like
-            with torch.serialization.safe_globals(ALLOWED_PICKLE_GLOBALS):
-                return torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as error:
-        match = re.search(r"GLOBAL ([\w.]+)|got <class '([\w.]+)'>", str(error))
-        needed = next((name for name in match.groups() if name), None) if match else None
-        what = (
-            f"needs {needed}, which is not on the allow-list (tensors, plain values, numpy "
-            "arrays, argparse.Namespace)"
-            if needed
-            else "uses pickle instructions a weights-only load does not allow"
-        )
-        raise UnsafeCheckpointError(
-            f"{path}: refused to load: its pickle {what}; it could run code, so none of it was run"
-        ) from None
-    except (RuntimeError, EOFError, OSError, ValueError, TypeError, AttributeError) as error:
-        detail = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ValueError(f"{path} is not a readable torch file: {detail}") from error
-
-
-def _decode(value: Any, tensor: Callable[[str], torch.Tensor]) -> Any:
-    if isinstance(value, list):
-        return [_decode(item, tensor) for item in value]
-    if not isinstance(value, dict):
-        return value
-    if len(value) == 1:
-        marker, content = next(iter(value.items()))
-        if marker == _TENSOR:
-            return tensor(content)
-        if marker == _NDARRAY:
-            dtype = np.dtype(content["dtype"])
-            if dtype.kind not in "biuf":
-                raise ValueError(f"numpy array of dtype {dtype}")
-            return np.array(content["data"], dtype=dtype).reshape(content["shape"])
-        if marker == _TUPLE:
-            return tuple(_decode(item, tensor) for item in content)
-        if marker == _ITEMS:
-            return {_decode(key, tensor): _decode(item, tensor) for key, item in content}
-    return {key: _decode(item, tensor) for key, item in value.items()}
 
 
 def _load_safetensors(path: Path, skip: Iterable[str]) -> dict[str, Any]:
@@ -465,7 +250,7 @@ def _load_safetensors(path: Path, skip: Iterable[str]) -> dict[str, Any]:
             tree = json.loads(state_json)
             for key in skip:
                 tree.pop(key, None)
-            return _decode(tree, tensor)
+            return decode_state(tree, tensor)
         except CorruptCheckpointError:
             raise
         except (SafetensorError, ValueError, KeyError, TypeError, AttributeError) as error:
@@ -542,32 +327,3 @@ def load_checkpoint(
     if str(map_location) != "cpu":
         checkpoint = _to_device(checkpoint, map_location)
     return checkpoint
-
-
-def check_compatible(
-    checkpoint: Mapping[str, Any],
-    path: str | Path,
-    purpose: str,
-    **expected: Any,
-) -> None:
-    """Refuse a checkpoint whose recorded values differ from ``expected``.
-
-    Args:
-        checkpoint: Loaded checkpoint; values are looked up in ``checkpoint["meta"]``.
-        path: Its path, for the message.
-        purpose: What it is used for (``"resume"``, ``"teacher"``), for the message.
-        **expected: e.g. ``preset="tiny", num_classes=2``.
-
-    Raises:
-        IncompatibleCheckpointError: Naming every mismatching key, found vs expected.
-    """
-    meta = checkpoint.get("meta", {})
-    mismatches = [
-        f"{key}: checkpoint has {meta.get(key)!r}, this run has {value!r}"
-        for key, value in expected.items()
-        if meta.get(key) != value
-    ]
-    if mismatches:
-        raise IncompatibleCheckpointError(
-            f"cannot use {path} as {purpose} checkpoint: " + "; ".join(mismatches)
-        )
