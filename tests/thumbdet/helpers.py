@@ -43,7 +43,7 @@ def tiny_train_config(data: tuple[Path, Path], output: Path | str, **overrides):
         model_overrides=TINY_MODEL,
     )
     values.update(overrides)
-    return TrainConfig(**values)
+    return TrainConfig.from_dict(values)
 
 
 def write_tiny_coco(
@@ -117,7 +117,7 @@ def distributed_train_worker(
 ) -> None:
     """Body of one process of a CPU/gloo DDP test run (``torch.multiprocessing.spawn``).
 
-    Sets the environment ``torchrun`` would set, trains ``TrainConfig(**config)`` and saves
+    Sets the environment ``torchrun`` would set, trains ``TrainConfig.from_dict(config)`` and saves
     this rank's final detector and downsampler weights to ``weights_dir/rank{rank}.pt``.
     """
     import os
@@ -135,7 +135,7 @@ def distributed_train_worker(
         MASTER_PORT=str(port),
     )
     torch.set_num_threads(1)
-    trainer = Trainer(TrainConfig(**config))
+    trainer = Trainer(TrainConfig.from_dict(config))
     try:
         trainer.fit()
         weights = {f"model.{k}": v for k, v in trainer.parts.detector.state_dict().items()}

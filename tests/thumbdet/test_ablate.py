@@ -4,9 +4,11 @@ import json
 
 import pytest
 
+from tests.thumbdet.quick_golden import compare, phase_fingerprint
 from thumbdet.cli import main
 from thumbdet.experiments.ablations import PAPER, TABLES, VARIANTS, format_ablation
 from thumbdet.experiments.report import AP_KEYS
+from thumbdet.training.config import TrainConfig
 
 
 def test_every_table_row_is_a_known_variant_with_paper_numbers():
@@ -44,9 +46,20 @@ def test_quick_stages_ablation_trains_each_variant_as_configured(tmp_path):
     result = json.loads((output / "ablation_stages.json").read_text())
     assert set(result["variants"]) == set(TABLES["stages"])
     assert (output / "ablation_stages.md").read_text().count("\n") == 2 + len(TABLES["stages"])
-    configs = {v: json.loads((output / v / "config.json").read_text()) for v in TABLES["stages"]}
-    assert configs["bicubic_4x"]["mode"] == "bicubic"
-    assert configs["one_stage"]["one_stage"] and not configs["one_stage"]["logit"]
-    assert configs["two_stage_frozen"]["freeze_downsampler_stage2"]
-    assert not configs["moment_only"]["feature"] and not configs["moment_only"]["one_stage"]
-    assert configs["moment_only"]["teacher"] == str(output / "teacher" / "checkpoint.pth")
+    configs = {
+        v: TrainConfig.from_dict(json.loads((output / v / "config.json").read_text()))
+        for v in TABLES["stages"]
+    }
+    assert configs["bicubic_4x"].mode == "bicubic"
+    one_stage = configs["one_stage"]
+    assert one_stage.schedule.stage1_epochs == 0 and one_stage.distill.logit_weight == 0
+    assert configs["two_stage_frozen"].schedule.freeze_downsampler_stage2
+    moment_only = configs["moment_only"]
+    assert moment_only.distill.feature_weight == 0 and moment_only.schedule.stage1_epochs == 1
+    assert moment_only.distill.teacher == str(output / "teacher" / "checkpoint.pth")
+    # Bit-identical to the runs recorded before the reorganisation of issue 14.
+    phases = {
+        path.parent.name: phase_fingerprint(path.parent) for path in output.glob("*/checkpoint.pth")
+    }
+    assert set(phases) == {"teacher", *TABLES["stages"]}
+    assert compare(phases) == []

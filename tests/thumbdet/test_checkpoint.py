@@ -110,7 +110,7 @@ def _config(data, output, **overrides):
         seed=3,
     )
     values.update(overrides)
-    return TrainConfig(**values)
+    return TrainConfig.from_dict(values)
 
 
 def _weights(path):

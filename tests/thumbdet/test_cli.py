@@ -141,12 +141,21 @@ def test_parser_has_every_flag_of_the_issue():
          "teacher", "--freeze-downsampler-stage2", "--one-stage", "--stage1-epochs", "3",
          "--logit-pairing", "hungarian", "--augmentation", "flip"]
     )  # fmt: skip
-    from thumbdet.cli import config_from_args
+    from thumbdet.cli.flags import settings_from_args
 
-    config = config_from_args(args)
-    assert (config.moment, config.logit, config.feature) == (False, False, False)
-    assert config.val_ann == "c/annotations/instances_val2017.json" and config.stage1 == 0
-    assert config.lr_drop == 2 and config.downsampler == "residual" and config.scale == 2
-    assert config.logit_pairing == "hungarian" and config.student_init == "teacher"
-    assert config.augmentation == "flip"
+    config = settings_from_args(args, TrainConfig)
+    distill = config.distill
+    # A later flag wins: --gamma 2 after --no-moment, --stage1-epochs 3 after --one-stage.
+    assert (distill.moment_weight, distill.logit_weight, distill.feature_weight) == (2, 1, 0.3)
+    assert config.data.val_ann == "c/annotations/instances_val2017.json"
+    assert config.schedule.stage1_epochs == 3 and config.optim.lr_drop == 2
+    assert distill.downsampler == "residual" and config.scale == 2
+    assert distill.logit_pairing == "hungarian" and distill.student_init == "teacher"
+    assert config.data.augmentation == "flip"
     assert TrainConfig.from_dict(json.loads(config.to_json())) == config
+    switched = build_parser().parse_args(
+        ["train", "--output", "o", "--gamma", "2", "--no-moment", "--no-logit", "--one-stage"]
+    )
+    switched = settings_from_args(switched, TrainConfig)
+    assert (switched.distill.moment_weight, switched.distill.logit_weight) == (0, 0)
+    assert switched.distill.feature_weight == 0.1 and switched.schedule.stage1_epochs == 0

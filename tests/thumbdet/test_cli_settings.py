@@ -11,20 +11,17 @@ import sys
 import pytest
 
 import thumbdet
-from thumbdet.cli import (
-    PLUGIN_COMMANDS,
-    build_parser,
-    config_from_args,
-    main,
-    subcommand_parsers,
-)
-from thumbdet.training.config import model_keys, parse_model_overrides
+from thumbdet.cli import COMMANDS, build_parser, main, subcommand_parsers
+from thumbdet.cli.flags import settings_from_args
+from thumbdet.settings import leaves
+from thumbdet.training.config import TrainConfig
+from thumbdet.training.model_overrides import model_keys, parse_model_overrides
 
 REQUIRED = ["train", "--output", "out", "--train-images", "images", "--train-ann", "ann.json"]
 
 
 def train_config(*flags: str):
-    return config_from_args(build_parser("train").parse_args([*REQUIRED, *flags]))
+    return settings_from_args(build_parser("train").parse_args([*REQUIRED, *flags]), TrainConfig)
 
 
 def test_model_flags_are_typed():
@@ -33,7 +30,7 @@ def test_model_flags_are_typed():
         "backbone_layers=1,1,2,1", "--model", "backbone_stem_width=none", "--model",
         "dropout=0.25", "--model", "backbone=resnet34", "--model", "num_queries=20",
     )  # fmt: skip
-    assert config.model_overrides == {
+    assert config.detector.model_overrides == {
         "num_queries": 20,  # the later flag wins
         "with_box_refine": True,
         "backbone_layers": (1, 1, 2, 1),
@@ -110,7 +107,6 @@ SETTINGS = {
 def _parsed_by_main(argv: list[str], monkeypatch):
     """The ``TrainConfig`` that ``thumbdet train`` would train with."""
     seen = []
-    monkeypatch.setattr("thumbdet.cli._run_train", lambda args: seen.append(args) or 0)
     # set_defaults(func=...) holds the real function: replace it where the parser reads it.
     original = build_parser
 
@@ -121,7 +117,7 @@ def _parsed_by_main(argv: list[str], monkeypatch):
 
     monkeypatch.setattr("thumbdet.cli.build_parser", patched)
     assert main(argv) == 0
-    return config_from_args(seen[0])
+    return settings_from_args(seen[0], TrainConfig)
 
 
 @pytest.mark.parametrize("suffix", [".json", ".yaml"])
@@ -135,7 +131,7 @@ def test_config_file_equals_the_flags(tmp_path, monkeypatch, suffix):
     from_flags = _parsed_by_main([*REQUIRED, *FLAGS], monkeypatch)
     from_file = _parsed_by_main(["train", "--config", str(path)], monkeypatch)
     assert from_file == from_flags
-    assert from_file.model_overrides["backbone_layers"] == (1, 1, 1, 1)
+    assert from_file.detector.model_overrides["backbone_layers"] == (1, 1, 1, 1)
 
 
 def test_flags_override_the_config_file(tmp_path, monkeypatch):
@@ -143,9 +139,9 @@ def test_flags_override_the_config_file(tmp_path, monkeypatch):
     path.write_text(json.dumps(SETTINGS))
     argv = ["train", "--config", str(path), "--epochs", "7", "--model", "num_queries=5"]
     config = _parsed_by_main(argv, monkeypatch)
-    assert config.epochs == 7 and config.batch_size == 4
-    assert config.model_overrides["num_queries"] == 5
-    assert config.model_overrides["with_box_refine"] is True
+    assert config.schedule.epochs == 7 and config.data.batch_size == 4
+    assert config.detector.model_overrides["num_queries"] == 5
+    assert config.detector.model_overrides["with_box_refine"] is True
 
 
 @pytest.mark.parametrize(
@@ -155,9 +151,10 @@ def test_flags_override_the_config_file(tmp_path, monkeypatch):
         ({"epochs": "three"}, ["epochs (--epochs)", "expected an integer", "'three'"]),
         ({"epochs": 2.5}, ["epochs (--epochs)", "expected an integer"]),
         ({"lr": True}, ["lr (--lr)", "expected a number"]),
-        ({"no_logit": "yes"}, ["no_logit (--no-logit)", "expected true or false"]),
+        ({"feature_weight": "x"}, ["feature_weight (--feature-weight)", "expected a number"]),
+        ({"optim": {"lrr": 1}}, ["unknown key optim.'lrr'"]),
         ({"mode": "student"}, ["mode (--mode)", "expected one of teacher, bicubic, thumbdet"]),
-        ({"short_side": 96}, ["short_side (--short-side)", "expected a list"]),
+        ({"short_side": 96}, ["short_side (--short-side)", "expected a list of integers"]),
         ({"model": {"num_queries": "x"}}, ["--model num_queries", "expected an integer"]),
     ],
 )
@@ -195,7 +192,7 @@ def _subcommand_helps(parser: argparse.ArgumentParser) -> dict[str, str]:
 def test_every_subcommand_has_a_description_and_every_flag_a_help():
     parser = build_parser()  # every subcommand in full
     subcommands = subcommand_parsers(parser)
-    assert {"train", "eval", "convert", *PLUGIN_COMMANDS} <= set(subcommands)
+    assert set(COMMANDS) <= set(subcommands)
     helps = _subcommand_helps(parser)
     for name, subparser in subcommands.items():
         assert subparser.description, name
@@ -205,16 +202,16 @@ def test_every_subcommand_has_a_description_and_every_flag_a_help():
         subparser.format_help()  # every %(default)s expands
 
 
-@pytest.mark.parametrize("command", [*PLUGIN_COMMANDS, "train", ""])
+@pytest.mark.parametrize("command", [*COMMANDS, ""])
 def test_each_subcommand_builds_with_the_others_listed(command):
     subcommands = subcommand_parsers(build_parser(command))
-    assert {"train", "eval", "convert", *PLUGIN_COMMANDS} <= set(subcommands)
+    assert set(COMMANDS) <= set(subcommands)
 
 
 def test_listed_help_of_lazy_subcommands_is_their_own():
     full = _subcommand_helps(build_parser())
     lazy = _subcommand_helps(build_parser(""))
-    for name in PLUGIN_COMMANDS:
+    for name in COMMANDS:
         assert lazy[name] == full[name], name
 
 
@@ -229,3 +226,41 @@ def test_help_does_not_import_torch():
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().splitlines()[-1] == "False"
+
+
+def test_config_json_of_a_run_round_trips_through_config(tmp_path, monkeypatch):
+    config = train_config("--mode", "bicubic", "--lr", "0.001", "--model", "num_queries=7")
+    path = tmp_path / "config.json"
+    path.write_text(config.to_json())
+    assert _parsed_by_main(["train", "--config", str(path)], monkeypatch) == config
+
+
+def test_every_flag_is_generated_from_the_settings_classes():
+    from thumbdet.cli.evaluate import DATA_SETTINGS, EvalOptions
+    from thumbdet.training.config import DataConfig
+
+    def dests(parser):
+        return {action.dest for action in parser._actions if action.dest not in ("help", "config")}
+
+    parsers = subcommand_parsers(build_parser())
+    assert dests(parsers["train"]) == {leaf.name for leaf in leaves(TrainConfig)}
+    flags = {flag for action in parsers["train"]._actions for flag in action.option_strings}
+    for leaf in leaves(TrainConfig):
+        assert {leaf.flag, *leaf.meta["aliases"], *leaf.meta["switches"]} <= flags, leaf.name
+    expected = {leaf.name for leaf in leaves(EvalOptions)} | set(DATA_SETTINGS)
+    assert dests(parsers["eval"]) == expected
+    assert set(DATA_SETTINGS) <= {leaf.name for leaf in leaves(DataConfig)}
+    for name, (module_name, _) in COMMANDS.items():
+        if name in ("train", "eval"):
+            continue
+        module = __import__(module_name, fromlist=["*"])
+        classes = [
+            value
+            for value in vars(module).values()
+            if isinstance(value, type)
+            and value.__module__ == module_name
+            and "Options" in value.__name__
+        ]
+        assert classes, name
+        generated = {leaf.name for cls in classes for leaf in leaves(cls) if leaf.meta["cli"]}
+        assert dests(parsers[name]) == generated, name

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from tests.thumbdet.quick_golden import compare, phase_fingerprint
 from thumbdet.cli import main
 from thumbdet.experiments.figures import enlarge_nearest, plot_detections, plot_thumbnails
 from thumbdet.experiments.report import (
@@ -49,6 +50,12 @@ def test_quick_demo_writes_results_and_figures(quick_demo):
     assert results["thumbdet_4x"]["params"] > results["bicubic_4x"]["params"]
     for name in ("fig1_map_vs_speed", "fig5_thumbnails", "fig6_detections", "dataset_samples"):
         assert (output / f"{name}.png").stat().st_size > 1000
+
+
+def test_quick_demo_is_bit_identical_to_the_recorded_runs(quick_demo):
+    output, _, _ = quick_demo
+    phases = {key: phase_fingerprint(output / key) for key in MODELS}
+    assert compare(phases) == []
 
 
 def test_rerun_reuses_finished_phases(quick_demo, capsys):

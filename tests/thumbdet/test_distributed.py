@@ -39,12 +39,14 @@ def test_two_gloo_processes_end_with_identical_weights(tmp_path):
         val_images=str(images_dir), val_ann=str(annotation_file), batch_size=1, num_workers=0,
         short_side=[32], max_size=64, device="cpu", eval_every=1,
     )  # fmt: skip
-    teacher = train(TrainConfig(output=str(tmp_path / "teacher"), epochs=1, **common))
+    teacher = train(
+        TrainConfig.from_dict(dict(output=str(tmp_path / "teacher"), epochs=1, **common))
+    )
     output = tmp_path / "ddp"
-    config = TrainConfig(
+    config = TrainConfig.from_dict(dict(
         output=str(output), epochs=2, mode="thumbdet", teacher=str(teacher), scale=2,
         stage1_epochs=1, max_steps_per_epoch=2, **common,
-    )  # fmt: skip
+    ))  # fmt: skip
     # fork, like DataLoader workers (one thread each): no second import of torch and timm
     mp.start_processes(
         distributed_train_worker,

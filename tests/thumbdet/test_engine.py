@@ -9,6 +9,7 @@ from torch import nn
 from tests.thumbdet.helpers import write_tiny_coco
 from thumbdet.training.config import TrainConfig
 from thumbdet.training.engine import train_one_epoch
+from thumbdet.training.modes import DetectorStep
 from thumbdet.training.trainer import Trainer, train
 
 
@@ -44,7 +45,7 @@ def test_loss_is_the_weighted_sum_and_gradients_are_clipped():
     model = _Linear()
     optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
     stats = train_one_epoch(
-        model, _Criterion(), _batches(1), optimizer, torch.device("cpu"), 0,
+        DetectorStep(model), _Criterion(), _batches(1), optimizer, torch.device("cpu"), 0,
         clip_max_norm=0.1, show_progress=False,
     )  # fmt: skip
     # loss = 2 * 1000 * sum over 2 images of (1 * 3): only weighted keys count
@@ -59,7 +60,7 @@ def test_frozen_parameters_do_not_move_and_max_steps_stops_early():
     model = _Linear()
     optimizer = torch.optim.AdamW(model.parameters(), lr=0.1, weight_decay=0.1)
     stats = train_one_epoch(
-        model, _Criterion(), _batches(5), optimizer, torch.device("cpu"), 0,
+        DetectorStep(model), _Criterion(), _batches(5), optimizer, torch.device("cpu"), 0,
         frozen_parameters=[model.weight], max_steps=2, show_progress=False,
     )  # fmt: skip
     assert torch.equal(model.weight.detach(), torch.ones(3))
@@ -71,8 +72,8 @@ def test_non_finite_loss_stops_training():
     optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
     with pytest.raises(FloatingPointError, match="non-finite loss at epoch 0, iteration 0"):
         train_one_epoch(
-            model, _Criterion(float("nan")), _batches(1), optimizer, torch.device("cpu"), 0,
-            show_progress=False,
+            DetectorStep(model), _Criterion(float("nan")), _batches(1), optimizer,
+            torch.device("cpu"), 0, show_progress=False,
         )  # fmt: skip
     assert torch.equal(model.weight.detach(), torch.ones(3))
 
@@ -103,7 +104,7 @@ def test_non_finite_gradient_parameter_or_output_stops_training(model, criterion
     optimizer = torch.optim.SGD(model.parameters(), lr=lr)
     with pytest.raises(FloatingPointError, match=message) as error:
         train_one_epoch(
-            model, criterion(), _batches(2), optimizer, torch.device("cpu"), 0,
+            DetectorStep(model), criterion(), _batches(2), optimizer, torch.device("cpu"), 0,
             show_progress=False,
         )  # fmt: skip
     text = str(error.value)
@@ -121,7 +122,7 @@ def teacher_run(tmp_path_factory):
         epochs=1, batch_size=2, num_workers=0, short_side=[32], max_size=64, device="cpu",
         eval_every=0,
     )  # fmt: skip
-    teacher = train(TrainConfig(output=str(root / "teacher"), **config))
+    teacher = train(TrainConfig.from_dict(dict(output=str(root / "teacher"), **config)))
     return root, config, teacher
 
 
@@ -136,18 +137,19 @@ def _changed(before, module):
 def test_thumbdet_stage_one_trains_only_the_downsampler(teacher_run):
     root, config, teacher = teacher_run
     trainer = Trainer(
-        TrainConfig(
+        TrainConfig.from_dict(dict(
             output=str(root / "s1"), mode="thumbdet", teacher=str(teacher), scale=4,
             stage1_epochs=1, freeze_downsampler_stage2=True, **config,
-        )
+        ))
     )  # fmt: skip
     parts, device = trainer.parts, torch.device("cpu")
     loader = trainer._loader(trainer.train_set, 0, train=True)
     student, downsampler = _snapshot(parts.detector), _snapshot(parts.downsampler)
-    teacher_before = _snapshot(parts.trained.teacher)
+    teacher = parts.step.distillation.teacher
+    teacher_before = _snapshot(teacher)
 
     stats = train_one_epoch(
-        parts.trained, trainer.criterion, loader, trainer.optimizer, device, 0, show_progress=False
+        parts.step, trainer.criterion, loader, trainer.optimizer, device, 0, show_progress=False
     )
     assert set(stats) == {"loss", "moment", "lr", "images_per_s"}  # stage one: L_mm only
     assert _changed(student, parts.detector) == []
@@ -155,10 +157,10 @@ def test_thumbdet_stage_one_trains_only_the_downsampler(teacher_run):
 
     downsampler = _snapshot(parts.downsampler)
     stats = train_one_epoch(
-        parts.trained, trainer.criterion, loader, trainer.optimizer, device, 1,
-        frozen_parameters=parts.stage2_frozen, show_progress=False,
+        parts.step, trainer.criterion, loader, trainer.optimizer, device, 1,
+        frozen_parameters=parts.frozen_in_stage2, show_progress=False,
     )  # fmt: skip
     assert {"loss_ce", "loss_bbox", "loss_giou", "moment", "feature", "logit"} <= set(stats)
     assert _changed(student, parts.detector) != []
     assert _changed(downsampler, parts.downsampler) == []  # frozen in stage two
-    assert _changed(teacher_before, parts.trained.teacher) == []  # the teacher never moves
+    assert _changed(teacher_before, teacher) == []  # the teacher never moves

@@ -128,7 +128,7 @@ class _Recorder(nn.Module):
 
 def test_thumbnail_detector_gives_the_detector_the_thumbnail_and_its_mask():
     recorder = _Recorder()
-    student = ThumbnailDetector(recorder, InterpolateDownsampler(4), 4)
+    student = ThumbnailDetector(recorder, InterpolateDownsampler(4))
     images = torch.rand(2, 3, 36, 44)
     mask = torch.zeros(2, 36, 44, dtype=torch.bool)
     mask[1, 20:] = True
@@ -140,8 +140,6 @@ def test_thumbnail_detector_gives_the_detector_the_thumbnail_and_its_mask():
     assert outputs["pred_boxes"].shape == (2, 1, 4)
     student(images)
     assert recorder.seen[1] is None
-    with pytest.raises(ValueError, match="scale"):
-        ThumbnailDetector(recorder, InterpolateDownsampler(4), 0)
 
 
 def test_non_finite_detections_are_refused():

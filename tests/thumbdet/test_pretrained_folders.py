@@ -75,7 +75,7 @@ def test_student_round_trip_gives_identical_outputs(tmp_path, name):
     torch.manual_seed(1)
     downsampler = create_downsampler(name, 4)
     widen_stem(detector, downsampler)  # a no-op for the 3-channel thumbdet downsampler
-    student = ThumbnailDetector(detector, downsampler, 4)
+    student = ThumbnailDetector(detector, downsampler)
     folder = save_pretrained(student, tmp_path / name)
     config = load_pretrained_config(folder)
     assert config["kind"] == "student"
@@ -219,7 +219,7 @@ def test_cli_reports_a_bad_folder_in_one_line(saved, capsys):
 def test_what_cannot_be_saved_is_refused(tmp_path):
     with pytest.raises(TypeError, match="thumbdet detector"):
         save_pretrained(torch.nn.Linear(2, 2), tmp_path / "linear")
-    student = ThumbnailDetector(_detector(), InterpolateDownsampler(4), 4)  # not from the registry
+    student = ThumbnailDetector(_detector(), InterpolateDownsampler(4))  # not from the registry
     with pytest.raises(ValueError, match="create_downsampler"):
         save_pretrained(student, tmp_path / "student")
     with pytest.raises(ValueError, match="one name per category id"):

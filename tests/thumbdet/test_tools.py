@@ -24,21 +24,23 @@ def checkpoints(tmp_path_factory):
     images, annotations = write_tiny_coco(root / "data", num_images=4, size=(40, 52))
 
     def run(name, **changes):
-        config = TrainConfig(
-            preset="tiny",
-            train_images=str(images),
-            train_ann=str(annotations),
-            output=str(root / name),
-            epochs=1,
-            batch_size=2,
-            num_workers=0,
-            short_side=[40],
-            max_size=64,
-            device="cpu",
-            eval_every=0,
-            max_steps_per_epoch=1,
-            model_overrides=TINY,
-            **changes,
+        config = TrainConfig.from_dict(
+            dict(
+                preset="tiny",
+                train_images=str(images),
+                train_ann=str(annotations),
+                output=str(root / name),
+                epochs=1,
+                batch_size=2,
+                num_workers=0,
+                short_side=[40],
+                max_size=64,
+                device="cpu",
+                eval_every=0,
+                max_steps_per_epoch=1,
+                model_overrides=TINY,
+                **changes,
+            )
         )
         return train(config)
 

@@ -1,7 +1,5 @@
 """``thumbdet train --mode thumbdet --downsampler wide``: a student with a widened stem."""
 
-import dataclasses
-
 import pytest
 import torch
 
@@ -36,7 +34,7 @@ def test_wide_student_trains_saves_and_loads(tmp_path):
         downsampler="wide",
     )  # fmt: skip
     with pytest.raises(ValueError, match="add --one-stage"):
-        train(dataclasses.replace(config, one_stage=False, stage1_epochs=1))
+        train(config.replace(stage1_epochs=1))
     student = load_detector(train(config))
     assert student.detector.backbone.body.conv1.in_channels == 24
     images = torch.rand(1, 3, 40, 52)

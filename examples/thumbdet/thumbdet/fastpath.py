@@ -21,7 +21,6 @@ from thumbdet.inference_options import AMP_DTYPES, InferenceOptions
 
 __all__ = [
     "DEFAULT_SIZES",
-    "VARIANTS",
     "AutocastBackbone",
     "InferenceOptions",
     "build_inference_model",
@@ -34,9 +33,6 @@ __all__ = [
 
 # Input size (H, W) of each preset: the paper's 800x1333, and the embedded demo's 128x128.
 DEFAULT_SIZES: dict[str, tuple[int, int]] = {"paper_r50": (800, 1333), "tiny": (128, 128)}
-# teacher: the detector on full-size images; bicubic / thumbdet: a student behind a fixed
-# bicubic or a learned ("thumbdet", the paper's ConvDownsampler) downsampler.
-VARIANTS = ("teacher", "bicubic", "thumbdet")
 _AMP_DTYPES = {name: getattr(torch, name) for name in AMP_DTYPES}  # name -> torch dtype
 
 
@@ -54,23 +50,26 @@ def build_inference_model(
 
     Args:
         preset: detector preset (``"paper_r50"``, ``"tiny"``).
-        variant: ``"teacher"`` (detector at full size), ``"bicubic"`` or ``"thumbdet"``
-            (detector behind a bicubic / learned downsampler of factor ``scale``).
+        variant: a training mode (:func:`thumbdet.training.modes.list_modes`): ``"teacher"``
+            (detector at full size), ``"bicubic"`` or ``"thumbdet"`` (detector behind the
+            mode's default downsampler, bicubic or the paper's, of factor ``scale``).
         scale: downsampling factor of the students.
         num_classes: override the preset's class count.
     """
     from learnthumb import create_downsampler
     from thumbdet.models import build_model
     from thumbdet.models.thumbnail_detector import ThumbnailDetector
+    from thumbdet.training.config import TrainConfig
+    from thumbdet.training.modes import get_mode, list_modes
 
-    if variant not in VARIANTS:
-        raise ValueError(f"variant: expected one of {VARIANTS}, got {variant!r}")
+    if variant not in list_modes():
+        raise ValueError(f"variant: expected one of {', '.join(list_modes())}, got {variant!r}")
     overrides = {} if num_classes is None else {"num_classes": num_classes}
     detector = build_model(preset, **overrides)
-    if variant == "teacher":
+    name = get_mode(variant).downsampler_name(TrainConfig.from_dict({"mode": variant}))
+    if name is None:
         return detector.eval()
-    downsampler = create_downsampler(variant, scale=scale)
-    return ThumbnailDetector(detector, downsampler).eval()
+    return ThumbnailDetector(detector, create_downsampler(name, scale=scale)).eval()
 
 
 def set_msda_backend(model: nn.Module, backend: str) -> int:

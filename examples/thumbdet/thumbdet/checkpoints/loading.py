@@ -9,12 +9,12 @@ import torch
 from torch import nn
 
 from learnthumb import create_downsampler
-from thumbdet.checkpoints.format import load_checkpoint
+from thumbdet.checkpoints.format import check_compatible, load_checkpoint
 from thumbdet.checkpoints.pretrained import from_pretrained, is_pretrained_folder
 from thumbdet.models import DetectorConfig, build_model
 from thumbdet.models.thumbnail_detector import ThumbnailDetector, widen_stem
 
-__all__ = ["load_detector", "require_entries"]
+__all__ = ["load_detector", "load_teacher", "require_entries"]
 
 
 #: Entries of a training checkpoint that inference needs, and the ``meta`` keys it reads.
@@ -81,7 +81,7 @@ def load_detector(
     )
     detector = build_model(model_config)
     downsampler = None
-    if meta["mode"] != "teacher":
+    if meta["downsampler"] is not None:  # a student
         downsampler = create_downsampler(meta["downsampler"], scale=meta["scale"])
         widen_stem(detector, downsampler)  # a wide thumbnail's student has a wider stem
     detector.load_state_dict(checkpoint["model"])
@@ -89,6 +89,41 @@ def load_detector(
     if downsampler is not None:
         if checkpoint.get("downsampler") is not None:
             downsampler.load_state_dict(checkpoint["downsampler"])
-        model = ThumbnailDetector(detector, downsampler, meta["scale"])
+        model = ThumbnailDetector(detector, downsampler)
     model.checkpoint_meta = dict(meta)
     return model.to(device).eval()
+
+
+def load_teacher(path: str | Path, preset: str, category_ids: list[int]) -> nn.Module:
+    """A frozen teacher detector from a ``--mode teacher`` checkpoint or a pretrained folder.
+
+    Args:
+        path: A checkpoint (file or run folder) or a folder written by
+            :func:`thumbdet.checkpoints.save_pretrained` (``OUTPUT/pretrained`` of a run).
+        preset: The run's detector preset.
+        category_ids: The run's category ids.
+
+    Raises:
+        IncompatibleCheckpointError: Not a teacher, or another preset, class count or
+            category set than this run.
+    """
+    if is_pretrained_folder(path):
+        teacher = from_pretrained(path)
+        checkpoint: dict[str, Any] = {"meta": teacher.checkpoint_meta}
+    else:
+        checkpoint = load_checkpoint(path, training_state=False)
+        require_entries(checkpoint, path)
+        teacher = None
+    check_compatible(
+        checkpoint,
+        path,
+        "teacher",
+        mode="teacher",
+        preset=preset,
+        num_classes=len(category_ids),
+        category_ids=list(category_ids),
+    )
+    if teacher is None:
+        teacher = load_detector(checkpoint)
+    teacher.requires_grad_(False)
+    return teacher

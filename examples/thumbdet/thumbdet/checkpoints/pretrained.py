@@ -291,7 +291,7 @@ def from_pretrained(
         downsampler = _build_downsampler(config.get("downsampler"))
         widen_stem(detector, downsampler)  # a wide thumbnail's student has a wider stem
         _load_weights(downsampler, parts["downsampler"], folder)
-        model = ThumbnailDetector(detector, downsampler, config["downsampler"]["scale"])
+        model = ThumbnailDetector(detector, downsampler)
     elif parts["downsampler"]:
         raise ValueError(
             f"{WEIGHTS_NAME} in {str(folder)!r} holds downsampler weights, but {CONFIG_NAME} "

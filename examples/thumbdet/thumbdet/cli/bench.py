@@ -21,10 +21,10 @@ __all__ = ["HELP", "BenchOptions", "add_parser", "run"]
 HELP = "time detector inference with optional fast paths"
 
 
-def _variants() -> tuple[str, ...]:
-    from thumbdet.fastpath import VARIANTS
+def _variants() -> list[str]:
+    from thumbdet.training.modes import list_modes
 
-    return VARIANTS
+    return list_modes()
 
 
 @dataclass

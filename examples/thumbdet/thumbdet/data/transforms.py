@@ -38,7 +38,7 @@ DEFAULT_MAX_SIZE = 1333
 _REFERENCE_SHORT_SIDE = 800  # the crop branch below is stated for this short side
 
 #: Training augmentations of :func:`make_transforms`.
-AUGMENTATIONS = ("deformable_detr", "flip", "none")
+AUGMENTATIONS = ("deformable_detr", "flip", "hflip", "none")
 
 
 def resized_size(width: int, height: int, short_side: int, max_size: int | None) -> tuple[int, int]:
@@ -191,14 +191,15 @@ def make_transforms(
     With custom ``short_sides`` (small datasets) the crop branch keeps Deformable DETR's
     proportions relative to a short side of 800. ``"flip"``: random flip and multi-scale
     resize only (no crop), for data whose classes live in pixel-level detail that extra
-    resampling would destroy. ``"none"``: like val. Val: resize the short side to the largest
-    of ``short_sides``.
+    resampling would destroy. ``"hflip"``: random flip only, no resizing at all (images
+    already at their training size, as the demo's generated ones). ``"none"``: like val.
+    Val: resize the short side to the largest of ``short_sides``.
 
     Args:
         split: ``"train"`` or ``"val"``.
         short_sides: Short sides for multi-scale resizing (``None``: 480, 512, ..., 800).
         max_size: Longest side after resizing.
-        augmentation: ``"deformable_detr"``, ``"flip"`` or ``"none"`` (train split only).
+        augmentation: one of :data:`AUGMENTATIONS` (train split only).
 
     Returns:
         A callable ``(PIL image, target) -> (image tensor (3, H, W) in [0, 1], target)``.
@@ -210,6 +211,8 @@ def make_transforms(
         return Compose([RandomResize([max(sides)], max_size=max_size), ToTensor()])
     if split != "train":
         raise ValueError(f"split must be 'train' or 'val', got {split!r}")
+    if augmentation == "hflip":
+        return Compose([RandomHorizontalFlip(), ToTensor()])
     if augmentation == "flip":
         return Compose([RandomHorizontalFlip(), RandomResize(sides, max_size=max_size), ToTensor()])
     ratio = max(sides) / _REFERENCE_SHORT_SIDE

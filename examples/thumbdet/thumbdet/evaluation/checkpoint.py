@@ -14,7 +14,7 @@ from thumbdet.data import CocoDetection, DetectionCollator, make_transforms
 from thumbdet.evaluation.coco import write_metrics
 from thumbdet.evaluation.loop import evaluate
 from thumbdet.models.postprocess import PostProcess
-from thumbdet.training.config import TrainConfig
+from thumbdet.training.config import DataConfig, TrainConfig
 from thumbdet.validation import check_data_settings, check_device, check_output_file
 
 __all__ = ["evaluate_checkpoint"]
@@ -72,15 +72,15 @@ def evaluate_checkpoint(
         meta = model.checkpoint_meta
         trained = model.pretrained_config.get("preprocessing") or {}
         # A folder saved without its training sizes is evaluated at thumbdet's defaults.
-        train_config = TrainConfig()
-        trained_short_side = trained.get("short_side") or train_config.short_side
-        trained_max_size = trained.get("max_size") or train_config.max_size
+        defaults = DataConfig()
+        trained_short_side = trained.get("short_side") or defaults.short_side
+        trained_max_size = trained.get("max_size") or defaults.max_size
     else:
         state = load_checkpoint(checkpoint, training_state=False)
         require_entries(state, checkpoint)
-        train_config = TrainConfig.from_dict(state["config"])
+        data = TrainConfig.from_dict(state["config"]).data
         meta = state["meta"]
-        trained_short_side, trained_max_size = train_config.short_side, train_config.max_size
+        trained_short_side, trained_max_size = data.short_side, data.max_size
     short_side = short_side if short_side is not None else trained_short_side
     max_size = max_size if max_size is not None else trained_max_size
     check_data_settings(batch_size, num_workers, short_side, max_size)
@@ -97,7 +97,7 @@ def evaluate_checkpoint(
         )
     if model is None:
         model = load_detector(state, device)
-    divisibility = meta["scale"] if meta["mode"] != "teacher" else 1
+    divisibility = meta["scale"] or 1  # students' images are padded to multiples of the scale
     loader = DataLoader(
         dataset,
         batch_size=batch_size,

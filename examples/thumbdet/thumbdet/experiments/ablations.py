@@ -19,40 +19,39 @@ from thumbdet.data.synthetic import default_cache_dir, generate_synthetic_datase
 from thumbdet.experiments.phases import evaluate_phase, run_phase
 from thumbdet.experiments.recipes import RECIPES, phase_config
 from thumbdet.experiments.report import AP_KEYS, normalise_ap_metrics, write_results
+from thumbdet.training.modes import get_mode
 
 __all__ = ["PAPER", "TABLES", "VARIANTS", "format_ablation", "run_ablation"]
 
 # Table 4's and Table 5's variants run without distillation, as the paper says of Table 4
 # and as Table 5's "Two-Stage w/ Dow." row (30.7 mAP) equals Table 3's L_mm-only row.
-_NO_DISTILL = {"logit": False, "feature": False}
+_NO_DISTILL = {"logit_weight": 0.0, "feature_weight": 0.0}
+_STUDENT = {"phase": "thumbdet_4x"}
+_ONE_STAGE = {"stage1_epochs": 0}
 
 VARIANTS: dict[str, dict[str, Any]] = {
-    "bicubic_4x": {"mode": "bicubic"},
-    "thumbdet_4x": {"mode": "thumbdet"},
-    "moment_only": {"mode": "thumbdet", **_NO_DISTILL},
-    "moment_logit": {"mode": "thumbdet", "feature": False},
-    "layers_1": {"mode": "thumbdet", "downsampler": "single_conv", **_NO_DISTILL},
-    "layers_5": {"mode": "thumbdet", "downsampler": "five_layer", **_NO_DISTILL},
-    "one_stage": {"mode": "thumbdet", "one_stage": True, **_NO_DISTILL},
-    "two_stage_frozen": {"mode": "thumbdet", "freeze_downsampler_stage2": True, **_NO_DISTILL},
-    "temperature_0.5": {"mode": "thumbdet", "temperature": 0.5},
-    "temperature_1.5": {"mode": "thumbdet", "temperature": 1.5},
-    "temperature_2": {"mode": "thumbdet", "temperature": 2.0},
-    "init_teacher": {"mode": "thumbdet", "student_init": "teacher"},
-    "one_stage_distill": {"mode": "thumbdet", "one_stage": True},
-    "one_stage_distill_init_teacher": {
-        "mode": "thumbdet",
-        "one_stage": True,
-        "student_init": "teacher",
-    },
+    "bicubic_4x": {"phase": "bicubic_4x"},
+    "thumbdet_4x": {**_STUDENT},
+    "moment_only": {**_STUDENT, **_NO_DISTILL},
+    "moment_logit": {**_STUDENT, "feature_weight": 0.0},
+    "layers_1": {**_STUDENT, "downsampler": "single_conv", **_NO_DISTILL},
+    "layers_5": {**_STUDENT, "downsampler": "five_layer", **_NO_DISTILL},
+    "one_stage": {**_STUDENT, **_ONE_STAGE, **_NO_DISTILL},
+    "two_stage_frozen": {**_STUDENT, "freeze_downsampler_stage2": True, **_NO_DISTILL},
+    "temperature_0.5": {**_STUDENT, "temperature": 0.5},
+    "temperature_1.5": {**_STUDENT, "temperature": 1.5},
+    "temperature_2": {**_STUDENT, "temperature": 2.0},
+    "init_teacher": {**_STUDENT, "student_init": "teacher"},
+    "one_stage_distill": {**_STUDENT, **_ONE_STAGE},
+    "one_stage_distill_init_teacher": {**_STUDENT, **_ONE_STAGE, "student_init": "teacher"},
 }
 # Beyond the paper: every uniform downsampler family of learnthumb as the ThumbDet student's
 # downsampler, in one stage with the paper's distillation (the wide thumbnail has nothing for
 # a moment-only stage one to train: its image channels are fixed bicubic). The saliency
 # sampler is left out: ThumbnailDetector does not map boxes back through a warp.
 for _family in ("residual", "learned_resizer", "space_to_depth", "wide"):
-    VARIANTS[f"family_{_family}"] = {"mode": "thumbdet", "downsampler": _family, "one_stage": True}
-"""Variant name -> ``TrainConfig`` changes from the demo's configuration."""
+    VARIANTS[f"family_{_family}"] = {**_STUDENT, **_ONE_STAGE, "downsampler": _family}
+"""Variant name -> the demo phase it starts from and the settings it changes."""
 
 TABLES: dict[str, dict[str, str]] = {
     "components": {
@@ -194,12 +193,13 @@ def run_ablation(
     ours: dict[str, dict[str, float | None]] = {}
     for variant in TABLES[table]:
         changes = dict(VARIANTS[variant])
-        mode = changes.pop("mode")
-        if mode == "thumbdet":
+        phase = changes.pop("phase")
+        distilled = get_mode(recipe.phases[phase]["mode"]).needs_teacher
+        if distilled:
             changes["teacher"] = str(teacher)
-        config = phase_config(recipe, data, output / variant, mode, **changes)
+        config = phase_config(recipe, data, output / variant, phase, **changes)
         print(f"[ablate] {table}: {variant}", flush=True)
-        checkpoint, fingerprint = run_phase(config, teacher_fp if mode == "thumbdet" else "")
+        checkpoint, fingerprint = run_phase(config, teacher_fp if distilled else "")
         ours[variant] = normalise_ap_metrics(
             evaluate_phase(checkpoint, fingerprint, data, progress)
         )

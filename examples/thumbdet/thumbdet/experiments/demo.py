@@ -129,7 +129,8 @@ def run_demo(
     phase_seconds: dict[str, float] = {}
 
     def phase(key: str, config: TrainConfig, upstream: str = "") -> tuple[Path, str]:
-        print(f"[demo] {key}: training {config.epochs} epochs ({config.mode})", flush=True)
+        epochs = config.schedule.epochs
+        print(f"[demo] {key}: training {epochs} epochs ({config.mode})", flush=True)
         tick = time.perf_counter()
         result = run_phase(config, upstream)
         phase_seconds[key] = round(time.perf_counter() - tick, 1)
@@ -140,11 +141,11 @@ def run_demo(
     )
     runs = {"teacher": (teacher, teacher_fp)}
     runs["bicubic_4x"] = phase(
-        "bicubic_4x", phase_config(recipe, data, output / "bicubic_4x", "bicubic")
+        "bicubic_4x", phase_config(recipe, data, output / "bicubic_4x", "bicubic_4x")
     )
     runs["thumbdet_4x"] = phase(
         "thumbdet_4x",
-        phase_config(recipe, data, output / "thumbdet_4x", "thumbdet", teacher=str(teacher)),
+        phase_config(recipe, data, output / "thumbdet_4x", "thumbdet_4x", teacher=str(teacher)),
         upstream=teacher_fp,
     )
     print("[demo] evaluating and measuring speed", flush=True)

@@ -10,7 +10,6 @@ that another live process is training. ``metrics.json`` caches the phase's evalu
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import os
@@ -18,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 from thumbdet.checkpoints import CHECKPOINT_NAME
-from thumbdet.data.transforms import Compose, RandomHorizontalFlip, ToTensor
 from thumbdet.evaluation import evaluate_checkpoint
 from thumbdet.files import read_json, write_json
 from thumbdet.training.config import TrainConfig
@@ -34,8 +32,8 @@ def fingerprint(config: TrainConfig, upstream: str = "") -> str:
         config: The phase's configuration.
         upstream: Fingerprint of the phases this one depends on (a student's teacher).
     """
-    values = config.to_dict()
-    # Options that do not change the trained weights.
+    values = config.flat()
+    # Settings that do not change the trained weights.
     for volatile in ("resume", "output", "device", "num_workers", "eval_every"):
         values.pop(volatile, None)
     text = json.dumps(values, sort_keys=True) + upstream
@@ -90,8 +88,7 @@ def run_phase(config: TrainConfig, upstream: str = "") -> tuple[Path, str]:
     output.mkdir(parents=True, exist_ok=True)
     running = {"fingerprint": phase_fingerprint, "complete": False, "pid": os.getpid()}
     write_json(marker, running)
-    trainer = Trainer(dataclasses.replace(config, resume=same))
-    trainer.train_set.transforms = Compose([RandomHorizontalFlip(), ToTensor()])
+    trainer = Trainer(config.replace(resume=same))
     try:
         trainer.fit()
     finally:

@@ -10,8 +10,6 @@ import torch.nn.functional as F
 from timm.layers import freeze_batch_norm_2d
 from torch import nn
 
-from thumbdet.checkpoints.format import load_torch_file
-
 __all__ = ["Backbone", "downsample_mask"]
 
 # Stages that stay trainable; the stem and layer1 are frozen like Deformable DETR's backbone.
@@ -115,6 +113,8 @@ def _create_timm_features(name: str, pretrained: bool, architecture: dict) -> nn
 def _load_backbone_weights(body: nn.Module, weights_path: str) -> None:
     if not os.path.isfile(weights_path):
         raise FileNotFoundError(f"backbone_weights file not found: {weights_path!r}")
+    from thumbdet.checkpoints.format import load_torch_file  # here: no import cycle
+
     checkpoint = load_torch_file(weights_path)  # weights_only + allow-list: runs no code
     state_dict = checkpoint
     for key in ("state_dict", "model"):

@@ -13,6 +13,11 @@ from dataclasses import dataclass
 __all__ = ["PRESETS", "DetectorConfig", "get_config", "list_presets"]
 
 
+#: ``DetectorConfig`` keys of thumbdet 0.1.0 that nothing read (the training configuration
+#: holds them); old checkpoints and pretrained folders still carry them.
+_NO_LONGER_STORED = ("weight_decay", "clip_max_norm")
+
+
 @dataclass
 class DetectorConfig:
     """Every hyper-parameter of a Deformable-DETR detector, its loss and its optimiser.
@@ -50,8 +55,6 @@ class DetectorConfig:
         lr: AdamW learning rate of the transformer and heads.
         lr_backbone: learning rate of the backbone.
         lr_linear_proj_mult: factor on ``lr`` for sampling offsets and reference points.
-        weight_decay: AdamW weight decay.
-        clip_max_norm: gradient clipping norm.
     """
 
     preset: str = "paper_r50"
@@ -87,8 +90,6 @@ class DetectorConfig:
     lr: float = 2e-4
     lr_backbone: float = 2e-5
     lr_linear_proj_mult: float = 0.1
-    weight_decay: float = 1e-4
-    clip_max_norm: float = 0.1
 
     def to_dict(self) -> dict:
         """Plain-Python copy (tuples become lists) for JSON logs and checkpoints."""
@@ -99,7 +100,12 @@ class DetectorConfig:
 
     @classmethod
     def from_dict(cls, values: dict) -> DetectorConfig:
-        """Inverse of :meth:`to_dict`; unknown keys raise ``TypeError``."""
+        """Inverse of :meth:`to_dict`; unknown keys raise ``TypeError``.
+
+        Keys that older versions stored and nothing reads (``weight_decay``,
+        ``clip_max_norm``: the training configuration holds them) are dropped.
+        """
+        values = {k: v for k, v in values.items() if k not in _NO_LONGER_STORED}
         return cls(**_normalise_overrides(values))
 
 

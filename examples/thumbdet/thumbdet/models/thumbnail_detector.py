@@ -7,10 +7,15 @@ from typing import Any
 import torch
 from torch import nn
 
-from learnthumb import downsample_padding_mask, find_input_conv, widen_input_conv
-from learnthumb.wrappers import Thumbnailed
+from learnthumb import (
+    Thumbnailed,
+    create_downsampler,
+    find_input_conv,
+    thumbnail_size,
+    widen_input_conv,
+)
 
-__all__ = ["ThumbnailDetector", "widen_stem"]
+__all__ = ["ThumbnailDetector", "make_downsampler", "widen_stem"]
 
 
 def widen_stem(detector: nn.Module, downsampler: nn.Module) -> None:
@@ -30,20 +35,18 @@ def widen_stem(detector: nn.Module, downsampler: nn.Module) -> None:
 
 
 class ThumbnailDetector(Thumbnailed):
-    """Run a DETR-style detector on the thumbnail of a full-size, padded batch.
+    """A DETR-style detector behind a downsampler: full-size images in, boxes out.
 
-    Unlike plain :class:`learnthumb.Thumbnailed`, the padding mask is downsampled with the
-    image (:func:`learnthumb.downsample_padding_mask`), so the detector sees the thumbnail's
-    own valid region. The detector predicts boxes *normalised* to that valid region, which is
-    the same fraction of the full-size image: no mapping back is needed, and post-processing
-    with each image's original size gives boxes in original image coordinates.
+    :class:`learnthumb.Thumbnailed` with ``mask_argument="padding_mask"``: the padding mask is
+    reduced with the image, so the detector sees the thumbnail's own valid region. It
+    predicts boxes *normalised* to that region, which is the same fraction of the full-size
+    image: post-processing with each image's original size gives original coordinates.
 
     Args:
-        detector: ``detector(images, padding_mask) -> {"pred_logits", "pred_boxes", ...}``.
+        detector: ``detector(images, padding_mask=...) -> {"pred_logits", "pred_boxes", ...}``.
         downsampler: Module mapping ``(B, 3, H, W)`` to ``(B, C, ceil(H/s), ceil(W/s))``
-            (learned or interpolation; ``C > 3`` for a wide thumbnail, whose detector's stem
-            was widened with :func:`widen_stem`).
-        scale: The downsampler's factor ``s``.
+            (``C > 3`` for a wide thumbnail, whose detector's stem was widened with
+            :func:`widen_stem`).
 
     Shape:
         - images: :math:`(B, 3, H, W)` in [0, 1].
@@ -52,26 +55,59 @@ class ThumbnailDetector(Thumbnailed):
 
     Example:
         >>> from learnthumb import InterpolateDownsampler
-        >>> student = ThumbnailDetector(build_model("tiny"), InterpolateDownsampler(4), 4)
+        >>> student = ThumbnailDetector(build_model("tiny"), InterpolateDownsampler(4))
         >>> outputs = student(torch.rand(1, 3, 64, 80))  # doctest: +SKIP
     """
 
-    def __init__(self, detector: nn.Module, downsampler: nn.Module, scale: int) -> None:
-        super().__init__(detector, downsampler)
-        if not isinstance(scale, int) or scale < 1:
-            raise ValueError(f"scale must be a positive int, got {scale!r}")
-        self.scale = scale
+    def __init__(self, detector: nn.Module, downsampler: nn.Module) -> None:
+        super().__init__(detector, downsampler, mask_argument="padding_mask")
 
     @property
     def detector(self) -> nn.Module:
         """The detector that runs on the thumbnail."""
         return self.model
 
+    @property
+    def scale(self) -> int:
+        """The downsampler's factor."""
+        return self.downsampler.scale
+
     def forward(  # type: ignore[override]
         self, images: torch.Tensor, padding_mask: torch.Tensor | None = None
     ) -> dict[str, Any]:
-        thumbnail = self.thumbnail(images)  # (B, 3, ceil(H/s), ceil(W/s))
-        thumbnail_mask = None
-        if padding_mask is not None:
-            thumbnail_mask = downsample_padding_mask(padding_mask, self.scale)
-        return self.model(thumbnail, thumbnail_mask)
+        # The detectors' convention, detector(images, padding_mask), by position too.
+        return super().forward(images, padding_mask=padding_mask)
+
+
+def make_downsampler(name: str, scale: int) -> nn.Module:
+    """A registry downsampler, checked to produce exact ``scale`` thumbnails.
+
+    Raises:
+        ValueError: Unknown name, or the module cannot make ``ceil(H/s) x ceil(W/s)``
+            thumbnails (checked on a probe image), or it warps the image.
+    """
+    if isinstance(scale, bool) or not isinstance(scale, int) or scale < 1:
+        raise ValueError(f"scale must be a positive int, got {scale!r}")
+    try:
+        downsampler = create_downsampler(name, scale=scale)
+        probe_size = (4 * scale + 1, 4 * scale + 3)
+        with torch.no_grad():
+            probe = downsampler(torch.rand(1, 3, *probe_size))
+    except (ValueError, TypeError, RuntimeError) as error:
+        raise ValueError(
+            f"downsampler {name!r} cannot produce scale-{scale} thumbnails: {error}"
+        ) from error
+    if hasattr(downsampler, "sample"):
+        raise ValueError(
+            f"downsampler {name!r} warps the image, and thumbdet's detector does not map boxes "
+            "back through a warp; use a uniform downsampler"
+        )
+    expected = thumbnail_size(probe_size, scale)
+    # A wide thumbnail (learnthumb.WideDownsampler) has more than 3 channels.
+    channels = getattr(downsampler, "out_channels", 3)
+    if tuple(probe.shape) != (1, channels, *expected) or channels < 3:
+        raise ValueError(
+            f"downsampler {name!r} cannot produce scale-{scale} thumbnails: a "
+            f"{probe_size} image gave shape {tuple(probe.shape[-2:])}, expected {expected}"
+        )
+    return downsampler

@@ -11,7 +11,7 @@ from torchvision.ops import box_convert, generalized_box_iou, sigmoid_focal_loss
 from thumbdet.models.presets import DetectorConfig, get_config
 from thumbdet.training.matcher import HungarianMatcher, check_targets
 
-__all__ = ["SetCriterion", "build_criterion", "num_target_boxes", "set_losses"]
+__all__ = ["SetCriterion", "build_criterion", "num_target_boxes", "set_losses", "weighted_loss"]
 
 Targets = list[dict[str, torch.Tensor]]
 Indices = list[tuple[torch.Tensor, torch.Tensor]]
@@ -170,10 +170,14 @@ class SetCriterion(nn.Module):
         return {name + suffix: value for name, value in losses.items()}
 
     def total_loss(self, losses: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Weighted sum of the losses that have a weight."""
-        return sum(
-            losses[name] * self.weight_dict[name] for name in losses if name in self.weight_dict
-        )
+        """Weighted sum of the losses that have a weight (:func:`weighted_loss`)."""
+        return weighted_loss(losses, self.weight_dict)
+
+
+def weighted_loss(losses: dict[str, torch.Tensor], weight_dict: dict[str, float]) -> torch.Tensor:
+    """``sum(losses[name] * weight_dict[name])`` over the losses that have a weight, in the
+    order of ``losses`` (the one place the detection loss is summed)."""
+    return sum(losses[name] * weight_dict[name] for name in losses if name in weight_dict)
 
 
 def build_criterion(preset: str | DetectorConfig = "paper_r50", **overrides) -> SetCriterion:

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from thumbdet.training.criterion import weighted_loss
 from thumbdet.training.distributed import reduce_mean, unwrap, world_size
 
 __all__ = [
@@ -76,8 +77,12 @@ def _format_terms(total: float, losses: dict[str, torch.Tensor]) -> str:
     return ", ".join(f"{name}={value:.4g}" for name, value in terms.items())
 
 
-def _parameter_names(model: nn.Module, parameters: Sequence[nn.Parameter]) -> list[str]:
-    names = {id(p): name for name, p in unwrap(model).named_parameters()}
+def _parameter_names(step: nn.Module, parameters: Sequence[nn.Parameter]) -> list[str]:
+    # Named inside the module the step wraps (the detector, the distillation), as users know it.
+    module = unwrap(step)
+    children = list(module.children())
+    module = children[0] if len(children) == 1 else module
+    names = {id(p): name for name, p in module.named_parameters()}
     return [names.get(id(p), f"param_groups parameter {i}") for i, p in enumerate(parameters)]
 
 
@@ -119,14 +124,8 @@ def check_model_outputs_finite(model: nn.Module, device: torch.device, epoch: in
         )
 
 
-def _is_distillation(model: nn.Module) -> bool:
-    from learnthumb import ThumbnailDistillation
-
-    return isinstance(unwrap(model), ThumbnailDistillation)
-
-
 def train_one_epoch(
-    model: nn.Module,
+    step: nn.Module,
     criterion: Callable[[dict[str, Any], list[dict[str, Any]]], dict[str, torch.Tensor]],
     data_loader: Iterable[Batch],
     optimizer: torch.optim.Optimizer,
@@ -139,16 +138,14 @@ def train_one_epoch(
 ) -> dict[str, float]:
     """Train for one epoch and return the epoch's mean losses (averaged over processes).
 
-    ``model`` is either a detector (``model(images, padding_mask) -> outputs``), a
-    :class:`thumbdet.models.thumbnail_detector.ThumbnailDetector` (bicubic students), or a
-    :class:`learnthumb.ThumbnailDistillation` (``model(images, padding_mask, epoch=epoch) ->
-    (thumbnail, student_outputs, weighted_losses)``), each possibly inside
-    ``DistributedDataParallel``. The total loss is the criterion's weighted detection loss
-    (skipped when the student does not run, i.e. ThumbDet's stage one) plus the weighted
-    distillation losses.
+    ``step(images, padding_mask, epoch) -> (outputs, losses)`` is a training mode's step
+    module (:class:`thumbdet.training.modes.TrainingParts`), possibly inside
+    ``DistributedDataParallel``. The total loss is the criterion's weighted detection loss of
+    ``outputs`` (skipped when they are ``None``, as in ThumbDet's stage one) plus the mode's
+    own weighted ``losses``.
 
     Args:
-        model: The trained module (see above).
+        step: The mode's step module (see above).
         criterion: ``criterion(outputs, targets) -> losses`` with a ``weight_dict``.
         data_loader: Yields ``(images, padding_mask, targets)``.
         optimizer: The optimiser.
@@ -162,7 +159,7 @@ def train_one_epoch(
 
     Returns:
         Mean of ``loss`` (the optimised total), each unweighted detection loss of the last
-        decoder layer, each weighted distillation loss, plus ``lr`` and ``images_per_s``
+        decoder layer, each weighted loss of the mode, plus ``lr`` and ``images_per_s``
         (training throughput of all processes together).
 
     Raises:
@@ -170,9 +167,8 @@ def train_one_epoch(
             in one line naming the epoch, the iteration, the loss terms with their values and
             the likely cause. The loop stops before the caller can save a checkpoint.
     """
+    model = step
     model.train()
-    weight_dict = getattr(criterion, "weight_dict", {})
-    distillation = _is_distillation(model)
     sums: dict[str, float] = defaultdict(float)
     steps, images_seen = 0, 0
     trainable = [p for group in optimizer.param_groups for p in group["params"]]
@@ -193,22 +189,14 @@ def train_one_epoch(
         images = images.to(device, non_blocking=True)
         padding_mask = padding_mask.to(device, non_blocking=True)
         targets = targets_to_device(targets, device)
-        if distillation:
-            _, outputs, losses = model(images, padding_mask=padding_mask, epoch=epoch)
-            losses = dict(losses)
-        else:
-            outputs, losses = model(images, padding_mask), {}
+        outputs, losses = model(images, padding_mask, epoch)
         total = sum(losses.values(), torch.zeros((), device=device))
         bad = _non_finite(_output_tensors(outputs))
         if bad:
             raise _stop("model outputs", epoch, steps, _some(bad))
         if outputs is not None:
             detection_losses = criterion(outputs, targets)
-            total = total + sum(
-                detection_losses[name] * weight_dict[name]
-                for name in detection_losses
-                if name in weight_dict
-            )
+            total = total + weighted_loss(detection_losses, criterion.weight_dict)
             for name in ("loss_ce", "loss_bbox", "loss_giou"):
                 if name in detection_losses:
                     losses[name] = detection_losses[name]

@@ -1,15 +1,16 @@
-"""What each training mode trains: teacher, bicubic student, ThumbDet student.
+"""Training modes: what a run trains, as objects in a small registry.
 
-:func:`build_training_parts` turns a :class:`~thumbdet.training.config.TrainConfig` into the module
-the engine calls, the detector and downsampler a checkpoint stores, the full-size model used
-for evaluation and the optimiser's parameter groups. Everything that can be wrong with the
-mode's options (teacher checkpoint, scale, downsampler) raises here, before any training.
+A :class:`TrainingMode` checks its settings, builds its modules (:class:`TrainingParts`),
+says the stage of an epoch, what stays frozen, what its checkpoints record, and computes the
+losses of a batch through the ``step`` module it builds: ``step(images, padding_mask,
+epoch) -> (outputs, losses)``. The training loop (:mod:`thumbdet.training.engine`) only ever
+calls that. Three modes are registered (``teacher``, ``bicubic``, ``thumbdet``);
+:func:`register_mode` adds more.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -17,25 +18,32 @@ from torch import nn
 
 from learnthumb import (
     DistillWeights,
+    FeatureDistillationLoss,
+    LogitDistillationLoss,
+    MomentMatchingLoss,
+    QueryFilter,
     ThumbnailDistillation,
     TwoStageSchedule,
     create_downsampler,
-    thumbnail_size,
 )
-from thumbdet.checkpoints.format import check_compatible, load_checkpoint
-from thumbdet.checkpoints.loading import load_detector, require_entries
-from thumbdet.checkpoints.pretrained import from_pretrained, is_pretrained_folder
+from thumbdet.checkpoints.loading import load_teacher
 from thumbdet.models import build_model
-from thumbdet.models.thumbnail_detector import ThumbnailDetector, widen_stem
+from thumbdet.models.thumbnail_detector import ThumbnailDetector, make_downsampler, widen_stem
 from thumbdet.training.config import TrainConfig
 
 __all__ = [
+    "STUDENT_INITS",
+    "TrainingMode",
     "TrainingParts",
-    "build_training_parts",
-    "checkpoint_meta",
-    "load_teacher",
-    "make_downsampler",
+    "get_mode",
+    "list_modes",
+    "register_mode",
 ]
+
+#: How a distilled student starts: from random weights (the paper) or the teacher's.
+STUDENT_INITS = ("random", "teacher")
+#: Output losses, e.g. ``{"moment": ..., "logit": ...}``, already weighted.
+Losses = dict[str, torch.Tensor]
 
 
 @dataclass
@@ -43,171 +51,242 @@ class TrainingParts:
     """The modules of one training run.
 
     Attributes:
-        trained: What the engine calls: the detector (teacher), a
-            :class:`~thumbdet.models.thumbnail_detector.ThumbnailDetector` (bicubic) or a
-            :class:`learnthumb.ThumbnailDistillation` (thumbdet).
+        step: What the loop calls: ``step(images, padding_mask, epoch) -> (outputs, losses)``,
+            the detector's outputs (``None`` when the detector does not run, as in stage one
+            of ThumbDet) and the mode's own weighted losses (added to the detection loss).
         detector: The (student) detector, saved under ``"model"``.
         downsampler: The student's downsampler, saved under ``"downsampler"`` (None: teacher).
         inference: Full-size images in, detections out: what evaluation runs.
-        param_groups: AdamW parameter groups (backbone lr, linear-projection lr, downsampler).
-        stage2_frozen: Parameters kept fixed in stage two (``--freeze-downsampler-stage2``).
+        param_groups: AdamW parameter groups.
+        frozen_in_stage2: Parameters kept fixed in stage two (``--freeze-downsampler-stage2``).
     """
 
-    trained: nn.Module
+    step: nn.Module
     detector: nn.Module
     downsampler: nn.Module | None
     inference: nn.Module
     param_groups: list[dict[str, Any]]
-    stage2_frozen: list[nn.Parameter] = field(default_factory=list)
+    frozen_in_stage2: list[nn.Parameter] = field(default_factory=list)
 
 
-def make_downsampler(name: str, scale: int) -> nn.Module:
-    """A registry downsampler, checked to produce exact ``scale`` thumbnails.
+class DetectorStep(nn.Module):
+    """A detector (or a detector behind a fixed downsampler) trained on the detection loss."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(
+        self, images: torch.Tensor, padding_mask: torch.Tensor, epoch: int
+    ) -> tuple[dict[str, Any], Losses]:
+        return self.model(images, padding_mask=padding_mask), {}
+
+
+class DistillationStep(nn.Module):
+    """A :class:`learnthumb.ThumbnailDistillation`: the student's outputs and its losses."""
+
+    def __init__(self, distillation: ThumbnailDistillation) -> None:
+        super().__init__()
+        self.distillation = distillation
+
+    def forward(
+        self, images: torch.Tensor, padding_mask: torch.Tensor, epoch: int
+    ) -> tuple[dict[str, Any] | None, Losses]:
+        _, outputs, losses = self.distillation(images, padding_mask=padding_mask, epoch=epoch)
+        return outputs, dict(losses)
+
+
+class TrainingMode:
+    """What one ``--mode`` trains. Subclasses set :attr:`name` and implement :meth:`build`.
+
+    Attributes:
+        name: The ``--mode`` value.
+        needs_teacher: The mode distils from ``--teacher``.
+        has_unused_parameters: Some steps leave parameters without gradients (stage one), so
+            ``DistributedDataParallel`` must look for them.
+    """
+
+    name = ""
+    needs_teacher = False
+    has_unused_parameters = False
+
+    def check(self, config: TrainConfig) -> None:
+        """Refuse settings the mode cannot train with (one line naming the flag)."""
+        if config.distill.student_init == "teacher" and not self.needs_teacher:
+            raise ValueError(
+                f"--student-init teacher needs a mode with a --teacher "
+                f"({', '.join(m for m in list_modes() if get_mode(m).needs_teacher)}), "
+                f"got --mode {self.name}"
+            )
+
+    def thumbnail_scale(self, config: TrainConfig) -> int | None:
+        """The scale of the detector's thumbnails (``None``: full-size images)."""
+        return config.scale
+
+    def downsampler_name(self, config: TrainConfig) -> str | None:
+        """The registry name of the downsampler in front of the detector (``None``: none)."""
+        raise NotImplementedError
+
+    def build(
+        self, config: TrainConfig, category_ids: list[int], model_overrides: dict[str, Any]
+    ) -> TrainingParts:
+        """The run's modules (``model_overrides``: ``build_model`` keywords)."""
+        raise NotImplementedError
+
+    def stage(self, config: TrainConfig, epoch: int) -> int:
+        """The stage (1 or 2) of ``epoch``; one-stage modes are always in stage 2."""
+        return 2
+
+    def frozen(self, parts: TrainingParts, stage: int) -> list[nn.Parameter]:
+        """Parameters whose gradients are dropped in ``stage``."""
+        return parts.frozen_in_stage2 if stage == 2 else []
+
+    def checkpoint_meta(
+        self, config: TrainConfig, category_ids: list[int], category_names: list[str]
+    ) -> dict[str, Any]:
+        """What a checkpoint records to refuse incompatible resumes and teachers."""
+        return {
+            "preset": config.detector.preset,
+            "num_classes": len(category_ids),
+            "mode": self.name,
+            "scale": self.thumbnail_scale(config),
+            "downsampler": self.downsampler_name(config),
+            "category_ids": list(category_ids),
+            "category_names": list(category_names),
+        }
+
+
+_MODES: dict[str, TrainingMode] = {}
+
+
+def register_mode(mode: TrainingMode) -> TrainingMode:
+    """Add a mode to the registry (``--mode mode.name``).
 
     Raises:
-        ValueError: Unknown name, or the module cannot make ``ceil(H/s) x ceil(W/s)``
-            thumbnails (checked on a probe image).
+        ValueError: a mode of that name is registered already.
     """
-    if isinstance(scale, bool) or not isinstance(scale, int) or scale < 1:
-        raise ValueError(f"scale must be a positive int, got {scale!r}")
-    try:
-        downsampler = create_downsampler(name, scale=scale)
-        probe_size = (4 * scale + 1, 4 * scale + 3)
-        with torch.no_grad():
-            probe = downsampler(torch.rand(1, 3, *probe_size))
-    except (ValueError, TypeError, RuntimeError) as error:
-        raise ValueError(
-            f"downsampler {name!r} cannot produce scale-{scale} thumbnails: {error}"
-        ) from error
-    if hasattr(downsampler, "sample"):
-        raise ValueError(
-            f"downsampler {name!r} warps the image, and thumbdet's detector does not map boxes "
-            "back through a warp; use a uniform downsampler"
-        )
-    expected = thumbnail_size(probe_size, scale)
-    # A wide thumbnail (learnthumb.WideDownsampler) has more than 3 channels.
-    channels = getattr(downsampler, "out_channels", 3)
-    if tuple(probe.shape) != (1, channels, *expected) or channels < 3:
-        raise ValueError(
-            f"downsampler {name!r} cannot produce scale-{scale} thumbnails: a "
-            f"{probe_size} image gave shape {tuple(probe.shape[-2:])}, expected {expected}"
-        )
-    return downsampler
+    if not mode.name or mode.name in _MODES:
+        raise ValueError(f"mode: expected a new, non-empty name, got {mode.name!r}")
+    _MODES[mode.name] = mode
+    return mode
 
 
-def checkpoint_meta(
-    config: TrainConfig, category_ids: list[int], category_names: list[str]
-) -> dict[str, Any]:
-    """What a checkpoint records to refuse incompatible resumes and teachers."""
-    student = config.mode != "teacher"
-    downsampler = {"bicubic": "bicubic", "thumbdet": config.downsampler}.get(config.mode)
-    return {
-        "preset": config.preset,
-        "num_classes": len(category_ids),
-        "mode": config.mode,
-        "scale": config.scale if student else None,
-        "downsampler": downsampler,
-        "category_ids": list(category_ids),
-        "category_names": list(category_names),
-    }
-
-
-def load_teacher(path: str | Path, preset: str, category_ids: list[int]) -> nn.Module:
-    """A frozen teacher detector from a ``--mode teacher`` checkpoint or a pretrained folder.
-
-    Args:
-        path: A checkpoint (file or run folder) or a folder written by
-            :func:`thumbdet.checkpoints.save_pretrained` (``OUTPUT/pretrained`` of a run).
-        preset: The run's detector preset.
-        category_ids: The run's category ids.
+def get_mode(name: str) -> TrainingMode:
+    """The registered mode called ``name``.
 
     Raises:
-        IncompatibleCheckpointError: Not a teacher, or another preset, class count or
-            category set than this run.
+        ValueError: an unknown name (one line, listing the registered ones).
     """
-    if is_pretrained_folder(path):
-        teacher = from_pretrained(path)
-        checkpoint: dict[str, Any] = {"meta": teacher.checkpoint_meta}
-    else:
-        checkpoint = load_checkpoint(path, training_state=False)
-        require_entries(checkpoint, path)
-        teacher = None
-    check_compatible(
-        checkpoint,
-        path,
-        "teacher",
-        mode="teacher",
-        preset=preset,
-        num_classes=len(category_ids),
-        category_ids=list(category_ids),
-    )
-    if teacher is None:
-        teacher = load_detector(checkpoint)
-    teacher.requires_grad_(False)
-    return teacher
+    if name not in _MODES:
+        raise ValueError(f"--mode: expected one of {', '.join(_MODES)}, got {name!r}")
+    return _MODES[name]
 
 
-def build_training_parts(
-    config: TrainConfig, category_ids: list[int], model_overrides: dict[str, Any]
-) -> TrainingParts:
-    """Build the modules of ``config.mode``.
+def list_modes() -> list[str]:
+    """Names of the registered modes, in registration order."""
+    return list(_MODES)
 
-    Args:
-        config: The run's configuration.
-        category_ids: COCO category ids of the training set (one class each).
-        model_overrides: Keyword overrides of ``build_model`` (``num_classes``, backbone
-            weights, ...).
 
-    Returns:
-        The :class:`TrainingParts` of the mode.
-    """
-    if config.mode == "teacher":
-        detector = build_model(config.preset, **model_overrides)
-        groups = detector.param_groups(config.lr, config.lr_backbone)
-        return TrainingParts(detector, detector, None, detector, groups)
-    if config.mode == "bicubic":
-        detector = build_model(config.preset, **model_overrides)
+class TeacherMode(TrainingMode):
+    """Deformable DETR on full-size images: the teacher."""
+
+    name = "teacher"
+
+    def thumbnail_scale(self, config: TrainConfig) -> int | None:
+        return None
+
+    def downsampler_name(self, config: TrainConfig) -> str | None:
+        return None
+
+    def build(
+        self, config: TrainConfig, category_ids: list[int], model_overrides: dict[str, Any]
+    ) -> TrainingParts:
+        detector = build_model(config.detector.preset, **model_overrides)
+        groups = detector.param_groups(config.optim.lr, config.optim.lr_backbone)
+        return TrainingParts(DetectorStep(detector), detector, None, detector, groups)
+
+
+class BicubicMode(TrainingMode):
+    """The same detector on fixed bicubic thumbnails (the paper's "Bicubic" row)."""
+
+    name = "bicubic"
+
+    def downsampler_name(self, config: TrainConfig) -> str | None:
+        return "bicubic"
+
+    def build(
+        self, config: TrainConfig, category_ids: list[int], model_overrides: dict[str, Any]
+    ) -> TrainingParts:
+        detector = build_model(config.detector.preset, **model_overrides)
         # From the registry, so that the student's pretrained folder records it.
-        downsampler = create_downsampler("bicubic", config.scale)
-        student = ThumbnailDetector(detector, downsampler, config.scale)
-        groups = detector.param_groups(config.lr, config.lr_backbone)
-        return TrainingParts(student, detector, downsampler, student, groups)
+        student = ThumbnailDetector(detector, create_downsampler("bicubic", config.scale))
+        groups = detector.param_groups(config.optim.lr, config.optim.lr_backbone)
+        return TrainingParts(DetectorStep(student), detector, student.downsampler, student, groups)
 
-    downsampler = make_downsampler(config.downsampler, config.scale)
-    if config.stage1 and getattr(downsampler, "out_channels", 3) > 3:
-        raise ValueError(
-            f"downsampler {config.downsampler!r} keeps its image channels fixed, so a "
-            "moment-only stage one has nothing to train: add --one-stage"
+
+class ThumbDetMode(TrainingMode):
+    """A learned downsampler and a student distilled from a frozen teacher (Algorithm 2)."""
+
+    name = "thumbdet"
+    needs_teacher = True
+    has_unused_parameters = True  # stage one never runs the student
+
+    def check(self, config: TrainConfig) -> None:
+        super().check(config)
+        if not config.distill.teacher:
+            raise ValueError("--mode thumbdet needs --teacher CKPT (a trained teacher checkpoint)")
+
+    def downsampler_name(self, config: TrainConfig) -> str | None:
+        return config.distill.downsampler
+
+    def stage(self, config: TrainConfig, epoch: int) -> int:
+        return 1 if epoch < config.schedule.stage1_epochs else 2
+
+    def build(
+        self, config: TrainConfig, category_ids: list[int], model_overrides: dict[str, Any]
+    ) -> TrainingParts:
+        distill, schedule = config.distill, config.schedule
+        downsampler = make_downsampler(distill.downsampler, config.scale)
+        if schedule.stage1_epochs and getattr(downsampler, "out_channels", 3) > 3:
+            raise ValueError(
+                f"downsampler {distill.downsampler!r} keeps its image channels fixed, so a "
+                "moment-only stage one has nothing to train: add --one-stage"
+            )
+        teacher = load_teacher(distill.teacher, config.detector.preset, category_ids)
+        student = build_model(config.detector.preset, **model_overrides)
+        if distill.student_init == "teacher":
+            student.load_state_dict(teacher.state_dict())
+        widen_stem(student, downsampler)
+        activation = "sigmoid"  # Deformable DETR classifies with a sigmoid focal loss
+        distillation = ThumbnailDistillation(
+            downsampler,
+            teacher,
+            student,
+            features="backbone_features",  # C3-C5 of the ResNet (Eq. 8)
+            logits="pred_logits",  # last decoder layer (Sec. 4.1)
+            weights=DistillWeights(
+                moment=distill.moment_weight,
+                logit=distill.logit_weight,
+                feature=distill.feature_weight,
+            ),
+            schedule=TwoStageSchedule(schedule.stage1_epochs),
+            moment_loss=MomentMatchingLoss(lam=distill.lam),
+            feature_loss=FeatureDistillationLoss(),
+            logit_loss=LogitDistillationLoss(
+                distill.temperature, activation=activation, pairing=distill.logit_pairing
+            ),
+            query_filter=QueryFilter(distill.threshold, activation=activation),
+            mask_argument="padding_mask",
         )
-    teacher = load_teacher(config.teacher, config.preset, category_ids)
-    student = build_model(config.preset, **model_overrides)
-    if config.student_init == "teacher":
-        student.load_state_dict(teacher.state_dict())
-    widen_stem(student, downsampler)
-    weights = DistillWeights(
-        moment=config.gamma if config.moment else 0.0,
-        logit=config.alpha if config.logit else 0.0,
-        feature=config.beta if config.feature else 0.0,
-        lam=config.lam,
-        temperature=config.temperature,
-        threshold=config.threshold,
-    )
-    distillation = ThumbnailDistillation(
-        downsampler,
-        teacher,
-        student,
-        features="backbone_features",  # C3-C5 of the ResNet (Eq. 8)
-        logits="pred_logits",  # last decoder layer (Sec. 4.1)
-        weights=weights,
-        schedule=TwoStageSchedule(config.stage1),
-        logit_activation="sigmoid",  # Deformable DETR classifies with a sigmoid focal loss
-        logit_pairing=config.logit_pairing,
-        mask_argument="padding_mask",
-        scale=config.scale,
-    )
-    groups = student.param_groups(config.lr, config.lr_backbone)
-    groups.append({"params": list(downsampler.parameters()), "lr": config.lr})
-    groups = [group for group in groups if group["params"]]
-    frozen = list(downsampler.parameters()) if config.freeze_downsampler_stage2 else []
-    inference = ThumbnailDetector(student, downsampler, config.scale)
-    return TrainingParts(distillation, student, downsampler, inference, groups, frozen)
+        optim = config.optim
+        groups = student.param_groups(optim.lr, optim.lr_backbone)
+        groups.append({"params": list(downsampler.parameters()), "lr": optim.lr})
+        groups = [group for group in groups if group["params"]]
+        frozen = list(downsampler.parameters()) if schedule.freeze_downsampler_stage2 else []
+        inference = ThumbnailDetector(student, downsampler)
+        step = DistillationStep(distillation)
+        return TrainingParts(step, student, downsampler, inference, groups, frozen)
+
+
+for _mode in (TeacherMode(), BicubicMode(), ThumbDetMode()):
+    register_mode(_mode)

@@ -1,54 +1,45 @@
-"""Programmatic training: ``train(config)``, ``evaluate_checkpoint``, ``load_detector``.
+"""A training run: :class:`Trainer` and ``train(config)``.
 
-Three modes (``TrainConfig.mode``):
-
-- ``teacher``: Deformable DETR on full-size images;
-- ``bicubic``: the same detector on fixed bicubic thumbnails (the paper's "Bicubic" row);
-- ``thumbdet``: a learned downsampler + student, distilled from a frozen teacher checkpoint
-  with :class:`learnthumb.ThumbnailDistillation` (two stages, Algorithm 2 of the paper).
-
+The run's mode (:mod:`thumbdet.training.modes`: ``teacher``, ``bicubic``, ``thumbdet``)
+builds what is trained; the trainer owns everything around it: the output folder and its
+lock, the data, the optimiser and scheduler, resuming, checkpoints, the log and evaluation.
 Every checkpoint holds the detector (and for students the downsampler), so
-:func:`load_detector` rebuilds a model that takes *full-size* images in every mode
-(:func:`load_detector` and :func:`evaluate_checkpoint` live in :mod:`thumbdet.checkpoints.loading`).
-With the final checkpoint, the model is also written as ``OUTPUT/pretrained``
-(:func:`thumbdet.checkpoints.pretrained.save_pretrained`: ``model.safetensors`` + ``config.json``).
+:func:`thumbdet.checkpoints.load_detector` rebuilds a model that takes *full-size* images in
+every mode. With the final checkpoint, the model is also written as ``OUTPUT/pretrained``
+(:func:`thumbdet.checkpoints.save_pretrained`: ``model.safetensors`` + ``config.json``).
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
 import random
-import signal
-import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, DistributedSampler
+from torch.utils.data import DataLoader
 
 from thumbdet.checkpoints.format import (
     CHECKPOINT_NAME,
     capture_rng_state,
-    check_compatible,
     load_checkpoint,
     remove_interrupted_saves,
     restore_rng_state,
     save_checkpoint,
 )
 from thumbdet.checkpoints.pretrained import PRETRAINED_DIR, save_pretrained
-from thumbdet.data import CocoDetection, DetectionCollator, make_transforms
+from thumbdet.data import CocoDetection, DetectionCollator
 from thumbdet.data.images import IMAGE_CHECK_CACHE_NAME, write_image_check_cache
 from thumbdet.evaluation import evaluate
+from thumbdet.files import write_json
 from thumbdet.models.postprocess import PostProcess
 from thumbdet.training.config import TrainConfig
 from thumbdet.training.criterion import build_criterion
+from thumbdet.training.data import build_datasets, dataset_record, make_loader
 from thumbdet.training.distributed import (
     DistributedContext,
     all_gather_objects,
@@ -57,8 +48,10 @@ from thumbdet.training.distributed import (
     init_distributed,
 )
 from thumbdet.training.engine import check_model_outputs_finite, train_one_epoch
-from thumbdet.training.modes import build_training_parts, checkpoint_meta
+from thumbdet.training.modes import get_mode
 from thumbdet.training.output_lock import OutputLock
+from thumbdet.training.resume import RESUMABLE_SETTINGS, changed_settings, check_resumable
+from thumbdet.training.signals import deferred_interrupt, seed_everything
 from thumbdet.validation import check_output_folder
 
 __all__ = [
@@ -73,72 +66,6 @@ logger = logging.getLogger(__name__)
 
 LOG_NAME = "log.jsonl"
 CONFIG_NAME = "config.json"
-
-#: Settings a ``--resume`` may change: where the data and outputs are, how long to train, how
-#: often to evaluate, and how the data is loaded. Any other difference from the checkpoint's
-#: recorded configuration is refused (the optimizer and scheduler state would keep the old
-#: values while ``config.json`` recorded the new ones).
-RESUMABLE_SETTINGS = (
-    "epochs",
-    "resume",
-    "output",
-    "device",
-    "num_workers",
-    "eval_every",
-    "train_images",
-    "train_ann",
-    "val_images",
-    "val_ann",
-    "coco_root",
-    "skip_bad_images",
-)
-
-
-def changed_settings(recorded: dict[str, Any], config: TrainConfig) -> list[str]:
-    """``"name: checkpoint has A, this run has B"`` for each setting a resume cannot change.
-
-    Args:
-        recorded: The checkpoint's ``"config"`` (a :meth:`TrainConfig.to_dict`).
-        config: The resuming run's configuration.
-    """
-    try:
-        before = json.loads(TrainConfig.from_dict(dict(recorded)).to_json())
-    except (TypeError, ValueError) as error:
-        return [f"config: the checkpoint's recorded configuration is unreadable ({error})"]
-    after = json.loads(config.to_json())
-    return [
-        f"{name}: checkpoint has {before[name]!r}, this run has {after[name]!r}"
-        for name in sorted(after)
-        if name not in RESUMABLE_SETTINGS and before.get(name) != after[name]
-    ]
-
-
-@contextlib.contextmanager
-def _deferred_interrupt() -> Iterator[None]:
-    """Hold back Ctrl-C (SIGINT) until the block is done, then raise ``KeyboardInterrupt``.
-
-    A checkpoint save interrupted inside ``torch.save`` surfaces as a ``RuntimeError`` from
-    the C++ writer instead of a ``KeyboardInterrupt``; deferring the signal lets the save
-    finish (the previous checkpoint is replaced atomically) and exits cleanly right after.
-    Only the main thread can install signal handlers; elsewhere this does nothing.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    received: list[int] = []
-    previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
-    if received:
-        raise KeyboardInterrupt
-
-
-def _seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)  # noqa: NPY002 (user code may use the global state)
-    torch.manual_seed(seed)
 
 
 class Trainer:
@@ -179,64 +106,43 @@ class Trainer:
         config = self.config
         for temp in remove_interrupted_saves(self.checkpoint_path) if self._lock else []:
             logger.warning("removed %s, left by an interrupted checkpoint save", temp)
-        image_cache = self.output / IMAGE_CHECK_CACHE_NAME
         if self.checkpoint_path.exists() and not config.resume:
             raise FileExistsError(
                 f"{self.checkpoint_path} already exists; pass --resume to continue that run or "
                 "choose another --output (nothing was overwritten)"
             )
         self.context: DistributedContext = init_distributed(config.device)
-        _seed_everything(config.seed + self.context.rank)
-        divisibility = config.scale if config.mode != "teacher" else 1
-        self.collator = DetectionCollator(divisibility)
-        self.train_set = CocoDetection(
-            config.train_images,
-            config.train_ann,
-            make_transforms("train", config.short_side, config.max_size, config.augmentation),
-            skip_bad_images=config.skip_bad_images,
-            image_check_cache=image_cache,
-        )
-        self.val_set = None
-        if config.val_images is not None:
-            self.val_set = CocoDetection(
-                config.val_images,
-                config.val_ann,
-                make_transforms("val", config.short_side, config.max_size),
-                skip_bad_images=config.skip_bad_images,
-                image_check_cache=image_cache,
-            )
-            if self.val_set.category_ids != self.train_set.category_ids:
-                raise ValueError(
-                    f"val annotation file {config.val_ann} has category ids "
-                    f"{self.val_set.category_ids}, train has {self.train_set.category_ids}"
-                )
-        self.meta = checkpoint_meta(
+        seed_everything(config.seed + self.context.rank)
+        self.mode = get_mode(config.mode)
+        self.collator = DetectionCollator(self.mode.thumbnail_scale(config) or 1)
+        self.train_set, self.val_set = build_datasets(config.data, self.output)
+        self.meta = self.mode.checkpoint_meta(
             config, self.train_set.category_ids, self.train_set.category_names
         )
-        overrides = dict(config.model_overrides)
+        model = config.detector
+        overrides = dict(model.model_overrides)
         overrides.update(
             num_classes=self.train_set.num_classes,
-            pretrained_backbone=config.pretrained_backbone or bool(config.backbone_weights),
-            backbone_weights=config.backbone_weights,
+            pretrained_backbone=model.pretrained_backbone or bool(model.backbone_weights),
+            backbone_weights=model.backbone_weights,
         )
-        self.parts = build_training_parts(config, self.train_set.category_ids, overrides)
+        self.parts = self.mode.build(config, self.train_set.category_ids, overrides)
         self.model_config = self.parts.detector.config
         self.criterion = build_criterion(self.model_config)
         self.postprocess = PostProcess()
         device = self.context.device
-        self.parts.trained.to(device)
+        self.parts.step.to(device)
         self.parts.inference.to(device)
         self.optimizer = torch.optim.AdamW(
-            self.parts.param_groups, lr=config.lr, weight_decay=config.weight_decay
+            self.parts.param_groups, lr=config.optim.lr, weight_decay=config.optim.weight_decay
         )
-        self.scheduler = torch.optim.lr_scheduler.StepLR(self.optimizer, config.lr_drop, 0.1)
-        self.trained: nn.Module = self.parts.trained
+        self.scheduler = torch.optim.lr_scheduler.StepLR(self.optimizer, config.optim.lr_drop, 0.1)
+        self.step: nn.Module = self.parts.step
         if self.context.enabled:
-            self.trained = nn.parallel.DistributedDataParallel(
-                self.parts.trained,
+            self.step = nn.parallel.DistributedDataParallel(
+                self.parts.step,
                 device_ids=[device.index] if device.type == "cuda" else None,
-                # Stage one of ThumbDet never runs the student.
-                find_unused_parameters=config.mode == "thumbdet",
+                find_unused_parameters=self.mode.has_unused_parameters,
             )
         self.start_epoch = 0
         if config.resume and self.checkpoint_path.exists():
@@ -247,18 +153,7 @@ class Trainer:
     # ------------------------------------------------------------------ checkpoints
     def _resume(self) -> None:
         checkpoint = load_checkpoint(self.checkpoint_path)
-        expected = {key: self.meta[key] for key in ("preset", "num_classes", "mode", "scale")}
-        expected["downsampler"] = self.meta["downsampler"]
-        expected["category_ids"] = self.meta["category_ids"]
-        check_compatible(checkpoint, self.checkpoint_path, "resume", **expected)
-        changed = changed_settings(checkpoint.get("config") or {}, self.config)
-        if changed:
-            raise ValueError(
-                f"cannot --resume {self.checkpoint_path} with changed settings: "
-                + "; ".join(changed)
-                + f" (only {', '.join(RESUMABLE_SETTINGS)} may change; resume with the "
-                "recorded values, see config.json, or train into a new --output)"
-            )
+        check_resumable(checkpoint, self.checkpoint_path, self.meta, self.config)
         self.parts.detector.load_state_dict(checkpoint["model"])
         if self.parts.downsampler is not None and checkpoint.get("downsampler") is not None:
             self.parts.downsampler.load_state_dict(checkpoint["downsampler"])
@@ -285,28 +180,9 @@ class Trainer:
 
     # ------------------------------------------------------------------ data
     def _loader(self, dataset: CocoDetection, epoch: int, train: bool) -> DataLoader:
-        context = self.context
-        # A DistributedSampler with one replica is a seeded shuffle: the order of an epoch
-        # depends on (seed, epoch) only, so a resumed run sees the same batches.
-        sampler = DistributedSampler(
-            dataset,
-            num_replicas=context.world_size,
-            rank=context.rank,
-            shuffle=train,
-            seed=self.config.seed,
-        )
-        sampler.set_epoch(epoch)
-        generator = torch.Generator().manual_seed(
-            self.config.seed * 100_003 + epoch * 1_009 + context.rank
-        )
-        return DataLoader(
-            dataset,
-            batch_size=self.config.batch_size if train else max(1, self.config.batch_size),
-            sampler=sampler,
-            num_workers=self.config.num_workers,
-            collate_fn=self.collator,
-            generator=generator,
-            pin_memory=context.device.type == "cuda",
+        config = self.config
+        return make_loader(
+            dataset, config.data, config.seed, self.context, self.collator, epoch, train
         )
 
     # ------------------------------------------------------------------ the loop
@@ -321,7 +197,7 @@ class Trainer:
         config, context = self.config, self.context
         if context.is_main:
             self.output.mkdir(parents=True, exist_ok=True)
-            (self.output / CONFIG_NAME).write_text(config.to_json() + "\n")
+            write_json(self.output / CONFIG_NAME, config.to_dict(), sort_keys=True)
             datasets = [self.train_set] + ([self.val_set] if self.val_set is not None else [])
             write_image_check_cache(
                 [path for dataset in datasets for path in dataset.image_paths()],
@@ -332,49 +208,40 @@ class Trainer:
                     "event": "start",
                     "start_epoch": self.start_epoch,
                     "world_size": context.world_size,
-                    "train_images": len(self.train_set),
-                    "train_degenerate_boxes_dropped": self.train_set.num_degenerate_boxes,
-                    "train_images_skipped": self.train_set.num_skipped_images,
-                    "val_images_skipped": (
-                        self.val_set.num_skipped_images if self.val_set is not None else 0
-                    ),
-                    "val_images": len(self.val_set) if self.val_set is not None else 0,
-                    "val_degenerate_boxes_dropped": (
-                        self.val_set.num_degenerate_boxes if self.val_set is not None else 0
-                    ),
+                    **dataset_record(self.train_set, self.val_set),
                     "meta": self.meta,
                 }
             )
         show = context.is_main
-        for epoch in range(self.start_epoch, config.epochs):
+        for epoch in range(self.start_epoch, config.schedule.epochs):
             started = time.perf_counter()
             # Augmentation draws from python's `random`; seed it per epoch and rank.
             random.seed(config.seed * 100_003 + epoch * 1_009 + context.rank)
-            stage = self.parts.trained.stage(epoch) if config.mode == "thumbdet" else 2
-            frozen = self.parts.stage2_frozen if stage == 2 else []
+            stage = self.mode.stage(config, epoch)
             stats = train_one_epoch(
-                self.trained,
+                self.step,
                 self.criterion,
                 self._loader(self.train_set, epoch, train=True),
                 self.optimizer,
                 context.device,
                 epoch,
-                clip_max_norm=config.clip_max_norm,
-                frozen_parameters=frozen,
-                max_steps=config.max_steps_per_epoch,
+                clip_max_norm=config.optim.clip_max_norm,
+                frozen_parameters=self.mode.frozen(self.parts, stage),
+                max_steps=config.schedule.max_steps_per_epoch,
                 show_progress=show,
             )
             # Finite but overflowing weights (e.g. --lr 1e30) must not reach the checkpoint.
             check_model_outputs_finite(self.parts.inference, context.device, epoch)
             self.scheduler.step()
             metrics = None
-            last = epoch + 1 == config.epochs
-            due = config.eval_every > 0 and (epoch + 1) % config.eval_every == 0
+            last = epoch + 1 == config.schedule.epochs
+            every = config.schedule.eval_every
+            due = every > 0 and (epoch + 1) % every == 0
             if self.val_set is not None and stage == 2 and (due or last):
                 metrics = self.evaluate()
             rng_states = _gather_rng_states()
             # Ctrl-C waits for the checkpoint and its log record (one line, exit 130).
-            with _deferred_interrupt():
+            with deferred_interrupt():
                 if context.is_main:
                     save_checkpoint(
                         self._checkpoint_state(epoch + 1, rng_states), self.checkpoint_path
@@ -404,8 +271,8 @@ class Trainer:
             self.output / PRETRAINED_DIR,
             category_ids=self.meta["category_ids"],
             category_names=self.meta["category_names"],
-            short_side=self.config.short_side,
-            max_size=self.config.max_size,
+            short_side=self.config.data.short_side,
+            max_size=self.config.data.max_size,
         )
 
     def evaluate(self, verbose: bool = False) -> dict[str, float]:

@@ -1,0 +1,69 @@
+"""``thumbdet convert``: official or Hugging Face Deformable-DETR weights as a teacher."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+
+from thumbdet.cli.flags import add_settings, settings_from_args
+from thumbdet.settings import setting
+
+__all__ = ["ConvertOptions", "add_parser"]
+
+HELP = "turn an official or Hugging Face Deformable-DETR checkpoint into a teacher"
+
+
+@dataclass
+class ConvertOptions:
+    """What ``thumbdet convert`` reads and writes."""
+
+    source: str = setting("", "the checkpoint file or folder", flag="source", metavar="PATH")
+    source_format: str = setting(
+        "official",
+        "official: fundamentalvision/Deformable-DETR checkpoint file; transformers: "
+        "save_pretrained folder",
+        flag="--from",
+        choices=("official", "transformers"),
+    )
+    output: str | None = setting(None, "folder for checkpoint.pth")
+    categories: str | None = setting(
+        None,
+        "COCO annotation file whose category ids select the class logits (a logit's index is "
+        "its category id, as in the COCO models: pass instances_val2017.json to evaluate and "
+        "distil on COCO); default: keep every logit, ids 0..K-1",
+        metavar="ANN_FILE",
+    )
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Register ``thumbdet convert``."""
+    parser = subparsers.add_parser(
+        "convert",
+        help=HELP,
+        description="Convert Deformable-DETR weights of the official code (a .pth file with "
+        "'model' and 'args') or of Hugging Face transformers (a save_pretrained folder of "
+        "DeformableDetrForObjectDetection with a timm ResNet backbone) into a thumbdet teacher "
+        "checkpoint, OUTPUT/checkpoint.pth, that 'thumbdet eval --checkpoint OUTPUT' and "
+        "'thumbdet train --mode thumbdet --teacher OUTPUT' read. Keys that do not map are "
+        "refused, all listed.",
+    )
+    add_settings(parser, ConvertOptions, required=("source_format", "output"))
+    parser.set_defaults(func=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from thumbdet.checkpoints.convert import (
+        convert_official,
+        convert_transformers,
+        read_coco_categories,
+        save_converted,
+    )
+
+    options = settings_from_args(args, ConvertOptions)
+    ids = names = None
+    if options.categories is not None:
+        ids, names = read_coco_categories(options.categories)
+    convert = convert_official if options.source_format == "official" else convert_transformers
+    converted = convert(options.source, category_ids=ids, category_names=names)
+    print(save_converted(converted, options.output))
+    return 0

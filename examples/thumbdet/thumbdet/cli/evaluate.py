@@ -1,0 +1,82 @@
+"""``thumbdet eval``: COCO box AP of a checkpoint or pretrained folder."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import dataclass
+
+from thumbdet.cli.flags import add_settings, settings_from_args
+from thumbdet.settings import setting
+from thumbdet.training.config import DataConfig
+
+__all__ = ["EvalOptions", "add_parser"]
+
+HELP = "COCO box AP of a checkpoint (any mode) on a COCO-format dataset"
+#: The data settings of ``train`` that ``eval`` takes too.
+DATA_SETTINGS = (
+    "val_images",
+    "val_ann",
+    "coco_root",
+    "short_side",
+    "max_size",
+    "batch_size",
+    "num_workers",
+    "skip_bad_images",
+)
+
+
+@dataclass
+class EvalOptions:
+    """What ``thumbdet eval`` evaluates, and where the result goes."""
+
+    checkpoint: str | None = setting(
+        None, "checkpoint file, run folder or pretrained folder (OUTPUT/pretrained) of any mode"
+    )
+    output: str | None = setting(None, "JSON file for AP, AP50, AP75, APs, APm, APl (percent)")
+    verbose: bool = setting(False, "print pycocotools' summary")
+    device: str | None = setting(None, "cpu, cuda or cuda:N (default: cuda if available)")
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Register ``thumbdet eval``."""
+    parser = subparsers.add_parser(
+        "eval",
+        help=HELP,
+        description="Evaluate a checkpoint with pycocotools. Students get the full-size images "
+        "and run their own downsampler; boxes are scored in original image coordinates.",
+    )
+    add_settings(parser, EvalOptions, required=("checkpoint",))
+    # Unset sizes: the checkpoint's training sizes.
+    add_settings(
+        parser,
+        DataConfig,
+        only=DATA_SETTINGS,
+        defaults={"max_size": None},
+        group=DataConfig.__doc__.strip().rstrip("."),
+    )
+    parser.set_defaults(func=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from thumbdet.evaluation import evaluate_checkpoint
+
+    options = settings_from_args(args, EvalOptions)
+    data = settings_from_args(args, DataConfig)
+    if not data.val_images or not data.val_ann:
+        raise ValueError("eval needs --val-images and --val-ann (or --coco-root)")
+    metrics = evaluate_checkpoint(
+        options.checkpoint,
+        data.val_images,
+        data.val_ann,
+        output=options.output,
+        batch_size=data.batch_size,
+        num_workers=data.num_workers,
+        short_side=data.short_side,
+        max_size=data.max_size,
+        device=options.device,
+        verbose=options.verbose,
+        skip_bad_images=data.skip_bad_images,
+    )
+    print(json.dumps(metrics, indent=2, sort_keys=True))
+    return 0
