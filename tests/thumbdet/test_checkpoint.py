@@ -10,7 +10,7 @@ import torch
 
 import thumbdet.checkpoints.format
 from tests.thumbdet.helpers import write_tiny_coco
-from thumbdet.checkpoints.format import (
+from thumbdet.checkpoints import (
     IncompatibleCheckpointError,
     capture_rng_state,
     check_compatible,

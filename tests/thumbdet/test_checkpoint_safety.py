@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from tests.thumbdet.helpers import tiny_train_config, write_tiny_coco
-from thumbdet.checkpoints.format import (
+from thumbdet.checkpoints import (
     CorruptCheckpointError,
     UnsafeCheckpointError,
     capture_rng_state,

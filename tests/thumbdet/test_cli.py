@@ -10,8 +10,7 @@ from torch import nn
 
 from learnthumb import list_downsamplers, register_downsampler
 from tests.thumbdet.helpers import write_tiny_coco
-from thumbdet.checkpoints import load_detector
-from thumbdet.checkpoints.format import load_checkpoint
+from thumbdet.checkpoints import load_checkpoint, load_detector
 from thumbdet.cli import build_parser, main
 from thumbdet.models.thumbnail_detector import ThumbnailDetector
 from thumbdet.training.config import TrainConfig

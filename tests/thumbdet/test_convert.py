@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from tests.thumbdet.helpers import write_tiny_coco
-from thumbdet.checkpoints import load_detector
+from thumbdet.checkpoints import load_checkpoint, load_detector
 from thumbdet.checkpoints.convert import (
     ConversionError,
     convert_official,
@@ -24,7 +24,6 @@ from thumbdet.checkpoints.convert import (
     read_coco_categories,
     save_converted,
 )
-from thumbdet.checkpoints.format import load_checkpoint
 from thumbdet.cli import main
 from thumbdet.models import build_model
 from thumbdet.models.deformable_detr import IMAGENET_MEAN, IMAGENET_STD

@@ -9,9 +9,9 @@ import torch
 import torch.multiprocessing as mp
 
 from tests.thumbdet.helpers import distributed_train_worker, write_tiny_coco
-from thumbdet.checkpoints.format import load_checkpoint
+from thumbdet.checkpoints import load_checkpoint
+from thumbdet.distributed import init_distributed
 from thumbdet.training.config import TrainConfig
-from thumbdet.training.distributed import init_distributed
 from thumbdet.training.trainer import train
 
 

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from tests.thumbdet.helpers import write_tiny_coco
-from thumbdet.checkpoints.format import load_checkpoint, save_checkpoint
+from thumbdet.checkpoints import load_checkpoint, save_checkpoint
 from thumbdet.cli import main
 
 _SIZES = ["--short-side", "32", "40", "--max-size", "64"]

@@ -38,30 +38,15 @@ from safetensors.torch import save_file
 
 from thumbdet.checkpoints._atomic import current_umask, fsync_folder, remove_quietly
 from thumbdet.checkpoints._state_tree import StateEncoder, decode_state
-
-# Re-exported from their own modules: callers, tests and docs import them from here.
-from thumbdet.checkpoints.compat import IncompatibleCheckpointError, check_compatible
-from thumbdet.checkpoints.rng import capture_rng_state, restore_rng_state
-from thumbdet.checkpoints.torch_files import (
-    ALLOWED_PICKLE_GLOBALS,
-    UnsafeCheckpointError,
-    load_torch_file,
-)
+from thumbdet.checkpoints.torch_files import load_torch_file
 
 __all__ = [
-    "ALLOWED_PICKLE_GLOBALS",
     "CHECKPOINT_NAME",
     "CHECKPOINT_VERSION",
     "TRAINING_STATE_KEYS",
     "CorruptCheckpointError",
-    "IncompatibleCheckpointError",
-    "UnsafeCheckpointError",
-    "capture_rng_state",
-    "check_compatible",
     "load_checkpoint",
-    "load_torch_file",
     "remove_interrupted_saves",
-    "restore_rng_state",
     "save_checkpoint",
 ]
 

@@ -9,7 +9,8 @@ import torch
 from torch import nn
 
 from learnthumb import create_downsampler
-from thumbdet.checkpoints.format import check_compatible, load_checkpoint
+from thumbdet.checkpoints.compat import check_compatible
+from thumbdet.checkpoints.format import load_checkpoint
 from thumbdet.checkpoints.pretrained import from_pretrained, is_pretrained_folder
 from thumbdet.models import DetectorConfig, build_model
 from thumbdet.models.thumbnail_detector import ThumbnailDetector, widen_stem

@@ -9,8 +9,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from thumbdet.distributed import all_gather_objects, unwrap
 from thumbdet.evaluation.coco import coco_evaluate, detections_to_coco_results
-from thumbdet.training.distributed import all_gather_objects, unwrap
 
 __all__ = ["evaluate"]
 

@@ -113,7 +113,7 @@ def _create_timm_features(name: str, pretrained: bool, architecture: dict) -> nn
 def _load_backbone_weights(body: nn.Module, weights_path: str) -> None:
     if not os.path.isfile(weights_path):
         raise FileNotFoundError(f"backbone_weights file not found: {weights_path!r}")
-    from thumbdet.checkpoints.format import load_torch_file  # here: no import cycle
+    from thumbdet.checkpoints.torch_files import load_torch_file  # here: no import cycle
 
     checkpoint = load_torch_file(weights_path)  # weights_only + allow-list: runs no code
     state_dict = checkpoint

@@ -11,7 +11,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from thumbdet.data import CocoDetection, make_transforms
 from thumbdet.data.images import IMAGE_CHECK_CACHE_NAME
-from thumbdet.training.distributed import DistributedContext
+from thumbdet.distributed import DistributedContext
 from thumbdet.training.groups import DataConfig
 
 __all__ = ["build_datasets", "dataset_record", "make_loader"]

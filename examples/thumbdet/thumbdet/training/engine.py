@@ -12,8 +12,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from thumbdet.distributed import reduce_mean, unwrap, world_size
 from thumbdet.training.criterion import weighted_loss
-from thumbdet.training.distributed import reduce_mean, unwrap, world_size
 
 __all__ = [
     "check_model_outputs_finite",

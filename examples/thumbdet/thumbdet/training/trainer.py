@@ -23,7 +23,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from thumbdet.checkpoints.format import (
+from thumbdet.checkpoints import (
     CHECKPOINT_NAME,
     capture_rng_state,
     load_checkpoint,
@@ -34,19 +34,19 @@ from thumbdet.checkpoints.format import (
 from thumbdet.checkpoints.pretrained import PRETRAINED_DIR, save_pretrained
 from thumbdet.data import CocoDetection, DetectionCollator
 from thumbdet.data.images import IMAGE_CHECK_CACHE_NAME, write_image_check_cache
-from thumbdet.evaluation import evaluate
-from thumbdet.files import write_json
-from thumbdet.models.postprocess import PostProcess
-from thumbdet.training.config import TrainConfig
-from thumbdet.training.criterion import build_criterion
-from thumbdet.training.data import build_datasets, dataset_record, make_loader
-from thumbdet.training.distributed import (
+from thumbdet.distributed import (
     DistributedContext,
     all_gather_objects,
     barrier,
     cleanup_distributed,
     init_distributed,
 )
+from thumbdet.evaluation import evaluate
+from thumbdet.files import write_json
+from thumbdet.models.postprocess import PostProcess
+from thumbdet.training.config import TrainConfig
+from thumbdet.training.criterion import build_criterion
+from thumbdet.training.data import build_datasets, dataset_record, make_loader
 from thumbdet.training.engine import check_model_outputs_finite, train_one_epoch
 from thumbdet.training.modes import get_mode
 from thumbdet.training.output_lock import OutputLock
