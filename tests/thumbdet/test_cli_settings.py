@@ -237,7 +237,7 @@ def test_config_json_of_a_run_round_trips_through_config(tmp_path, monkeypatch):
 
 def test_every_flag_is_generated_from_the_settings_classes():
     from thumbdet.cli.evaluate import DATA_SETTINGS, EvalOptions
-    from thumbdet.training.config import DataConfig
+    from thumbdet.training.config import DataSettings
 
     def dests(parser):
         return {action.dest for action in parser._actions if action.dest not in ("help", "config")}
@@ -249,7 +249,7 @@ def test_every_flag_is_generated_from_the_settings_classes():
         assert {leaf.flag, *leaf.meta["aliases"], *leaf.meta["switches"]} <= flags, leaf.name
     expected = {leaf.name for leaf in leaves(EvalOptions)} | set(DATA_SETTINGS)
     assert dests(parsers["eval"]) == expected
-    assert set(DATA_SETTINGS) <= {leaf.name for leaf in leaves(DataConfig)}
+    assert set(DATA_SETTINGS) <= {leaf.name for leaf in leaves(DataSettings)}
     for name, (module_name, _) in COMMANDS.items():
         if name in ("train", "eval"):
             continue

@@ -18,7 +18,7 @@ PACKAGE = Path(thumbdet.__file__).parent
 #: module of ``thumbdet``; ``thumbdet`` itself is the package's ``__init__`` (the version).
 ALLOWED = {
     "ops": set(),
-    "data": set(),
+    "data": {"files"},
     "validation": set(),
     "files": set(),
     "settings": {"validation"},

@@ -17,7 +17,7 @@ __all__ = ["read_json", "write_json"]
 
 
 def write_json(
-    path: str | os.PathLike, value: Any, *, indent: int = 2, sort_keys: bool = False
+    path: str | os.PathLike, value: Any, *, indent: int | None = 2, sort_keys: bool = False
 ) -> Path:
     """Write ``value`` as JSON with a trailing newline, atomically; parent folders are created.
 
@@ -25,7 +25,7 @@ def write_json(
         path: The file to write (replaced if it exists).
         value: Anything :func:`json.dumps` takes; NaN and infinities are written as
             ``NaN``/``Infinity`` (Python's default), as COCO metrics may hold them.
-        indent: Spaces per level.
+        indent: Spaces per level (``None``: one line).
         sort_keys: Sort the keys of every mapping (default: insertion order).
 
     Returns:

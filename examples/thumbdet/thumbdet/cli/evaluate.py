@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from thumbdet.cli.flags import add_settings, settings_from_args
 from thumbdet.settings import setting
-from thumbdet.training.config import DataConfig
+from thumbdet.training.config import DataSettings
 
 __all__ = ["EvalOptions", "add_parser"]
 
@@ -50,10 +50,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     # Unset sizes: the checkpoint's training sizes.
     add_settings(
         parser,
-        DataConfig,
+        DataSettings,
         only=DATA_SETTINGS,
         defaults={"max_size": None},
-        group=DataConfig.__doc__.strip().rstrip("."),
+        group=DataSettings.__doc__.strip().rstrip("."),
     )
     parser.set_defaults(func=_run)
 
@@ -62,7 +62,7 @@ def _run(args: argparse.Namespace) -> int:
     from thumbdet.evaluation import evaluate_checkpoint
 
     options = settings_from_args(args, EvalOptions)
-    data = settings_from_args(args, DataConfig)
+    data = settings_from_args(args, DataSettings)
     if not data.val_images or not data.val_ann:
         raise ValueError("eval needs --val-images and --val-ann (or --coco-root)")
     metrics = evaluate_checkpoint(

@@ -31,6 +31,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from thumbdet.files import write_json
+
 __all__ = [
     "IMAGE_CHECK_CACHE_NAME",
     "ImageReadError",
@@ -159,10 +161,7 @@ def write_image_check_cache(paths: Iterable[str | os.PathLike], cache_file: str 
             key = str(Path(path).resolve())
             if key in _checked:
                 files[key] = list(_checked[key])
-    cache_file = Path(cache_file)
-    temp = cache_file.with_name(f".{cache_file.name}.tmp")
-    temp.write_text(json.dumps({"version": _CACHE_VERSION, "files": files}) + "\n")
-    os.replace(temp, cache_file)
+    write_json(cache_file, {"version": _CACHE_VERSION, "files": files}, indent=None)
 
 
 def check_image_files(

@@ -14,7 +14,7 @@ from thumbdet.data import CocoDetection, DetectionCollator, make_transforms
 from thumbdet.evaluation.coco import write_metrics
 from thumbdet.evaluation.loop import evaluate
 from thumbdet.models.postprocess import PostProcess
-from thumbdet.training.config import DataConfig, TrainConfig
+from thumbdet.training.config import DataSettings, TrainConfig
 from thumbdet.validation import check_data_settings, check_device, check_output_file
 
 __all__ = ["evaluate_checkpoint"]
@@ -72,7 +72,7 @@ def evaluate_checkpoint(
         meta = model.checkpoint_meta
         trained = model.pretrained_config.get("preprocessing") or {}
         # A folder saved without its training sizes is evaluated at thumbdet's defaults.
-        defaults = DataConfig()
+        defaults = DataSettings()
         trained_short_side = trained.get("short_side") or defaults.short_side
         trained_max_size = trained.get("max_size") or defaults.max_size
     else:

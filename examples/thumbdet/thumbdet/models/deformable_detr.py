@@ -233,20 +233,20 @@ class DeformableDETR(nn.Module):
 
 def _check_inputs(images: torch.Tensor, padding_mask: torch.Tensor | None) -> torch.Tensor:
     if not isinstance(images, torch.Tensor) or not images.is_floating_point():
-        raise TypeError(f"images must be a floating-point tensor, received {type(images)}")
+        raise TypeError(f"images must be a floating-point tensor, got {type(images)}")
     if images.dim() != 4 or images.shape[1] < 3:
         # More than 3 channels: a wide thumbnail (learnthumb.WideDownsampler) for a backbone
         # whose stem was widened with learnthumb.widen_input_conv.
-        raise ValueError(f"images must have shape (B, 3, H, W), received {tuple(images.shape)}")
+        raise ValueError(f"images must have shape (B, 3, H, W), got {tuple(images.shape)}")
     batch, _, height, width = images.shape
     if padding_mask is None:
         return torch.zeros((batch, height, width), dtype=torch.bool, device=images.device)
     if padding_mask.dtype != torch.bool:
-        raise TypeError(f"padding_mask must be a bool tensor, received {padding_mask.dtype}")
+        raise TypeError(f"padding_mask must be a bool tensor, got {padding_mask.dtype}")
     if tuple(padding_mask.shape) != (batch, height, width):
         raise ValueError(
             f"padding_mask must have shape (B, H, W) = {(batch, height, width)}, "
-            f"received {tuple(padding_mask.shape)}"
+            f"got {tuple(padding_mask.shape)}"
         )
     return padding_mask
 

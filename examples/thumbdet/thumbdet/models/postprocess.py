@@ -38,7 +38,7 @@ def postprocess_detections(
     logits, boxes = outputs["pred_logits"], outputs["pred_boxes"]
     if logits.dim() != 3 or boxes.shape != (*logits.shape[:2], 4):
         raise ValueError(
-            "outputs must hold pred_logits (B, Q, K) and pred_boxes (B, Q, 4), received "
+            "outputs must hold pred_logits (B, Q, K) and pred_boxes (B, Q, 4), got "
             f"{tuple(logits.shape)} and {tuple(boxes.shape)}"
         )
     for name, tensor in (("pred_logits", logits), ("pred_boxes", boxes)):
@@ -54,8 +54,7 @@ def postprocess_detections(
     target_sizes = torch.as_tensor(target_sizes, device=logits.device)
     if target_sizes.shape != (batch, 2):
         raise ValueError(
-            f"target_sizes must have shape (B, 2) = ({batch}, 2), received "
-            f"{tuple(target_sizes.shape)}"
+            f"target_sizes must have shape (B, 2) = ({batch}, 2), got {tuple(target_sizes.shape)}"
         )
     probabilities = logits.float().sigmoid().flatten(1)  # (B, Q*K)
     k = min(num_detections, probabilities.shape[1])
@@ -89,7 +88,7 @@ class PostProcess(nn.Module):
     def __init__(self, num_detections: int = 100) -> None:
         super().__init__()
         if num_detections < 1:
-            raise ValueError(f"num_detections must be >= 1, received {num_detections}")
+            raise ValueError(f"num_detections must be >= 1, got {num_detections}")
         self.num_detections = num_detections
 
     def forward(

@@ -58,17 +58,17 @@ def _resolve(backend: str, device: torch.device) -> str:
     forced = os.environ.get(BACKEND_ENV_VAR, "").strip()
     if forced:
         if forced not in _BACKENDS:
-            raise ValueError(f"{BACKEND_ENV_VAR} must be one of {_BACKENDS}, received {forced!r}")
+            raise ValueError(f"{BACKEND_ENV_VAR} must be one of {_BACKENDS}, got {forced!r}")
         backend = forced
     elif backend not in _BACKENDS:
-        raise ValueError(f"backend must be one of {_BACKENDS}, received {backend!r}")
+        raise ValueError(f"backend must be one of {_BACKENDS}, got {backend!r}")
     if backend == "auto":
         return _auto_backend(device.type)
     if backend in ("cpu", "cuda"):
         _extension.require_kernel(backend)
         if device.type != backend:
             raise ValueError(
-                f"backend {backend!r} needs tensors on a {backend} device, received {device}"
+                f"backend {backend!r} needs tensors on a {backend} device, got {device}"
             )
     return backend
 

@@ -187,7 +187,7 @@ def build_extension(
         Path of the built shared library.
     """
     if variant not in ("cpu", "cuda"):
-        raise ValueError(f"variant must be 'cpu' or 'cuda', received {variant!r}")
+        raise ValueError(f"variant must be 'cpu' or 'cuda', got {variant!r}")
     if variant == "cuda":
         cuda_home = find_cuda_home()
         if not cuda_toolkit_usable():
@@ -298,7 +298,7 @@ def require_kernel(device_type: str) -> None:
         RuntimeError: when it cannot be built or loaded; the message says how to build it.
     """
     if device_type not in ("cpu", "cuda"):
-        raise ValueError(f"device_type must be 'cpu' or 'cuda', received {device_type!r}")
+        raise ValueError(f"device_type must be 'cpu' or 'cuda', got {device_type!r}")
     if kernel_available(device_type):
         return
     if device_type == "cuda" and not torch.cuda.is_available():

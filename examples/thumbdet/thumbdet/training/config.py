@@ -16,21 +16,21 @@ from typing import Any
 
 from thumbdet.settings import check_ranges, coerce, flatten, from_leaves, leaves, setting
 from thumbdet.training.groups import (
-    DataConfig,
-    DistillConfig,
-    ModelConfig,
-    OptimConfig,
-    ScheduleConfig,
+    DataSettings,
+    DistillSettings,
+    ModelSettings,
+    OptimSettings,
+    ScheduleSettings,
 )
 from thumbdet.training.model_overrides import check_model_overrides
 from thumbdet.validation import check_data_settings, check_device
 
 __all__ = [
-    "DataConfig",
-    "DistillConfig",
-    "ModelConfig",
-    "OptimConfig",
-    "ScheduleConfig",
+    "DataSettings",
+    "DistillSettings",
+    "ModelSettings",
+    "OptimSettings",
+    "ScheduleSettings",
     "TrainConfig",
 ]
 
@@ -82,11 +82,11 @@ class TrainConfig:
         None, "cpu, cuda or cuda:N (default: cuda if available)", resumable=True
     )
     seed: int = setting(42, "seed of every random number generator", minimum=0)
-    data: DataConfig = field(default_factory=DataConfig)
-    detector: ModelConfig = field(default_factory=ModelConfig)
-    optim: OptimConfig = field(default_factory=OptimConfig)
-    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
-    distill: DistillConfig = field(default_factory=DistillConfig)
+    data: DataSettings = field(default_factory=DataSettings)
+    detector: ModelSettings = field(default_factory=ModelSettings)
+    optim: OptimSettings = field(default_factory=OptimSettings)
+    schedule: ScheduleSettings = field(default_factory=ScheduleSettings)
+    distill: DistillSettings = field(default_factory=DistillSettings)
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the flag for an inconsistent configuration."""

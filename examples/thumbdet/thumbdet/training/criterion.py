@@ -144,7 +144,7 @@ class SetCriterion(nn.Module):
             labels = target["labels"]
             if len(labels) and (int(labels.min()) < 0 or int(labels.max()) >= self.num_classes):
                 raise ValueError(
-                    f"targets[{index}]['labels'] must lie in [0, {self.num_classes}), received "
+                    f"targets[{index}]['labels'] must lie in [0, {self.num_classes}), got "
                     f"values in [{int(labels.min())}, {int(labels.max())}]"
                 )
         num_boxes = num_target_boxes(targets, logits.device)

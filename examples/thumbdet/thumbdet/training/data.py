@@ -12,12 +12,12 @@ from torch.utils.data import DataLoader, DistributedSampler
 from thumbdet.data import CocoDetection, make_transforms
 from thumbdet.data.images import IMAGE_CHECK_CACHE_NAME
 from thumbdet.distributed import DistributedContext
-from thumbdet.training.groups import DataConfig
+from thumbdet.training.groups import DataSettings
 
 __all__ = ["build_datasets", "dataset_record", "make_loader"]
 
 
-def build_datasets(data: DataConfig, output: Path) -> tuple[CocoDetection, CocoDetection | None]:
+def build_datasets(data: DataSettings, output: Path) -> tuple[CocoDetection, CocoDetection | None]:
     """The training set and, when configured, the validation set (same categories).
 
     Raises:
@@ -51,7 +51,7 @@ def build_datasets(data: DataConfig, output: Path) -> tuple[CocoDetection, CocoD
 
 def make_loader(
     dataset: CocoDetection,
-    data: DataConfig,
+    data: DataSettings,
     seed: int,
     context: DistributedContext,
     collate_fn: Any,

@@ -14,7 +14,7 @@ from typing import Any
 from thumbdet.settings import setting
 from thumbdet.training.model_overrides import parse_model_overrides
 
-__all__ = ["DataConfig", "DistillConfig", "ModelConfig", "OptimConfig", "ScheduleConfig"]
+__all__ = ["DataSettings", "DistillSettings", "ModelSettings", "OptimSettings", "ScheduleSettings"]
 
 
 def _augmentations() -> tuple[str, ...]:
@@ -42,7 +42,7 @@ def _downsamplers() -> list[str]:
 
 
 @dataclass
-class DataConfig:
+class DataSettings:
     """Data (COCO format)."""
 
     train_images: str | None = setting(None, "folder of the training images", resumable=True)
@@ -95,7 +95,7 @@ class DataConfig:
 
 
 @dataclass
-class ModelConfig:
+class ModelSettings:
     """Model."""
 
     preset: str = setting("tiny", "detector preset (tiny, paper_r50)")
@@ -113,7 +113,7 @@ class ModelConfig:
 
 
 @dataclass
-class OptimConfig:
+class OptimSettings:
     """Optimisation (Deformable DETR / paper Sec. 4.1)."""
 
     lr: float = setting(
@@ -126,7 +126,7 @@ class OptimConfig:
 
 
 @dataclass
-class ScheduleConfig:
+class ScheduleSettings:
     """Schedule (paper Algorithm 2)."""
 
     epochs: int = setting(
@@ -155,7 +155,7 @@ class ScheduleConfig:
 
 
 @dataclass
-class DistillConfig:
+class DistillSettings:
     """Distillation (thumbdet mode, paper Sec. 3.4-3.5)."""
 
     teacher: str | None = setting(

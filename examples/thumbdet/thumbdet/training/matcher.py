@@ -41,7 +41,7 @@ def check_targets(targets: list[dict[str, torch.Tensor]], batch: int) -> None:
         labels, boxes = target["labels"], target["boxes"]
         if boxes.dim() != 2 or boxes.shape[-1] != 4 or labels.shape != boxes.shape[:1]:
             raise ValueError(
-                f"targets[{index}] must have labels (T,) and boxes (T, 4), received "
+                f"targets[{index}] must have labels (T,) and boxes (T, 4), got "
                 f"{tuple(labels.shape)} and {tuple(boxes.shape)}"
             )
 
@@ -83,7 +83,7 @@ def hungarian_match(
     logits, pred_boxes = outputs["pred_logits"], outputs["pred_boxes"]
     if logits.dim() != 3 or pred_boxes.shape != (*logits.shape[:2], 4):
         raise ValueError(
-            "outputs must hold pred_logits (B, Q, K) and pred_boxes (B, Q, 4), received "
+            "outputs must hold pred_logits (B, Q, K) and pred_boxes (B, Q, 4), got "
             f"{tuple(logits.shape)} and {tuple(pred_boxes.shape)}"
         )
     batch, queries = logits.shape[:2]
