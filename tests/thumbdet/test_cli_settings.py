@@ -13,7 +13,6 @@ import pytest
 import thumbdet
 from thumbdet.cli import COMMANDS, build_parser, main, subcommand_parsers
 from thumbdet.cli.flags import settings_from_args
-from thumbdet.settings import leaves
 from thumbdet.training.config import TrainConfig
 from thumbdet.training.model_overrides import model_keys, parse_model_overrides
 
@@ -233,34 +232,3 @@ def test_config_json_of_a_run_round_trips_through_config(tmp_path, monkeypatch):
     path = tmp_path / "config.json"
     path.write_text(config.to_json())
     assert _parsed_by_main(["train", "--config", str(path)], monkeypatch) == config
-
-
-def test_every_flag_is_generated_from_the_settings_classes():
-    from thumbdet.cli.evaluate import DATA_SETTINGS, EvalOptions
-    from thumbdet.training.config import DataSettings
-
-    def dests(parser):
-        return {action.dest for action in parser._actions if action.dest not in ("help", "config")}
-
-    parsers = subcommand_parsers(build_parser())
-    assert dests(parsers["train"]) == {leaf.name for leaf in leaves(TrainConfig)}
-    flags = {flag for action in parsers["train"]._actions for flag in action.option_strings}
-    for leaf in leaves(TrainConfig):
-        assert {leaf.flag, *leaf.meta["aliases"], *leaf.meta["switches"]} <= flags, leaf.name
-    expected = {leaf.name for leaf in leaves(EvalOptions)} | set(DATA_SETTINGS)
-    assert dests(parsers["eval"]) == expected
-    assert set(DATA_SETTINGS) <= {leaf.name for leaf in leaves(DataSettings)}
-    for name, (module_name, _) in COMMANDS.items():
-        if name in ("train", "eval"):
-            continue
-        module = __import__(module_name, fromlist=["*"])
-        classes = [
-            value
-            for value in vars(module).values()
-            if isinstance(value, type)
-            and value.__module__ == module_name
-            and "Options" in value.__name__
-        ]
-        assert classes, name
-        generated = {leaf.name for cls in classes for leaf in leaves(cls) if leaf.meta["cli"]}
-        assert dests(parsers[name]) == generated, name

@@ -1,5 +1,5 @@
-"""The thin command modules of ``demo``, ``ablate``, ``thumbnail``, ``export`` and ``bench``:
-every argument comes from their settings class, and the parsed namespace turns back into it."""
+"""The thin command modules of ``thumbdet``: every flag is generated from a settings class,
+and the parsed namespace turns back into it."""
 
 import argparse
 import importlib
@@ -8,42 +8,53 @@ import sys
 
 import pytest
 
+from thumbdet.cli import COMMANDS, build_parser, subcommand_parsers
 from thumbdet.cli.flags import settings_from_args
 from thumbdet.inference_options import InferenceOptions
 from thumbdet.settings import leaves
 
-COMMANDS = {
-    "demo": "DemoOptions",
-    "ablate": "AblateOptions",
-    "thumbnail": "ThumbnailOptions",
-    "export": "ExportOptions",
-    "bench": "BenchOptions",
-}
-
 
 def _parser(name: str) -> tuple[argparse.ArgumentParser, argparse.ArgumentParser, object]:
-    module = importlib.import_module(f"thumbdet.cli.{name}")
+    module = importlib.import_module(COMMANDS[name])
     parser = argparse.ArgumentParser(prog="thumbdet")
     subparsers = parser.add_subparsers(dest="command")
-    module.add_parser(subparsers)
+    module.COMMAND.add_parser(subparsers)
     return parser, subparsers.choices[name], module
 
 
 @pytest.mark.parametrize("name", COMMANDS)
-def test_every_argument_is_a_setting_and_every_setting_an_argument(name):
+def test_every_flag_is_a_setting_and_every_setting_a_flag(name):
     _, subparser, module = _parser(name)
-    settings = getattr(module, COMMANDS[name])
-    names = {leaf.name for leaf in leaves(settings) if leaf.field.metadata["cli"]}
+    command = module.COMMAND
+    names = {leaf.name for leaf in leaves(command.settings) if leaf.meta["cli"]}
+    for group in command.groups:
+        names |= {
+            leaf.name
+            for leaf in leaves(group.settings)
+            if leaf.meta["cli"] and (group.only is None or leaf.name in group.only)
+        }
+    if command.config_file:
+        names.add("config")
     dests = {action.dest for action in subparser._actions if action.dest != "help"}
     assert dests == names
-    assert subparser.get_default("func") is module.run
+    flags = {flag for action in subparser._actions for flag in action.option_strings}
+    for leaf in leaves(command.settings):
+        if leaf.meta["cli"] and leaf.flag.startswith("-"):
+            assert {leaf.flag, *leaf.meta["aliases"], *leaf.meta["switches"]} <= flags, leaf.name
+    assert subparser.get_default("func") == command.__call__
     assert all(action.help for action in subparser._actions)
+
+
+def test_the_full_parser_has_every_command():
+    assert set(subcommand_parsers(build_parser())) == set(COMMANDS)
 
 
 @pytest.mark.parametrize("name", COMMANDS)
 def test_command_modules_import_without_torch(name):
-    script = f"import sys, thumbdet.cli.{name}; print('torch' in sys.modules)"
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    script = f"import sys, {COMMANDS[name]}; print('torch' in sys.modules)"
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=False
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "False"
 

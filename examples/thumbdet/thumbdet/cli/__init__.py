@@ -1,17 +1,16 @@
-"""The ``thumbdet`` command line: one thin module per subcommand, imported only when it runs.
+"""The ``thumbdet`` command line: one thin module per subcommand, imported only when needed.
 
-Each command module (:data:`COMMANDS`) exposes ``add_parser(subparsers)``, which registers
-its subcommand with flags generated from a settings class (:mod:`thumbdet.cli.flags`) and
-``set_defaults(func=...)``, ``func(args) -> int``. A module may also give ``settings=`` (the
-class a ``--config`` file fills) and ``interrupt_note=`` (what to print after Ctrl-C). Only
-the module of the subcommand being run is imported, so ``thumbdet --help`` stays fast.
+Each command module (:data:`COMMANDS`) declares a :class:`~thumbdet.cli.command.Command`,
+``COMMAND``: its help, the settings classes its flags are generated from, and its body. The
+modules import no torch; the subcommand being run builds its full parser (whose choices may
+import the modules that own them), the others are listed with their one-line help, so
+``thumbdet --help`` stays fast.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
-import importlib.util
 import logging
 import re
 import sys
@@ -22,29 +21,16 @@ from thumbdet.cli.flags import apply_config_file
 
 __all__ = ["COMMANDS", "build_parser", "main", "subcommand_parsers"]
 
-#: Subcommand -> (module, one-line help shown by ``thumbdet --help`` without importing the
-#: module; a test checks it equals the module's own).
+#: Subcommand -> the module declaring it.
 COMMANDS = {
-    "train": ("thumbdet.cli.train", "train a teacher, a bicubic student or a ThumbDet student"),
-    "eval": (
-        "thumbdet.cli.evaluate",
-        "COCO box AP of a checkpoint (any mode) on a COCO-format dataset",
-    ),
-    "convert": (
-        "thumbdet.cli.convert",
-        "turn an official or Hugging Face Deformable-DETR checkpoint into a teacher",
-    ),
-    "demo": (
-        "thumbdet.cli.demo",
-        "train teacher, bicubic and ThumbDet students on generated data (CPU)",
-    ),
-    "ablate": ("thumbdet.cli.ablate", "the paper's ablations (Tables 3-6) at demo scale"),
-    "thumbnail": (
-        "thumbdet.cli.thumbnail",
-        "save the learned thumbnails of images (student checkpoint)",
-    ),
-    "export": ("thumbdet.cli.export", "export a checkpoint's detector to ONNX"),
-    "bench": ("thumbdet.cli.bench", "time detector inference with optional fast paths"),
+    "train": "thumbdet.cli.train",
+    "eval": "thumbdet.cli.evaluate",
+    "convert": "thumbdet.cli.convert",
+    "demo": "thumbdet.cli.demo",
+    "ablate": "thumbdet.cli.ablate",
+    "thumbnail": "thumbdet.cli.thumbnail",
+    "export": "thumbdet.cli.export",
+    "bench": "thumbdet.cli.bench",
 }
 #: Exit status after Ctrl-C (128 + SIGINT), as shells report it.
 INTERRUPTED = 130
@@ -67,11 +53,11 @@ class Parser(argparse.ArgumentParser):
         super().__init__(*args, **kwargs)
 
 
-def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+def build_parser(requested: str | None = None) -> argparse.ArgumentParser:
     """The ``thumbdet`` argument parser.
 
     Args:
-        command: the subcommand about to run: only its module is imported, the others are
+        requested: the subcommand about to run: only its parser is built, the others are
             listed with their one-line help. ``None``: every subcommand in full.
     """
     parser = Parser(
@@ -80,13 +66,12 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
-    for name, (module_name, help_text) in COMMANDS.items():
-        if importlib.util.find_spec(module_name) is None:
-            continue  # not part of this installation
-        if command in (None, name):
-            importlib.import_module(module_name).add_parser(subparsers)
+    for name, module_name in COMMANDS.items():
+        command = importlib.import_module(module_name).COMMAND
+        if requested in (None, name):
+            command.add_parser(subparsers)
         else:
-            subparsers.add_parser(name, help=help_text, description=help_text)
+            subparsers.add_parser(name, help=command.help, description=command.help)
     return parser
 
 

@@ -6,15 +6,12 @@ A thin command over :func:`thumbdet.experiments.ablations.run_ablation`; its fla
 
 from __future__ import annotations
 
-import argparse
 from dataclasses import dataclass
 
-from thumbdet.cli.flags import add_settings, settings_from_args
+from thumbdet.cli.command import Command
 from thumbdet.settings import setting
 
-__all__ = ["HELP", "AblateOptions", "add_parser", "run"]
-
-HELP = "the paper's ablations (Tables 3-6) at demo scale"
+__all__ = ["COMMAND", "AblateOptions"]
 
 
 def _tables() -> list[str]:
@@ -34,25 +31,22 @@ class AblateOptions:
     threads: int = setting(1, "PyTorch threads (0: default)")
 
 
-def run(args: argparse.Namespace) -> int:
+def _run(options: AblateOptions) -> int:
     """Body of ``thumbdet ablate``."""
     from thumbdet.experiments.ablations import run_ablation
     from thumbdet.experiments.measure import use_threads
 
-    options: AblateOptions = settings_from_args(args, AblateOptions)
     output = options.output or ("thumbdet-demo-quick" if options.quick else "thumbdet-demo")
     with use_threads(options.threads):
         run_ablation(options.table, output, quick=options.quick, data_dir=options.data_dir)
     return 0
 
 
-def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    """Register ``thumbdet ablate`` on the CLI."""
-    parser = subparsers.add_parser(
-        "ablate",
-        help=HELP,
-        description="Reproduce one of the paper's ablation tables (3-6) with the demo's data "
-        "and recipe; reuses the demo's teacher and phases when their settings match.",
-    )
-    add_settings(parser, AblateOptions)
-    parser.set_defaults(func=run)
+COMMAND = Command(
+    "ablate",
+    help="the paper's ablations (Tables 3-6) at demo scale",
+    description="Reproduce one of the paper's ablation tables (3-6) with the demo's data "
+    "and recipe; reuses the demo's teacher and phases when their settings match.",
+    settings=AblateOptions,
+    run=_run,
+)

@@ -7,18 +7,15 @@ the full benchmark suite see ``python -m benchmarks.run`` in the repository.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from thumbdet.cli.flags import add_settings, settings_from_args
+from thumbdet.cli.command import Command
 from thumbdet.inference_options import InferenceOptions
 from thumbdet.settings import setting
 
-__all__ = ["HELP", "BenchOptions", "add_parser", "run"]
-
-HELP = "time detector inference with optional fast paths"
+__all__ = ["COMMAND", "BenchOptions"]
 
 
 def _variants() -> list[str]:
@@ -93,9 +90,8 @@ def _measure(options: BenchOptions) -> dict[str, Any]:
     }
 
 
-def run(args: argparse.Namespace) -> int:
+def _run(options: BenchOptions) -> int:
     """Body of ``thumbdet bench``: time, print (and save) one configuration."""
-    options: BenchOptions = settings_from_args(args, BenchOptions)
     result = _measure(options)
     height, width = result["image_size"]
     print(
@@ -111,14 +107,12 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    """Register ``thumbdet bench`` on the CLI."""
-    parser = subparsers.add_parser(
-        "bench",
-        help=HELP,
-        description="Time one detector configuration (random weights, or --checkpoint) on "
-        "random images: median and IQR latency and images/s. For the full benchmark suite "
-        "see `python -m benchmarks.run` in the repository.",
-    )
-    add_settings(parser, BenchOptions)
-    parser.set_defaults(func=run)
+COMMAND = Command(
+    "bench",
+    help="time detector inference with optional fast paths",
+    description="Time one detector configuration (random weights, or --checkpoint) on "
+    "random images: median and IQR latency and images/s. For the full benchmark suite "
+    "see `python -m benchmarks.run` in the repository.",
+    settings=BenchOptions,
+    run=_run,
+)

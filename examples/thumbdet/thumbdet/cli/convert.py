@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import argparse
 from dataclasses import dataclass
 
-from thumbdet.cli.flags import add_settings, settings_from_args
+from thumbdet.cli.command import Command
 from thumbdet.settings import setting
 
-__all__ = ["ConvertOptions", "add_parser"]
-
-HELP = "turn an official or Hugging Face Deformable-DETR checkpoint into a teacher"
+__all__ = ["COMMAND", "ConvertOptions"]
 
 
 @dataclass
@@ -35,23 +32,7 @@ class ConvertOptions:
     )
 
 
-def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    """Register ``thumbdet convert``."""
-    parser = subparsers.add_parser(
-        "convert",
-        help=HELP,
-        description="Convert Deformable-DETR weights of the official code (a .pth file with "
-        "'model' and 'args') or of Hugging Face transformers (a save_pretrained folder of "
-        "DeformableDetrForObjectDetection with a timm ResNet backbone) into a thumbdet teacher "
-        "checkpoint, OUTPUT/checkpoint.pth, that 'thumbdet eval --checkpoint OUTPUT' and "
-        "'thumbdet train --mode thumbdet --teacher OUTPUT' read. Keys that do not map are "
-        "refused, all listed.",
-    )
-    add_settings(parser, ConvertOptions, required=("source_format", "output"))
-    parser.set_defaults(func=_run)
-
-
-def _run(args: argparse.Namespace) -> int:
+def _run(options: ConvertOptions) -> int:
     from thumbdet.checkpoints.convert import (
         convert_official,
         convert_transformers,
@@ -59,7 +40,6 @@ def _run(args: argparse.Namespace) -> int:
         save_converted,
     )
 
-    options = settings_from_args(args, ConvertOptions)
     ids = names = None
     if options.categories is not None:
         ids, names = read_coco_categories(options.categories)
@@ -67,3 +47,18 @@ def _run(args: argparse.Namespace) -> int:
     converted = convert(options.source, category_ids=ids, category_names=names)
     print(save_converted(converted, options.output))
     return 0
+
+
+COMMAND = Command(
+    "convert",
+    help="turn an official or Hugging Face Deformable-DETR checkpoint into a teacher",
+    description="Convert Deformable-DETR weights of the official code (a .pth file with "
+    "'model' and 'args') or of Hugging Face transformers (a save_pretrained folder of "
+    "DeformableDetrForObjectDetection with a timm ResNet backbone) into a thumbdet teacher "
+    "checkpoint, OUTPUT/checkpoint.pth, that 'thumbdet eval --checkpoint OUTPUT' and "
+    "'thumbdet train --mode thumbdet --teacher OUTPUT' read. Keys that do not map are "
+    "refused, all listed.",
+    settings=ConvertOptions,
+    run=_run,
+    required=("source_format", "output"),
+)

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 from dataclasses import dataclass
 
-from thumbdet.cli.flags import add_settings, settings_from_args
+from thumbdet.cli.command import Command, SettingsGroup
 from thumbdet.settings import setting
-from thumbdet.training.config import DataSettings
+from thumbdet.training.groups import DataSettings
 
-__all__ = ["EvalOptions", "add_parser"]
+__all__ = ["COMMAND", "DATA_SETTINGS", "EvalOptions"]
 
-HELP = "COCO box AP of a checkpoint (any mode) on a COCO-format dataset"
 #: The data settings of ``train`` that ``eval`` takes too.
 DATA_SETTINGS = (
     "val_images",
@@ -38,31 +36,9 @@ class EvalOptions:
     device: str | None = setting(None, "cpu, cuda or cuda:N (default: cuda if available)")
 
 
-def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    """Register ``thumbdet eval``."""
-    parser = subparsers.add_parser(
-        "eval",
-        help=HELP,
-        description="Evaluate a checkpoint with pycocotools. Students get the full-size images "
-        "and run their own downsampler; boxes are scored in original image coordinates.",
-    )
-    add_settings(parser, EvalOptions, required=("checkpoint",))
-    # Unset sizes: the checkpoint's training sizes.
-    add_settings(
-        parser,
-        DataSettings,
-        only=DATA_SETTINGS,
-        defaults={"max_size": None},
-        group=DataSettings.__doc__.strip().rstrip("."),
-    )
-    parser.set_defaults(func=_run)
-
-
-def _run(args: argparse.Namespace) -> int:
+def _run(options: EvalOptions, data: DataSettings) -> int:
     from thumbdet.evaluation import evaluate_checkpoint
 
-    options = settings_from_args(args, EvalOptions)
-    data = settings_from_args(args, DataSettings)
     if not data.val_images or not data.val_ann:
         raise ValueError("eval needs --val-images and --val-ann (or --coco-root)")
     metrics = evaluate_checkpoint(
@@ -80,3 +56,16 @@ def _run(args: argparse.Namespace) -> int:
     )
     print(json.dumps(metrics, indent=2, sort_keys=True))
     return 0
+
+
+COMMAND = Command(
+    "eval",
+    help="COCO box AP of a checkpoint (any mode) on a COCO-format dataset",
+    description="Evaluate a checkpoint with pycocotools. Students get the full-size images "
+    "and run their own downsampler; boxes are scored in original image coordinates.",
+    settings=EvalOptions,
+    run=_run,
+    required=("checkpoint",),
+    # Unset sizes: the checkpoint's training sizes.
+    groups=(SettingsGroup(DataSettings, DATA_SETTINGS, {"max_size": None}, "Data (COCO format)"),),
+)

@@ -6,16 +6,13 @@ A thin command over :func:`thumbdet.export.export_onnx`; its flags come from
 
 from __future__ import annotations
 
-import argparse
 from dataclasses import dataclass
 from pathlib import Path
 
-from thumbdet.cli.flags import add_settings, settings_from_args
+from thumbdet.cli.command import Command
 from thumbdet.settings import setting
 
-__all__ = ["HELP", "ExportOptions", "add_parser", "run"]
-
-HELP = "export a checkpoint's detector to ONNX"
+__all__ = ["COMMAND", "ExportOptions"]
 
 
 def _parts() -> tuple[str, ...]:
@@ -43,12 +40,11 @@ class ExportOptions:
     )
 
 
-def run(args: argparse.Namespace) -> int:
+def _run(options: ExportOptions) -> int:
     """Body of ``thumbdet export``: print the path of each file written."""
     from thumbdet.checkpoints import load_detector
     from thumbdet.export import EXPORT_PARTS, export_onnx
 
-    options: ExportOptions = settings_from_args(args, ExportOptions)
     output = options.output or str(Path(options.checkpoint).with_suffix("")) + "_onnx"
     detector = load_detector(options.checkpoint)
     parts = options.parts or (EXPORT_PARTS if hasattr(detector, "downsampler") else ["detector"])
@@ -57,13 +53,12 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    """Register ``thumbdet export`` on the CLI."""
-    parser = subparsers.add_parser(
-        "export",
-        help=HELP,
-        description="Export the detector of a checkpoint (and a student's downsampler) to ONNX, "
-        "traced with an example input of --image-size.",
-    )
-    add_settings(parser, ExportOptions, required=("checkpoint",))
-    parser.set_defaults(func=run)
+COMMAND = Command(
+    "export",
+    help="export a checkpoint's detector to ONNX",
+    description="Export the detector of a checkpoint (and a student's downsampler) to ONNX, "
+    "traced with an example input of --image-size.",
+    settings=ExportOptions,
+    run=_run,
+    required=("checkpoint",),
+)

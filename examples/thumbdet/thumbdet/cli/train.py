@@ -5,38 +5,16 @@ from __future__ import annotations
 import argparse
 import os
 
-from thumbdet.cli.flags import add_settings, settings_from_args
+from thumbdet.cli.command import Command
 from thumbdet.training.config import TrainConfig
 
-__all__ = ["add_parser"]
-
-HELP = "train a teacher, a bicubic student or a ThumbDet student"
+__all__ = ["COMMAND"]
 
 
-def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    """Register ``thumbdet train``."""
-    parser = subparsers.add_parser(
-        "train",
-        help=HELP,
-        description="Train Deformable DETR (teacher), the same detector on bicubic thumbnails "
-        "(bicubic) or on learned thumbnails distilled from a teacher (thumbdet). Works under "
-        "torchrun for multi-GPU / multi-node runs.",
-    )
-    parser.add_argument(
-        "--config",
-        metavar="FILE",
-        help="JSON (or YAML, with PyYAML) file of settings: a run's config.json, or setting "
-        "names (batch_size, logit_weight, model_overrides: {num_queries: 12}); flags given "
-        "here win",
-    )
-    add_settings(parser, TrainConfig, required=("output",))
-    parser.set_defaults(func=_run, settings=TrainConfig, interrupt_note=_interrupt_note)
-
-
-def _run(args: argparse.Namespace) -> int:
+def _run(config: TrainConfig) -> int:
     from thumbdet.training.trainer import train
 
-    path = train(settings_from_args(args, TrainConfig))
+    path = train(config)
     if int(os.environ.get("RANK", "0")) == 0:
         print(path)
     return 0
@@ -50,3 +28,17 @@ def _interrupt_note(args: argparse.Namespace) -> str:
     if not os.path.isfile(checkpoint):
         return " before the first checkpoint was written"
     return f"; the last checkpoint {checkpoint} is intact, --resume continues from it"
+
+
+COMMAND = Command(
+    "train",
+    help="train a teacher, a bicubic student or a ThumbDet student",
+    description="Train Deformable DETR (teacher), the same detector on bicubic thumbnails "
+    "(bicubic) or on learned thumbnails distilled from a teacher (thumbdet). Works under "
+    "torchrun for multi-GPU / multi-node runs.",
+    settings=TrainConfig,
+    run=_run,
+    required=("output",),
+    config_file=True,
+    interrupt_note=_interrupt_note,
+)
