@@ -70,9 +70,9 @@ def _optimizer_step(
     extra_losses: dict[str, torch.Tensor],
 ) -> None:
     """The part of ``train_one_epoch`` after the forward: losses, backward, clip, step."""
-    losses = criterion(outputs, targets)
-    weights = criterion.weight_dict
-    total = sum(losses[name] * weights[name] for name in losses if name in weights)
+    from thumbdet.training.criterion import weighted_loss
+
+    total = weighted_loss(criterion(outputs, targets), criterion.weight_dict)
     total = total + sum(extra_losses.values(), torch.zeros((), device=total.device))
     optimizer.zero_grad(set_to_none=True)
     total.backward()
