@@ -4,10 +4,11 @@ import json
 
 import pytest
 
-from tests.thumbdet.quick_golden import compare, phase_fingerprint
+from tests.thumbdet.quick_golden import GOLDEN_BACKEND, compare, phase_fingerprint
 from thumbdet.cli import main
 from thumbdet.experiments.ablations import PAPER, TABLES, VARIANTS, format_ablation
 from thumbdet.experiments.report import AP_KEYS
+from thumbdet.ops import BACKEND_ENV_VAR
 from thumbdet.training.config import TrainConfig
 
 
@@ -31,7 +32,8 @@ def test_format_ablation_puts_ours_next_to_the_paper():
         format_ablation("speed", ours)
 
 
-def test_quick_stages_ablation_trains_each_variant_as_configured(tmp_path):
+def test_quick_stages_ablation_trains_each_variant_as_configured(tmp_path, monkeypatch):
+    monkeypatch.setenv(BACKEND_ENV_VAR, GOLDEN_BACKEND)  # as when the golden runs were recorded
     output = tmp_path / "out"
     argv = [
         "ablate",
