@@ -63,14 +63,14 @@ class StageTimer:
                 self._handles.append(module.register_forward_hook(self._post_hook(name)))
 
     def _pre_hook(self):
-        def hook(module: nn.Module, inputs: Any) -> None:
+        def hook(module: nn.Module, _inputs: Any) -> None:
             synchronize(self.device)
             self._started[id(module)] = time.perf_counter()
 
         return hook
 
     def _post_hook(self, name: str):
-        def hook(module: nn.Module, inputs: Any, output: Any) -> None:
+        def hook(module: nn.Module, _inputs: Any, _output: Any) -> None:
             synchronize(self.device)
             self.seconds[name] += time.perf_counter() - self._started.pop(id(module))
 

@@ -31,16 +31,18 @@ from benchmarks._harness import describe_environment, git_commit, time_interleav
 from learnthumb import create_downsampler, list_downsamplers, widen_input_conv
 
 SCALE = 4
-STUDENTS: dict[str, Callable[[], nn.Module]] = {
-    "resnet50": lambda: timm.create_model("resnet50", pretrained=False),
-    "detr_tiny": lambda: _tiny_detr(),
-}
 
 
 def _tiny_detr() -> nn.Module:
     from thumbdet.models import build_model
 
     return build_model("tiny", num_classes=80)
+
+
+STUDENTS: dict[str, Callable[[], nn.Module]] = {
+    "resnet50": lambda: timm.create_model("resnet50", pretrained=False),
+    "detr_tiny": _tiny_detr,
+}
 
 
 def measure(size: tuple[int, int], repeats: int, students: list[str]) -> list[dict]:

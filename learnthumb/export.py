@@ -149,9 +149,13 @@ def export_program(
             f"multiple_of_scale must be a bool or None, got {type(multiple_of_scale).__name__}"
         )
     attempts = [False, True] if multiple_of_scale is None else [multiple_of_scale]
-    if example_input is not None and example_input.dim() == 4 and multiple_of_scale is None:
-        if example_input.shape[-2] % scale or example_input.shape[-1] % scale:
-            attempts = [False]  # the fallback needs an example of multiples of the scale
+    if (
+        multiple_of_scale is None
+        and example_input is not None
+        and example_input.dim() == 4
+        and (example_input.shape[-2] % scale or example_input.shape[-1] % scale)
+    ):
+        attempts = [False]  # the fallback needs an example of multiples of the scale
     with _EvalMode(module):
         for index, multiple in enumerate(attempts):
             images = _example(downsampler, example_input, multiple)

@@ -82,10 +82,8 @@ def constant_channel_fraction(
     with torch.no_grad():
         channels = thumbnail.shape[1]
         values = thumbnail.detach().float().transpose(0, 1).reshape(channels, -1)  # (C, B*h*w)
-        if mask is None:
-            valid = torch.ones_like(values[0], dtype=torch.bool)  # (B*h*w,)
-        else:
-            valid = ~mask.reshape(-1)  # (B*h*w,)
+        # (B*h*w,)
+        valid = torch.ones_like(values[0], dtype=torch.bool) if mask is None else ~mask.reshape(-1)
         # nanmedian skips padding (set to NaN) and the thumbnail's own NaNs alike.
         centre = values.masked_fill(~valid, float("nan")).nanmedian(dim=1).values  # (C,)
         equal = ((values - centre[:, None]).abs() <= atol) & valid  # (C, B*h*w)

@@ -104,7 +104,7 @@ def count_macs(
         >>> count_macs(nn.Linear(10, 20), torch.rand(4, 10))
         800
     """
-    custom_mapping = {op: (lambda *args, **kw: 0) for op in exclude}
+    custom_mapping = {op: (lambda *_args, **_kwargs: 0) for op in exclude}
     counter = flop_counter.FlopCounterMode(display=False, custom_mapping=custom_mapping)
     with torch.no_grad(), counter:
         model(*inputs, **kwargs)

@@ -57,7 +57,7 @@ class FeatureTap:
         ]
 
     def _recorder(self, name: str):
-        def hook(module: nn.Module, inputs: tuple[Any, ...], output: Any) -> None:
+        def hook(_module: nn.Module, _inputs: tuple[Any, ...], output: Any) -> None:
             self.features[name] = output
 
         return hook

@@ -239,7 +239,7 @@ def test_save_refuses_what_it_cannot_rebuild(tmp_path):
 def test_a_failed_save_leaves_an_existing_folder_intact(saved, monkeypatch):
     before = {path.name: path.read_bytes() for path in saved.iterdir()}
 
-    def failing_writer(state, path):
+    def failing_writer(_state, path):
         path.write_bytes(b"half a file")
         raise OSError("disk full")
 
@@ -251,7 +251,7 @@ def test_a_failed_save_leaves_an_existing_folder_intact(saved, monkeypatch):
 
 
 def test_a_failed_save_into_a_new_folder_leaves_nothing(tmp_path, monkeypatch):
-    def failing_writer(state, path):
+    def failing_writer(_state, _path):
         raise OSError("disk full")
 
     monkeypatch.setattr("learnthumb.pretrained._write_safetensors", failing_writer)

@@ -45,7 +45,7 @@ EXPECTED = {
 
 
 def test_all_holds_the_documented_api_and_every_name_exists():
-    assert EXPECTED <= set(learnthumb.__all__)
+    assert set(learnthumb.__all__) >= EXPECTED
     for name in learnthumb.__all__:
         assert hasattr(learnthumb, name), name
 
@@ -60,5 +60,7 @@ def test_every_public_callable_has_a_docstring():
 def test_import_does_not_load_scipy():
     """scipy serves one optional feature (Hungarian pairing): it is imported when used."""
     code = "import learnthumb, sys; assert 'scipy' not in sys.modules, 'scipy was imported'"
-    completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    completed = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=False
+    )
     assert completed.returncode == 0, completed.stderr

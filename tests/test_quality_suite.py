@@ -34,7 +34,7 @@ def test_datasets_are_images_with_valid_targets(task):
     again = build_dataset(task, "train", 6, size, seed=1)
     test = build_dataset(task, "test", 6, size, seed=1)
     assert train.images.shape == (6, 3, size, size) and train.images.dtype == torch.float32
-    assert 0.0 <= train.images.min() and train.images.max() <= 1.0
+    assert train.images.min() >= 0.0 and train.images.max() <= 1.0
     assert torch.equal(train.images, again.images)  # deterministic
     assert not torch.equal(train.images, test.images)
     if task == "detect":

@@ -330,7 +330,7 @@ def test_thumbnailed_restore_receives_the_warp():
     sampler = _salient_sampler()
     seen = {}
 
-    def restore(boxes, thumbnail_hw, image_hw, *, warp):
+    def restore(boxes, _thumbnail_hw, _image_hw, *, warp):
         seen["warp"] = warp
         return warp.boxes_to_image(boxes)
 
@@ -346,7 +346,7 @@ def test_thumbnailed_restore_receives_the_warp():
 
 
 def test_thumbnailed_gives_plain_downsamplers_the_uniform_warp():
-    def restore(logits, thumbnail_hw, image_hw, *, warp):
+    def restore(logits, _thumbnail_hw, _image_hw, *, warp):
         return warp.masks_to_image(logits)
 
     net = Thumbnailed(nn.Conv2d(3, 5, 1), InterpolateDownsampler(4), restore=restore)

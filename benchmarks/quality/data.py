@@ -272,7 +272,7 @@ def _to_tensor(images: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2), np.float32))
 
 
-def _mechanism(rng: np.random.Generator, count: int, split: str, size: int) -> Dataset:
+def _mechanism(rng: np.random.Generator, count: int, split: str, size: int) -> Dataset:  # noqa: ARG001 (a _BUILDERS signature)
     """The *mechanism* demonstration, not a natural task: is the box flat or 1-px checkered?
 
     Built like the examples' generated datasets, so that a 4x antialiased thumbnail averages

@@ -140,12 +140,11 @@ def _distill(
         batch = pairs[0][2].shape[0]
         check_bool_mask(padding_mask, "padding_mask", (batch, *padding_mask.shape[-2:]))
     losses = []
-    for index, (level, student, teacher) in enumerate(pairs):
-        if adapters is not None:
-            student = adapters[index](student)
-        _check_pair(student, teacher, level)
+    for index, (level, student_map, teacher_map) in enumerate(pairs):
+        adapted = student_map if adapters is None else adapters[index](student_map)
+        _check_pair(adapted, teacher_map, level)
         # The teacher is a fixed target: no gradient may reach it through the loss.
-        student, teacher = align_feature_maps(student, teacher.detach(), align)
+        student, teacher = align_feature_maps(adapted, teacher_map.detach(), align)
         losses.append(_level_mse(student, teacher, padding_mask))
     return torch.stack(losses).mean()
 

@@ -11,7 +11,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def run_example(script: str, output: Path, *args: str, timeout: float = 300) -> str:
+def run_example(script: str, *args: str, timeout: float = 300) -> str:
     """Run an example from the repository root; return its stdout.
 
     ``script`` is a file under ``examples/`` (``python examples/<script> <args>``) or a module
@@ -26,6 +26,7 @@ def run_example(script: str, output: Path, *args: str, timeout: float = 300) -> 
         capture_output=True,
         text=True,
         timeout=timeout,
+        check=False,
     )
     assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
     return completed.stdout
@@ -33,5 +34,5 @@ def run_example(script: str, output: Path, *args: str, timeout: float = 300) -> 
 
 def run_quick(script: str, output: Path) -> tuple[str, dict]:
     """``--quick --threads 1 --output output``; returns stdout and the parsed results.json."""
-    stdout = run_example(script, output, "--quick", "--threads", "1", "--output", str(output))
+    stdout = run_example(script, "--quick", "--threads", "1", "--output", str(output))
     return stdout, json.loads((output / "results.json").read_text())

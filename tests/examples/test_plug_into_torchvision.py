@@ -17,8 +17,8 @@ run_example = importlib.util.module_from_spec(_helper)
 _helper.loader.exec_module(run_example)
 
 
-def test_plug_into_torchvision(tmp_path):
-    stdout = run_example.run_example("plug_into_torchvision.py", tmp_path)
+def test_plug_into_torchvision():
+    stdout = run_example.run_example("plug_into_torchvision.py")
     assert "training losses:" in stdout and "loss_classifier" in stdout
     lines = re.findall(r"thumbnail-space max ([\d.]+) .* original-space max ([\d.]+)", stdout)
     assert len(lines) == 2

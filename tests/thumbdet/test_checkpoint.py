@@ -33,7 +33,7 @@ def test_save_is_atomic_and_keeps_the_old_file_on_error(tmp_path, monkeypatch):
     with pytest.raises(TypeError, match=r"cannot store the _Unstorable at state\['bad'\]"):
         save_checkpoint({"model": {"w": torch.zeros(2)}, "config": {}, "bad": _Unstorable()}, path)
 
-    def interrupted_write(tensors, filename, metadata=None):
+    def interrupted_write(tensors, filename, metadata=None):  # noqa: ARG001 (save_file's signature)
         with open(filename, "wb") as handle:
             handle.write(b"half a checkpoint")
         raise KeyboardInterrupt
@@ -137,8 +137,9 @@ def one_thread():
     torch.set_num_threads(previous)
 
 
+@pytest.mark.usefixtures("one_thread")
 @pytest.mark.parametrize("mode", ["teacher", "thumbdet"])
-def test_kill_and_resume_gives_the_same_weights(tiny_data, tmp_path, mode, one_thread):
+def test_kill_and_resume_gives_the_same_weights(tiny_data, tmp_path, mode):
     extra = {}
     if mode == "thumbdet":
         teacher = train(_config(tiny_data, tmp_path / "teacher", epochs=1))

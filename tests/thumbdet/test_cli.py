@@ -103,7 +103,7 @@ def test_thumbdet_without_teacher_fails_before_training(data, capsys):
     assert not (root / "no_teacher").exists()
 
 
-def test_teacher_of_another_class_count_is_refused(data, teacher, tmp_path, capsys):
+def test_teacher_of_another_class_count_is_refused(teacher, tmp_path, capsys):
     images_dir, annotation_file = write_tiny_coco(tmp_path, num_images=3, category_ids=(1, 2, 5))
     flags = ["--train-images", str(images_dir), "--train-ann", str(annotation_file)]
     code = _train(tmp_path, flags, "other", "--mode", "thumbdet", "--teacher", str(teacher))
@@ -117,7 +117,7 @@ def test_scale_the_downsampler_cannot_produce_is_refused(data, teacher, capsys):
     if "test_half_only" not in list_downsamplers():
 
         @register_downsampler("test_half_only")
-        def _half_only(scale, **kwargs):  # ignores `scale`: always halves
+        def _half_only(scale, **_kwargs):  # noqa: ARG001 (ignores `scale`: always halves)
             return nn.AvgPool2d(2, ceil_mode=True)
 
     root, flags = data

@@ -20,7 +20,7 @@ class _Linear(nn.Module):
         super().__init__()
         self.weight = nn.Parameter(torch.ones(3))
 
-    def forward(self, images, padding_mask=None):
+    def forward(self, images, padding_mask=None):  # noqa: ARG002 (the detector interface)
         mean = images.mean(dim=(2, 3))  # (B, 3)
         return {"pred_logits": (mean * self.weight).sum(-1)}
 
@@ -30,7 +30,7 @@ class _Criterion:
         self.scale = scale
         self.weight_dict = {"loss_ce": 2.0}
 
-    def __call__(self, outputs, targets):
+    def __call__(self, outputs, targets):  # noqa: ARG002 (the criterion interface)
         return {"loss_ce": self.scale * outputs["pred_logits"].sum(), "ignored": torch.tensor(5.0)}
 
 
@@ -81,13 +81,13 @@ def test_non_finite_loss_stops_training():
 class _SqrtCriterion(_Criterion):
     """A finite loss with an infinite gradient: d sqrt(u) / du at u = 0."""
 
-    def __call__(self, outputs, targets):
+    def __call__(self, outputs, targets):  # noqa: ARG002 (the criterion interface)
         logits = outputs["pred_logits"]
         return {"loss_ce": (logits - logits.detach()).sqrt().sum()}
 
 
 class _Broken(_Linear):
-    def forward(self, images, padding_mask=None):
+    def forward(self, images, padding_mask=None):  # noqa: ARG002 (the detector interface)
         return {"pred_logits": super().forward(images)["pred_logits"] * float("nan")}
 
 

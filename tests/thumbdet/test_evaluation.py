@@ -95,7 +95,7 @@ class _Replay(nn.Module):
         super().__init__()
         self.outputs = list(outputs)
 
-    def forward(self, images, padding_mask=None):
+    def forward(self, images, padding_mask=None):  # noqa: ARG002 (the detector interface)
         return self.outputs.pop(0)
 
 

@@ -89,9 +89,12 @@ def test_parts_import_only_what_the_architecture_allows():
             continue
         if destination not in allowed:
             wrong.append(f"{module} imports {target}")
-        elif destination == "training" and source in SETTINGS_ONLY:
-            if not target.startswith(TRAINING_SETTINGS):
-                wrong.append(f"{module} imports {target} (only training's settings)")
+        elif (
+            destination == "training"
+            and source in SETTINGS_ONLY
+            and not target.startswith(TRAINING_SETTINGS)
+        ):
+            wrong.append(f"{module} imports {target} (only training's settings)")
     assert wrong == []
 
 

@@ -291,7 +291,12 @@ def test_compiles_before_any_kernel_is_built(tmp_path):
     environment = {**os.environ, "THUMBDET_BUILD_DIR": str(tmp_path), "CUDA_VISIBLE_DEVICES": ""}
     environment.pop("THUMBDET_MSDA_BACKEND", None)
     result = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, env=environment, timeout=300
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        env=environment,
+        timeout=300,
+        check=False,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.strip().endswith("3)")

@@ -94,7 +94,7 @@ def test_the_lock_is_released_when_a_run_fails(data, tmp_path, monkeypatch):
         Trainer(tiny_train_config(data, output))
     assert not (output / LOCK_NAME).exists()
 
-    def fail(*args, **kwargs):
+    def fail(*_args, **_kwargs):
         assert (output / LOCK_NAME).exists()  # held while training
         raise RuntimeError("training failed")
 

@@ -27,7 +27,7 @@ _LAZY = {
     "convert_transformers": "thumbdet.checkpoints.convert",
 }
 
-__all__ = sorted(_LAZY)
+__all__ = sorted(_LAZY)  # noqa: PLE0605 (sorted() returns a list)
 
 
 def __getattr__(name: str):

@@ -3,6 +3,7 @@ save_checkpoint`): the permissions a new file gets, a durable rename, cleanup.""
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -38,7 +39,5 @@ def fsync_folder(folder: Path) -> None:
 
 def remove_quietly(name: str | Path) -> None:
     """Remove a file if it exists (cleanup after a failed write)."""
-    try:
+    with contextlib.suppress(FileNotFoundError):
         os.unlink(name)
-    except FileNotFoundError:
-        pass

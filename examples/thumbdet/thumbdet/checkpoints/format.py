@@ -89,12 +89,12 @@ def _check_finite_weights(state: Mapping[str, Any], path: Path) -> None:
         if not isinstance(weights, Mapping):
             continue
         for key, value in weights.items():
-            if isinstance(value, torch.Tensor) and value.is_floating_point():
-                if not bool(torch.isfinite(value).all()):
-                    raise FloatingPointError(
-                        f"refusing to save {path}: {entry} weight {key!r} holds NaN or Inf "
-                        "(the training diverged; the previous checkpoint, if any, is kept)"
-                    )
+            is_float = isinstance(value, torch.Tensor) and value.is_floating_point()
+            if is_float and not bool(torch.isfinite(value).all()):
+                raise FloatingPointError(
+                    f"refusing to save {path}: {entry} weight {key!r} holds NaN or Inf "
+                    "(the training diverged; the previous checkpoint, if any, is kept)"
+                )
 
 
 def save_checkpoint(state: Mapping[str, Any], path: str | Path) -> Path:

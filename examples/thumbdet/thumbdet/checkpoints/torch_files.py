@@ -36,9 +36,12 @@ def _allowed_pickle_globals() -> list[Any]:
     if uint32_dtype is not np.dtype:  # numpy >= 1.25
         allowed.append(uint32_dtype)
     # Files pickled under numpy 1 name numpy.core, under numpy 2 numpy._core.
-    for module in ("numpy.core.multiarray", "numpy._core.multiarray"):
-        if module != reconstruct.__module__:
-            allowed.append((reconstruct, f"{module}._reconstruct"))
+    modules = ("numpy.core.multiarray", "numpy._core.multiarray")
+    allowed += [
+        (reconstruct, f"{module}._reconstruct")
+        for module in modules
+        if module != reconstruct.__module__
+    ]
     return allowed
 
 

@@ -218,7 +218,6 @@ def check_image_files(
         if len(todo) > 1000:
             logger.info("checking %d image files (cached for later runs)", len(todo))
         with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-            for path, reason in pool.map(check, todo):
-                if reason is not None:
-                    bad[path] = reason
+            checked = pool.map(check, todo)
+            bad.update({path: reason for path, reason in checked if reason is not None})
     return bad

@@ -86,7 +86,7 @@ def coco_evaluate(
     """
     image_ids = sorted(coco_gt.imgs) if image_ids is None else sorted(set(image_ids))
     if not results:
-        return {name: 0.0 for name in METRIC_NAMES}
+        return dict.fromkeys(METRIC_NAMES, 0.0)
     quiet = contextlib.nullcontext() if verbose else contextlib.redirect_stdout(io.StringIO())
     with quiet:
         coco_dt = coco_gt.loadRes([dict(result) for result in results])

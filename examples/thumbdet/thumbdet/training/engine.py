@@ -185,10 +185,10 @@ def train_one_epoch(
         dynamic_ncols=True,
     )
     start = time.perf_counter()
-    for images, padding_mask, targets in progress:
-        images = images.to(device, non_blocking=True)
-        padding_mask = padding_mask.to(device, non_blocking=True)
-        targets = targets_to_device(targets, device)
+    for host_images, host_mask, host_targets in progress:
+        images = host_images.to(device, non_blocking=True)
+        padding_mask = host_mask.to(device, non_blocking=True)
+        targets = targets_to_device(host_targets, device)
         outputs, losses = model(images, padding_mask, epoch)
         total = sum(losses.values(), torch.zeros((), device=device))
         bad = _non_finite(_output_tensors(outputs))

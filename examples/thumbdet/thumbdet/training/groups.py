@@ -106,7 +106,7 @@ class ModelSettings:
         "two_stage, ...; booleans true/false, tuples 1,1,1,1, none; an unknown KEY lists them "
         "all)",
         flag="--model",
-        parse=lambda items: parse_model_overrides(items),
+        parse=parse_model_overrides,
     )
     pretrained_backbone: bool = setting(False, "ImageNet backbone weights from timm")
     backbone_weights: str | None = setting(None, "local file with backbone weights")

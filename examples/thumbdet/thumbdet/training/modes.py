@@ -77,7 +77,10 @@ class DetectorStep(nn.Module):
         self.model = model
 
     def forward(
-        self, images: torch.Tensor, padding_mask: torch.Tensor, epoch: int
+        self,
+        images: torch.Tensor,
+        padding_mask: torch.Tensor,
+        epoch: int,  # noqa: ARG002 (the step interface: DistillationStep uses epoch)
     ) -> tuple[dict[str, Any], Losses]:
         return self.model(images, padding_mask=padding_mask), {}
 
@@ -133,7 +136,7 @@ class TrainingMode:
         """The run's modules (``model_overrides``: ``build_model`` keywords)."""
         raise NotImplementedError
 
-    def stage(self, config: TrainConfig, epoch: int) -> int:
+    def stage(self, config: TrainConfig, epoch: int) -> int:  # noqa: ARG002 (the mode interface: a two-stage mode uses both)
         """The stage (1 or 2) of ``epoch``; one-stage modes are always in stage 2."""
         return 2
 
@@ -192,14 +195,17 @@ class TeacherMode(TrainingMode):
 
     name = "teacher"
 
-    def thumbnail_scale(self, config: TrainConfig) -> int | None:
+    def thumbnail_scale(self, config: TrainConfig) -> int | None:  # noqa: ARG002 (the mode interface)
         return None
 
-    def downsampler_name(self, config: TrainConfig) -> str | None:
+    def downsampler_name(self, config: TrainConfig) -> str | None:  # noqa: ARG002 (the mode interface)
         return None
 
     def build(
-        self, config: TrainConfig, category_ids: list[int], model_overrides: dict[str, Any]
+        self,
+        config: TrainConfig,
+        category_ids: list[int],  # noqa: ARG002 (the mode interface)
+        model_overrides: dict[str, Any],
     ) -> TrainingParts:
         detector = build_model(config.detector.preset, **model_overrides)
         groups = detector.param_groups(config.optim.lr, config.optim.lr_backbone)
@@ -211,11 +217,14 @@ class BicubicMode(TrainingMode):
 
     name = "bicubic"
 
-    def downsampler_name(self, config: TrainConfig) -> str | None:
+    def downsampler_name(self, config: TrainConfig) -> str | None:  # noqa: ARG002 (the mode interface)
         return "bicubic"
 
     def build(
-        self, config: TrainConfig, category_ids: list[int], model_overrides: dict[str, Any]
+        self,
+        config: TrainConfig,
+        category_ids: list[int],  # noqa: ARG002 (the mode interface)
+        model_overrides: dict[str, Any],
     ) -> TrainingParts:
         detector = build_model(config.detector.preset, **model_overrides)
         # From the registry, so that the student's pretrained folder records it.

@@ -12,6 +12,7 @@ for a live process on this host.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import errno
 import json
@@ -152,10 +153,8 @@ class OutputLock:
                 self._write_record(handle)
                 return handle
             except BaseException:
-                try:
+                with contextlib.suppress(OSError):
                     os.close(handle)
-                except OSError:
-                    pass
                 raise
 
     def _lock_or_refuse(self, handle: int) -> bool:
