@@ -128,7 +128,7 @@ def test_thumbdet_bench_cli_writes_json(tmp_path):
     from thumbdet.cli import bench
 
     parser = argparse.ArgumentParser()
-    bench.add_parser(parser.add_subparsers())
+    bench.COMMAND.add_parser(parser.add_subparsers())
     output = tmp_path / "bench.json"
     args = parser.parse_args(
         [
@@ -137,8 +137,8 @@ def test_thumbdet_bench_cli_writes_json(tmp_path):
             *("--channels-last", "--device", "cpu", "--json", str(output)),
         ]
     )
-    assert args.func is bench.run
-    assert bench.run(args) == 0
+    assert args.func == bench.COMMAND.__call__
+    assert args.func(args) == 0
     result = json.loads(output.read_text())
     assert result["variant"] == "bicubic" and result["image_size"] == [64, 96]
     assert result["batch_size"] == 2 and result["repeats"] == 2

@@ -56,15 +56,26 @@ def _write_malicious(path, marker, form):
 
 def _cli_argv(entry, evil, data, tmp_path):
     images_dir, annotation_file = data
-    common = "--device cpu --num-workers 0".split()
+    common = ["--device", "cpu", "--num-workers", "0"]
     data_flags = ["--train-images", str(images_dir), "--train-ann", str(annotation_file)]
-    sizes = "--preset tiny --epochs 1 --batch-size 2 --short-side 32 --max-size 64".split()
+    sizes = [
+        "--preset",
+        "tiny",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "2",
+        "--short-side",
+        "32",
+        "--max-size",
+        "64",
+    ]
     train_argv = ["train", *data_flags, *sizes, *common]
     if entry == "eval":
         val = ["--val-images", str(images_dir), "--val-ann", str(annotation_file)]
         return ["eval", "--checkpoint", str(evil), *val, *common]
     if entry == "train --teacher":
-        student = "--mode thumbdet --scale 2".split()
+        student = ["--mode", "thumbdet", "--scale", "2"]
         return [*train_argv, "--output", str(tmp_path / "s"), *student, "--teacher", str(evil)]
     if entry == "train --resume":
         output = tmp_path / "resumed"

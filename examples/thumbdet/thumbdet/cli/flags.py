@@ -174,14 +174,14 @@ def apply_config_file(parser: argparse.ArgumentParser, path: str | Path, cls: ty
         if leaf.meta["parse"] is not None:  # {key: value}: parsed like repeated flags
             if not isinstance(value, dict):
                 raise ValueError(f"{where}: expected a mapping of KEY: VALUE, got {value!r}")
-            value = [f"{key}={_as_flag_text(item)}" for key, item in value.items()]
+            default = [f"{key}={_as_flag_text(item)}" for key, item in value.items()]
         else:
-            value = coerce(where, value, leaf.kind)
+            default = coerce(where, value, leaf.kind)
             choices = leaf.choices()
-            if choices is not None and value is not None and value not in choices:
+            if choices is not None and default is not None and default not in choices:
                 options = ", ".join(map(str, choices))
-                raise ValueError(f"{where}: expected one of {options}, got {value!r}")
-        defaults[name] = value
+                raise ValueError(f"{where}: expected one of {options}, got {default!r}")
+        defaults[name] = default
         for action in parser._actions:
             if action.dest == name:
                 action.required = False

@@ -150,9 +150,10 @@ def format_results_table(results: Mapping, teacher_key: str = "teacher") -> str:
     for scale in ("4x", "2x"):
         bicubic, ours = results.get(f"bicubic_{scale}"), results.get(f"thumbdet_{scale}")
         if isinstance(bicubic, Mapping) and isinstance(ours, Mapping):
-            gains = []
-            for key in AP_KEYS:
-                if ours[key] is not None and bicubic[key] is not None:
-                    gains.append(f"{key} {ours[key] - bicubic[key]:+.1f}")
+            gains = [
+                f"{key} {ours[key] - bicubic[key]:+.1f}"
+                for key in AP_KEYS
+                if ours[key] is not None and bicubic[key] is not None
+            ]
             lines.append(f"ThumbDet vs bicubic at {scale.replace('x', '×')}: " + ", ".join(gains))
     return "\n".join(lines)
