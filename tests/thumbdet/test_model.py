@@ -19,6 +19,7 @@ from thumbdet.models import (
     sine_position_embedding,
 )
 from thumbdet.models.backbone import Backbone
+from thumbdet.training.criterion import weighted_loss
 
 NUM_CLASSES = 3
 
@@ -150,7 +151,7 @@ def test_variants_forward_and_backward(flags):
     ]
     losses = criterion(outputs, targets)
     assert set(losses) == set(criterion.weight_dict)
-    criterion.total_loss(losses).backward()
+    weighted_loss(losses, criterion.weight_dict).backward()
     for name, parameter in model.named_parameters():
         if parameter.requires_grad:
             assert parameter.grad is not None, f"{name} got no gradient"
@@ -250,7 +251,7 @@ def test_tiny_preset_overfits_synthetic_images():
     optimizer = torch.optim.AdamW(model.param_groups(lr=1e-3, lr_backbone=1e-3), weight_decay=1e-4)
     history = []
     for _ in range(60):
-        loss = criterion.total_loss(criterion(model(images), targets))
+        loss = weighted_loss(criterion(model(images), targets), criterion.weight_dict)
         optimizer.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 0.1)

@@ -169,10 +169,6 @@ class SetCriterion(nn.Module):
         losses = set_losses(outputs, targets, indices, num_boxes, self.focal_alpha)
         return {name + suffix: value for name, value in losses.items()}
 
-    def total_loss(self, losses: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Weighted sum of the losses that have a weight (:func:`weighted_loss`)."""
-        return weighted_loss(losses, self.weight_dict)
-
 
 def weighted_loss(losses: dict[str, torch.Tensor], weight_dict: dict[str, float]) -> torch.Tensor:
     """``sum(losses[name] * weight_dict[name])`` over the losses that have a weight, in the

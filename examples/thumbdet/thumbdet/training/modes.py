@@ -190,7 +190,27 @@ def list_modes() -> list[str]:
     return list(_MODES)
 
 
-class TeacherMode(TrainingMode):
+class FixedThumbnailMode(TrainingMode):
+    """A detector trained on the detection loss alone, behind the fixed downsampler of
+    :meth:`downsampler_name` (none: full-size images)."""
+
+    def build(
+        self,
+        config: TrainConfig,
+        category_ids: list[int],  # noqa: ARG002 (the mode interface)
+        model_overrides: dict[str, Any],
+    ) -> TrainingParts:
+        detector = build_model(config.detector.preset, **model_overrides)
+        groups = detector.param_groups(config.optim.lr, config.optim.lr_backbone)
+        name = self.downsampler_name(config)
+        if name is None:
+            return TrainingParts(DetectorStep(detector), detector, None, detector, groups)
+        # From the registry, so that the student's pretrained folder records it.
+        student = ThumbnailDetector(detector, create_downsampler(name, config.scale))
+        return TrainingParts(DetectorStep(student), detector, student.downsampler, student, groups)
+
+
+class TeacherMode(FixedThumbnailMode):
     """Deformable DETR on full-size images: the teacher."""
 
     name = "teacher"
@@ -201,36 +221,14 @@ class TeacherMode(TrainingMode):
     def downsampler_name(self, config: TrainConfig) -> str | None:  # noqa: ARG002 (the mode interface)
         return None
 
-    def build(
-        self,
-        config: TrainConfig,
-        category_ids: list[int],  # noqa: ARG002 (the mode interface)
-        model_overrides: dict[str, Any],
-    ) -> TrainingParts:
-        detector = build_model(config.detector.preset, **model_overrides)
-        groups = detector.param_groups(config.optim.lr, config.optim.lr_backbone)
-        return TrainingParts(DetectorStep(detector), detector, None, detector, groups)
 
-
-class BicubicMode(TrainingMode):
+class BicubicMode(FixedThumbnailMode):
     """The same detector on fixed bicubic thumbnails (the paper's "Bicubic" row)."""
 
     name = "bicubic"
 
     def downsampler_name(self, config: TrainConfig) -> str | None:  # noqa: ARG002 (the mode interface)
         return "bicubic"
-
-    def build(
-        self,
-        config: TrainConfig,
-        category_ids: list[int],  # noqa: ARG002 (the mode interface)
-        model_overrides: dict[str, Any],
-    ) -> TrainingParts:
-        detector = build_model(config.detector.preset, **model_overrides)
-        # From the registry, so that the student's pretrained folder records it.
-        student = ThumbnailDetector(detector, create_downsampler("bicubic", config.scale))
-        groups = detector.param_groups(config.optim.lr, config.optim.lr_backbone)
-        return TrainingParts(DetectorStep(student), detector, student.downsampler, student, groups)
 
 
 class ThumbDetMode(TrainingMode):
