@@ -14,13 +14,13 @@ so in the commit)::
 from __future__ import annotations
 
 import json
-import platform
 import sys
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from benchmarks._harness import cpu_model
 from thumbdet.checkpoints import load_checkpoint
 
 GOLDEN = Path(__file__).parent / "data" / "quick_golden.json"
@@ -61,17 +61,7 @@ def phase_fingerprint(folder: str | Path) -> dict[str, Any]:
 
 def machine() -> dict[str, str]:
     """What bit-identical results depend on besides the code."""
-    return {"torch": torch.__version__, "processor": _processor()}
-
-
-def _processor() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    return {"torch": torch.__version__, "processor": cpu_model()}
 
 
 def compare(phases: dict[str, dict[str, Any]]) -> list[str]:

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import thumbdet.checkpoints.format
-from tests.thumbdet.helpers import write_tiny_coco
+from tests.thumbdet.helpers import tiny_train_config, write_tiny_coco
 from thumbdet.checkpoints import (
     IncompatibleCheckpointError,
     capture_rng_state,
@@ -18,7 +18,6 @@ from thumbdet.checkpoints import (
     restore_rng_state,
     save_checkpoint,
 )
-from thumbdet.training.config import TrainConfig
 from thumbdet.training.trainer import Trainer, train
 
 
@@ -94,23 +93,9 @@ def tiny_data(tmp_path_factory):
 
 
 def _config(data, output, **overrides):
-    images_dir, annotation_file = data
-    values = dict(
-        preset="tiny",
-        train_images=str(images_dir),
-        train_ann=str(annotation_file),
-        output=str(output),
-        epochs=2,
-        batch_size=2,
-        num_workers=0,
-        short_side=[32, 40],
-        max_size=64,
-        device="cpu",
-        eval_every=0,
-        seed=3,
-    )
-    values.update(overrides)
-    return TrainConfig.from_dict(values)
+    """Two whole epochs of the default tiny detector (resume crosses an epoch boundary)."""
+    settings = {"epochs": 2, "short_side": [32, 40], "seed": 3, "max_steps_per_epoch": 0}
+    return tiny_train_config(data, output, model_overrides={}, **{**settings, **overrides})
 
 
 def _weights(path):

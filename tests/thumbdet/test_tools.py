@@ -7,15 +7,12 @@ import torch
 from onnx.reference import ReferenceEvaluator
 from PIL import Image
 
-from tests.thumbdet.helpers import write_tiny_coco
+from tests.thumbdet.helpers import tiny_train_config, write_tiny_coco
 from thumbdet.checkpoints import load_detector
 from thumbdet.cli import main
 from thumbdet.export import export_onnx
 from thumbdet.thumbnails import find_downsampler, load_image, save_thumbnails
-from thumbdet.training.config import TrainConfig
 from thumbdet.training.trainer import train
-
-TINY = {"num_queries": 5, "dec_layers": 1}
 
 
 @pytest.fixture(scope="module")
@@ -24,24 +21,7 @@ def checkpoints(tmp_path_factory):
     images, annotations = write_tiny_coco(root / "data", num_images=4, size=(40, 52))
 
     def run(name, **changes):
-        config = TrainConfig.from_dict(
-            dict(
-                preset="tiny",
-                train_images=str(images),
-                train_ann=str(annotations),
-                output=str(root / name),
-                epochs=1,
-                batch_size=2,
-                num_workers=0,
-                short_side=[40],
-                max_size=64,
-                device="cpu",
-                eval_every=0,
-                max_steps_per_epoch=1,
-                model_overrides=TINY,
-                **changes,
-            )
-        )
+        config = tiny_train_config((images, annotations), root / name, short_side=[40], **changes)
         return train(config)
 
     teacher = run("teacher")
