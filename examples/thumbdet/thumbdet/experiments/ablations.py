@@ -15,9 +15,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from thumbdet.data.synthetic import default_cache_dir, generate_synthetic_dataset
 from thumbdet.experiments.phases import evaluate_phase, run_phase
-from thumbdet.experiments.recipes import RECIPES, phase_config
+from thumbdet.experiments.recipes import phase_config, prepare_recipe
 from thumbdet.experiments.report import AP_KEYS, normalise_ap_metrics, write_results
 from thumbdet.training.modes import get_mode
 
@@ -182,11 +181,8 @@ def run_ablation(
     if table not in TABLES:
         raise ValueError(f"table: expected one of {sorted(TABLES)}, got {table!r}")
     started = time.perf_counter()
-    name = "quick" if quick else "full"
-    recipe = RECIPES[name]
+    name, recipe, data = prepare_recipe(quick, data_dir, progress)
     output = Path(output)
-    root = Path(data_dir) if data_dir is not None else default_cache_dir() / f"demo-{name}"
-    data = generate_synthetic_dataset(root, recipe.data)
     teacher_config = phase_config(recipe, data, output / "teacher", "teacher")
     print("[ablate] teacher", flush=True)
     teacher, teacher_fp = run_phase(teacher_config)

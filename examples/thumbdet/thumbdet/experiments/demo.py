@@ -29,10 +29,9 @@ import torch
 from torch import nn
 
 from thumbdet.checkpoints import load_detector
-from thumbdet.data.synthetic import default_cache_dir, generate_synthetic_dataset
 from thumbdet.experiments.measure import measure_model
 from thumbdet.experiments.phases import evaluate_phase, run_phase
-from thumbdet.experiments.recipes import RECIPES, DemoRecipe, phase_config
+from thumbdet.experiments.recipes import DemoRecipe, phase_config, prepare_recipe
 from thumbdet.experiments.report import format_results_table, make_row, write_results
 from thumbdet.thumbnails import load_image
 from thumbdet.training.config import TrainConfig
@@ -119,13 +118,10 @@ def run_demo(
         progress: show progress bars.
     """
     started = time.perf_counter()
-    name = "quick" if quick else "full"
-    recipe = RECIPES[name]
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
-    root = Path(data_dir) if data_dir is not None else default_cache_dir() / f"demo-{name}"
-    print(f"[demo] dataset: {root}", flush=True)
-    data = generate_synthetic_dataset(root, recipe.data, progress=progress)
+    name, recipe, data = prepare_recipe(quick, data_dir, progress)
+    print(f"[demo] dataset: {data.root}", flush=True)
     phase_seconds: dict[str, float] = {}
 
     def phase(key: str, config: TrainConfig, upstream: str = "") -> tuple[Path, str]:

@@ -10,14 +10,20 @@ same pipeline at toy size. The settings were chosen by measuring on a 2-core CPU
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from thumbdet.data.synthetic import SyntheticSpec
+from thumbdet.data.synthetic import (
+    SyntheticDataset,
+    SyntheticSpec,
+    default_cache_dir,
+    generate_synthetic_dataset,
+)
 from thumbdet.training.config import TrainConfig
 
-__all__ = ["PHASES", "RECIPES", "DemoRecipe", "phase_config"]
+__all__ = ["PHASES", "RECIPES", "DemoRecipe", "phase_config", "prepare_recipe"]
 
 #: The demo's phases and the training mode of each.
 PHASES = {"teacher": "teacher", "bicubic_4x": "bicubic", "thumbdet_4x": "thumbdet"}
@@ -122,3 +128,14 @@ def phase_config(
             **changes,
         }
     )
+
+
+def prepare_recipe(
+    quick: bool, data_dir: str | os.PathLike | None = None, progress: bool = True
+) -> tuple[str, DemoRecipe, SyntheticDataset]:
+    """The recipe's name (``"quick"`` or ``"full"``), the recipe, and its dataset, generated
+    into ``data_dir`` (default: ``demo-NAME`` in the thumbdet cache folder) unless there."""
+    name = "quick" if quick else "full"
+    recipe = RECIPES[name]
+    root = Path(data_dir) if data_dir is not None else default_cache_dir() / f"demo-{name}"
+    return name, recipe, generate_synthetic_dataset(root, recipe.data, progress=progress)
