@@ -62,40 +62,41 @@ _COMMON = {
     "augmentation": "hflip",
 }
 
+_FULL = {
+    **_COMMON,
+    "model_overrides": {"num_queries": 12, "with_box_refine": True},
+    "batch_size": 8,
+    "lr": 1e-3,
+    "lr_backbone": 1e-3,
+    "lr_drop": 24,
+    "stage1_epochs": 2,
+}
+
+
+def _phases(teacher_epochs: int, student_epochs: int) -> dict[str, dict[str, Any]]:
+    students = {"epochs": student_epochs}
+    return {
+        "teacher": {"mode": "teacher", "epochs": teacher_epochs},
+        "bicubic_4x": {"mode": "bicubic", **students},
+        "thumbdet_4x": {"mode": "thumbdet", **students},
+    }
+
+
 RECIPES: dict[str, DemoRecipe] = {
     "full": DemoRecipe(
         data=SyntheticSpec(image_size=128, num_train=512, num_val=128),
-        settings={
-            **_COMMON,
-            "model_overrides": {"num_queries": 12, "with_box_refine": True},
-            "batch_size": 8,
-            "lr": 1e-3,
-            "lr_backbone": 1e-3,
-            "lr_drop": 24,
-            "stage1_epochs": 2,
-        },
-        phases={
-            "teacher": {"mode": "teacher", "epochs": 30},
-            "bicubic_4x": {"mode": "bicubic", "epochs": 30},
-            "thumbdet_4x": {"mode": "thumbdet", "epochs": 30},
-        },
+        settings=_FULL,
+        phases=_phases(teacher_epochs=30, student_epochs=30),
     ),
     "quick": DemoRecipe(
         data=SyntheticSpec(image_size=64, num_train=16, num_val=8, seed=1),
         settings={
-            **_COMMON,
+            **_FULL,
             "model_overrides": {"num_queries": 10, "dec_layers": 1},
-            "batch_size": 8,
-            "lr": 1e-3,
-            "lr_backbone": 1e-3,
             "lr_drop": 100,
             "stage1_epochs": 1,
         },
-        phases={
-            "teacher": {"mode": "teacher", "epochs": 1},
-            "bicubic_4x": {"mode": "bicubic", "epochs": 2},
-            "thumbdet_4x": {"mode": "thumbdet", "epochs": 2},
-        },
+        phases=_phases(teacher_epochs=1, student_epochs=2),
         figure_images=2,
         latency_repeats=2,
     ),

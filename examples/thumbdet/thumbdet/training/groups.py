@@ -154,6 +154,19 @@ class ScheduleSettings:
     )
 
 
+def _loss_weight(default: float, symbol: str, term: str, loss: str, equation: int) -> Any:
+    """The weight setting of one distillation loss: ``--TERM-weight``, spelled ``--SYMBOL`` as
+    in the paper too, and ``--no-TERM`` to switch the loss off."""
+    name = loss.rsplit(" ", 1)[-1]
+    return setting(
+        default,
+        f"weight {symbol} of the {loss} (Eq. {equation}; 0: off)",
+        aliases=(f"--{symbol}",),
+        switches={f"--no-{term}": (0.0, f"switch off {name}; same as --{term}-weight 0")},
+        minimum=0,
+    )
+
+
 @dataclass
 class DistillSettings:
     """Distillation (thumbdet mode, paper Sec. 3.4-3.5)."""
@@ -169,27 +182,9 @@ class DistillSettings:
         "random (the paper) or teacher (start from the teacher's weights)",
         choices=_student_inits,
     )
-    moment_weight: float = setting(
-        1.0,
-        "weight gamma of the moment-matching loss L_mm (Eq. 10; 0: off)",
-        aliases=("--gamma",),
-        switches={"--no-moment": (0.0, "switch off L_mm; same as --moment-weight 0")},
-        minimum=0,
-    )
-    logit_weight: float = setting(
-        0.5,
-        "weight alpha of the logit distillation L_cls (Eq. 9; 0: off)",
-        aliases=("--alpha",),
-        switches={"--no-logit": (0.0, "switch off L_cls; same as --logit-weight 0")},
-        minimum=0,
-    )
-    feature_weight: float = setting(
-        0.1,
-        "weight beta of the feature distillation L_fm (Eq. 9; 0: off)",
-        aliases=("--beta",),
-        switches={"--no-feature": (0.0, "switch off L_fm; same as --feature-weight 0")},
-        minimum=0,
-    )
+    moment_weight: float = _loss_weight(1.0, "gamma", "moment", "moment-matching loss L_mm", 10)
+    logit_weight: float = _loss_weight(0.5, "alpha", "logit", "logit distillation L_cls", 9)
+    feature_weight: float = _loss_weight(0.1, "beta", "feature", "feature distillation L_fm", 9)
     lam: float = setting(0.1, "lambda of Eq. (5), weight of the std term inside L_mm", minimum=0)
     temperature: float = setting(
         1.0, "temperature T of the logit distillation (Eq. 7)", positive=True
