@@ -24,9 +24,9 @@ AMP_SCOPES = ("model", "backbone")
 def _msda_backends() -> tuple[str, ...]:
     """The MSDA backends, as :mod:`thumbdet.ops` defines them (imports torch: called only
     when a parser or a check needs them)."""
-    from thumbdet.ops._backends import _BACKENDS
+    from thumbdet.ops import BACKENDS
 
-    return _BACKENDS
+    return BACKENDS
 
 
 @dataclass

@@ -6,12 +6,13 @@ eager call (``THUMBDET_MSDA_AUTO_BUILD=0`` switches that off). Importing this pa
 compiles anything.
 """
 
-from ._backends import BACKEND_ENV_VAR, available_backends, traceable_ms_deform_attn
+from ._backends import BACKEND_ENV_VAR, BACKENDS, available_backends, traceable_ms_deform_attn
 from ._macs import ms_deform_attn_macs, uncounted_ms_deform_attn
 from ._reference import ms_deform_attn_pytorch
 from .deformable_attention import MSDeformAttn, ms_deform_attn
 
 __all__ = [
+    "BACKENDS",
     "BACKEND_ENV_VAR",
     "MSDeformAttn",
     "available_backends",

@@ -14,6 +14,7 @@ from ._library import pytorch_ms_deform_attn_op
 from ._reference import ms_deform_attn_pytorch
 
 __all__ = [
+    "BACKENDS",
     "BACKEND_ENV_VAR",
     "available_backends",
     "run_ms_deform_attn",
@@ -21,7 +22,8 @@ __all__ = [
 ]
 
 BACKEND_ENV_VAR = "THUMBDET_MSDA_BACKEND"
-_BACKENDS = ("auto", "pytorch", "cpu", "cuda")
+#: What ``backend=`` and ``THUMBDET_MSDA_BACKEND`` take.
+BACKENDS = ("auto", "pytorch", "cpu", "cuda")
 _TRACEABLE: ContextVar[bool] = ContextVar("thumbdet_traceable_ms_deform_attn", default=False)
 
 
@@ -57,11 +59,11 @@ def available_backends() -> list[str]:
 def _resolve(backend: str, device: torch.device) -> str:
     forced = os.environ.get(BACKEND_ENV_VAR, "").strip()
     if forced:
-        if forced not in _BACKENDS:
-            raise ValueError(f"{BACKEND_ENV_VAR} must be one of {_BACKENDS}, got {forced!r}")
+        if forced not in BACKENDS:
+            raise ValueError(f"{BACKEND_ENV_VAR} must be one of {BACKENDS}, got {forced!r}")
         backend = forced
-    elif backend not in _BACKENDS:
-        raise ValueError(f"backend must be one of {_BACKENDS}, got {backend!r}")
+    elif backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     if backend == "auto":
         return _auto_backend(device.type)
     if backend in ("cpu", "cuda"):
