@@ -134,3 +134,33 @@ def select_categories(
         selected[key] = tensor[rows].clone()
     config = get_config(config, num_classes=len(ids))
     return selected, config, ids, names
+
+
+def convert_state(
+    state: Mapping[str, torch.Tensor],
+    overrides: dict[str, Any],
+    rules: Sequence[tuple[str, str]],
+    categories: tuple[Sequence[int] | None, Sequence[str] | None, Mapping[int, str]],
+    where: str,
+    source: str,
+    merge_qkv: bool = False,
+) -> ConvertedDetector:
+    """The steps both converters share: the detector's configuration from ``overrides``, the
+    weights renamed by ``rules``, the class logits of the requested categories.
+
+    Args:
+        state: The source's weights.
+        overrides: ``DetectorConfig`` fields read from the source's own configuration.
+        rules: Key renaming rules (``_conversion_keys``).
+        categories: ``(category_ids, category_names, default names by id)``.
+        where: The source, for messages.
+        source: ``"official:NAME"`` or ``"transformers:NAME"``, recorded with the weights.
+        merge_qkv: Merge separate q/k/v projections into packed ones (transformers).
+    """
+    config = build_config(overrides, where)
+    state_dict = mapped(state, rules, config, where, merge_qkv=merge_qkv)
+    category_ids, category_names, default_names = categories
+    state_dict, config, ids, names = select_categories(
+        state_dict, config, category_ids, category_names, default_names, where
+    )
+    return ConvertedDetector(state_dict, config, ids, names, source)

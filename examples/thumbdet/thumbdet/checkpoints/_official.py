@@ -11,10 +11,8 @@ from typing import Any
 from thumbdet.checkpoints._conversion import (
     ConversionError,
     ConvertedDetector,
-    build_config,
-    mapped,
+    convert_state,
     require,
-    select_categories,
 )
 from thumbdet.checkpoints._conversion_keys import OFFICIAL_RULES
 from thumbdet.checkpoints.torch_files import load_torch_file
@@ -109,10 +107,7 @@ def convert_official(
     state = checkpoint["model"]
     head = state.get("class_embed.0.weight")
     require(head is not None, where, "no 'class_embed.0.weight' (the class head)")
-    config = build_config(_official_overrides(args, int(head.shape[0]), where), where)
-    state_dict = mapped(state, OFFICIAL_RULES, config, where)
-    state_dict, config, ids, names = select_categories(
-        state_dict, config, category_ids, category_names, {}, where
-    )
+    overrides = _official_overrides(args, int(head.shape[0]), where)
     label = Path(source).name if isinstance(source, (str, Path)) else "checkpoint"
-    return ConvertedDetector(state_dict, config, ids, names, f"official:{label}")
+    categories = (category_ids, category_names, {})
+    return convert_state(state, overrides, OFFICIAL_RULES, categories, where, f"official:{label}")

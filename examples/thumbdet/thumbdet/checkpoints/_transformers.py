@@ -13,10 +13,8 @@ import torch
 from thumbdet.checkpoints._conversion import (
     ConversionError,
     ConvertedDetector,
-    build_config,
-    mapped,
+    convert_state,
     require,
-    select_categories,
 )
 from thumbdet.checkpoints._conversion_keys import TRANSFORMERS_RULES
 from thumbdet.checkpoints.torch_files import load_torch_file
@@ -185,15 +183,18 @@ def convert_transformers(
         )
     head = state.get("class_embed.0.weight", state.get("model.decoder.class_embed.0.weight"))
     require(head is not None, where, "no 'class_embed.0.weight' (the class head)")
-    detector_config = build_config(
-        _transformers_overrides(config_dict, int(head.shape[0]), where), where
-    )
-    state_dict = mapped(state, TRANSFORMERS_RULES, detector_config, where, merge_qkv=True)
+    overrides = _transformers_overrides(config_dict, int(head.shape[0]), where)
     id2label = {int(key): str(name) for key, name in (config_dict.get("id2label") or {}).items()}
-    state_dict, detector_config, ids, names = select_categories(
-        state_dict, detector_config, category_ids, category_names, id2label, where
-    )
     label = config_dict.get("_name_or_path") or (
         Path(source).name if isinstance(source, (str, Path)) else "model"
     )
-    return ConvertedDetector(state_dict, detector_config, ids, names, f"transformers:{label}")
+    categories = (category_ids, category_names, id2label)
+    return convert_state(
+        state,
+        overrides,
+        TRANSFORMERS_RULES,
+        categories,
+        where,
+        f"transformers:{label}",
+        merge_qkv=True,
+    )

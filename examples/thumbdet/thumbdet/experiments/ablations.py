@@ -170,10 +170,8 @@ def run_ablation(
     Args:
         table: a key of ``TABLES`` (``components``, ``layers``, ``stages``, ``temperature``,
             ``init``, ``families``).
-        output: the demo's folder (phases are shared with it).
-        quick: the demo's toy recipe (for tests).
-        data_dir: the dataset folder (default: the thumbdet cache folder).
-        progress: show progress bars.
+        output, quick, data_dir, progress: as for :func:`thumbdet.experiments.demo.run_demo`;
+            ``output`` is best the demo's folder, whose phases are shared.
 
     Returns:
         ``{"table", "variants": {variant: six AP numbers}, "wall_seconds"}``.
