@@ -7,7 +7,6 @@ with dynamic height and width, and the errors on bad input.
 from __future__ import annotations
 
 import importlib.util
-import io
 import warnings
 
 import numpy as np
@@ -27,6 +26,7 @@ from learnthumb import (
     list_downsamplers,
     thumbnail_size,
 )
+from tests.onnx_helpers import export_legacy_onnx
 
 PROPERTY = settings(max_examples=25, deadline=None)
 HAS_ONNXRUNTIME = importlib.util.find_spec("onnxruntime") is not None
@@ -269,22 +269,8 @@ def _check_onnx_model(model, down: nn.Module) -> None:
 
 @pytest.mark.parametrize("name", ["learned_resizer_no_antialias", "space_to_depth"])
 def test_onnx_export_with_dynamic_height_and_width_matches_pytorch(name):
-    import onnx
-
     down = _export_case(name)
-    buffer = io.BytesIO()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            down,
-            (torch.rand(1, 3, 32, 32),),
-            buffer,
-            dynamo=False,
-            input_names=["images"],
-            output_names=["thumbnail"],
-            dynamic_axes={"images": {0: "batch", 2: "height", 3: "width"}},
-        )
-    _check_onnx_model(onnx.load_from_string(buffer.getvalue()), down)
+    _check_onnx_model(export_legacy_onnx(down), down)
 
 
 @pytest.mark.slow  # the dynamo-based exporter takes about 5 s on a first call

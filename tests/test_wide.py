@@ -7,7 +7,6 @@ with dynamic height and width, and the errors on bad input.
 
 from __future__ import annotations
 
-import io
 import warnings
 
 import numpy as np
@@ -27,6 +26,7 @@ from learnthumb import (
     thumbnail_size,
     widen_input_conv,
 )
+from tests.onnx_helpers import export_legacy_onnx
 
 PROPERTY = settings(max_examples=25, deadline=None)
 
@@ -100,19 +100,7 @@ def test_onnx_export_with_dynamic_height_and_width_matches_pytorch():
 
     # The TorchScript-based exporter has no antialiased resize: export the plain one.
     down = WideDownsampler(4, extra_channels=3, kernel_size=3, antialias=False).eval()
-    buffer = io.BytesIO()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            down,
-            (torch.rand(1, 3, 32, 32),),
-            buffer,
-            dynamo=False,
-            input_names=["images"],
-            output_names=["thumbnail"],
-            dynamic_axes={"images": {0: "batch", 2: "height", 3: "width"}},
-        )
-    model = onnx.load_from_string(buffer.getvalue())
+    model = export_legacy_onnx(down)
     onnx.checker.check_model(model)
     for size in [(40, 52), (24, 36)]:
         images = torch.rand(2, 3, *size)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import warnings
 
 import pytest
@@ -23,6 +22,7 @@ from learnthumb import (
     upsample_padded,
     upsample_to,
 )
+from tests.onnx_helpers import export_legacy_onnx
 
 sizes = st.tuples(st.integers(1, 300), st.integers(1, 300))
 
@@ -191,19 +191,7 @@ def test_conv_downsampler_onnx_export_matches_pytorch():
 
     torch.manual_seed(0)
     downsampler = ConvDownsampler(4).eval()
-    buffer = io.BytesIO()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            downsampler,
-            (torch.rand(1, 3, 32, 32),),
-            buffer,
-            dynamo=False,
-            input_names=["images"],
-            output_names=["thumbnail"],
-            dynamic_axes={"images": {0: "batch", 2: "height", 3: "width"}},
-        )
-    model = onnx.load_from_string(buffer.getvalue())
+    model = export_legacy_onnx(downsampler)
     onnx.checker.check_model(model)
     images = torch.rand(2, 3, 37, 50)  # another batch and size: the axes are dynamic
     (thumbnail,) = ReferenceEvaluator(model).run(None, {"images": images.numpy()})

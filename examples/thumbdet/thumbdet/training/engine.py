@@ -167,12 +167,11 @@ def train_one_epoch(
             in one line naming the epoch, the iteration, the loss terms with their values and
             the likely cause. The loop stops before the caller can save a checkpoint.
     """
-    model = step
-    model.train()
+    step.train()
     sums: dict[str, float] = defaultdict(float)
     steps, images_seen = 0, 0
     trainable = [p for group in optimizer.param_groups for p in group["params"]]
-    names = _parameter_names(model, trainable)
+    names = _parameter_names(step, trainable)
     total_steps = len(data_loader) if hasattr(data_loader, "__len__") else None
     if max_steps and total_steps is not None:
         total_steps = min(total_steps, max_steps)
@@ -189,7 +188,7 @@ def train_one_epoch(
         images = host_images.to(device, non_blocking=True)
         padding_mask = host_mask.to(device, non_blocking=True)
         targets = targets_to_device(host_targets, device)
-        outputs, losses = model(images, padding_mask, epoch)
+        outputs, losses = step(images, padding_mask, epoch)
         total = sum(losses.values(), torch.zeros((), device=device))
         bad = _non_finite(_output_tensors(outputs))
         if bad:
