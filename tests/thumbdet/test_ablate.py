@@ -65,3 +65,25 @@ def test_quick_stages_ablation_trains_each_variant_as_configured(tmp_path, monke
     }
     assert set(phases) == {"teacher", *TABLES["stages"]}
     assert compare(phases) == []
+
+
+def test_a_phase_another_process_trains_is_refused_in_one_line(tmp_path, capsys):
+    import os
+
+    output = tmp_path / "out"
+    (output / "teacher").mkdir(parents=True)
+    marker = {"fingerprint": "x", "complete": False, "pid": os.getppid()}  # a live process
+    (output / "teacher" / "phase.json").write_text(json.dumps(marker))
+    argv = [
+        "ablate",
+        "stages",
+        "--quick",
+        "--output",
+        str(output),
+        "--data-dir",
+        str(tmp_path / "d"),
+    ]
+    assert main(argv) == 1
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("thumbdet ablate: error:") and "being trained by process" in err
+    assert json.loads((output / "teacher" / "phase.json").read_text()) == marker  # untouched

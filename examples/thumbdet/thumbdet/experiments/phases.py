@@ -52,10 +52,18 @@ def _alive(pid: int) -> bool:
 
 
 def _claim(output: Path, state: dict[str, Any]) -> None:
-    """Refuse a phase folder that another live process is training."""
+    """Refuse a phase folder that another live process is training.
+
+    Raises:
+        FileExistsError: one line naming the folder and the process (as a training run's
+            output lock does), so the commands report it without a traceback.
+    """
     owner = state.get("pid")
     if not state.get("complete") and owner not in (None, os.getpid()) and _alive(owner):
-        raise RuntimeError(f"{output} is being trained by process {owner}; wait for it to finish")
+        raise FileExistsError(
+            f"{output} is being trained by process {owner} (another demo or ablation sharing "
+            "this phase); wait for it to finish"
+        )
 
 
 def run_phase(config: TrainConfig, upstream: str = "") -> tuple[Path, str]:
