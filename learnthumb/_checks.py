@@ -16,10 +16,9 @@ __all__ = [
     "check_finite",
     "check_floating",
     "check_in_open_interval",
+    "check_int",
     "check_ndim",
-    "check_non_negative_int",
     "check_positive",
-    "check_positive_int",
     "check_tensor",
 ]
 
@@ -61,21 +60,12 @@ def check_bool_mask(mask: torch.Tensor, name: str, shape: Sequence[int]) -> None
         raise ValueError(f"{name} must have shape {tuple(shape)}, got {tuple(mask.shape)}")
 
 
-def check_positive_int(value: object, name: str) -> int:
-    """Raise unless ``value`` is an ``int`` (not a bool) that is at least 1."""
+def check_int(value: object, name: str, minimum: int) -> int:
+    """Raise unless ``value`` is an ``int`` (not a bool) that is at least ``minimum``."""
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"{name} must be an int, got {type(value).__name__} ({value!r})")
-    if value < 1:
-        raise ValueError(f"{name} must be >= 1, got {value}")
-    return value
-
-
-def check_non_negative_int(value: object, name: str) -> int:
-    """Raise unless ``value`` is an ``int`` (not a bool) that is at least 0."""
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__} ({value!r})")
-    if value < 0:
-        raise ValueError(f"{name} must be >= 0, got {value}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
     return value
 
 

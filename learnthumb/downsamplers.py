@@ -30,9 +30,8 @@ from torch import nn
 
 from learnthumb._checks import (
     check_floating,
+    check_int,
     check_ndim,
-    check_non_negative_int,
-    check_positive_int,
 )
 
 __all__ = [
@@ -65,7 +64,7 @@ def thumbnail_size(size: Sequence[int], scale: int) -> tuple[int, int]:
         >>> thumbnail_size((37, 50), 4)
         (10, 13)
     """
-    check_positive_int(scale, "scale")
+    check_int(scale, "scale", minimum=1)
     if len(size) != 2:
         raise ValueError(f"size must be (H, W), got {tuple(size)}")
     height, width = (int(v) for v in size)
@@ -108,7 +107,7 @@ def downsample_padding_mask(mask: torch.Tensor, scale: int) -> torch.Tensor:
     check_ndim(mask, 3, "mask", "(B, H, W)")
     if mask.dtype != torch.bool:
         raise TypeError(f"mask must be a bool tensor (True = padded), got {mask.dtype}")
-    check_positive_int(scale, "scale")
+    check_int(scale, "scale", minimum=1)
     if scale == 1:
         return mask.clone()
     valid = (~mask).to(torch.float32).unsqueeze(1)  # (B, 1, H, W)
@@ -184,12 +183,12 @@ class ConvDownsampler(nn.Module):
         final_activation: bool = True,
     ) -> None:
         super().__init__()
-        self.scale = check_positive_int(scale, "scale")
-        check_positive_int(hidden_channels, "hidden_channels")
-        check_positive_int(num_layers, "num_layers")
-        check_positive_int(in_channels, "in_channels")
+        self.scale = check_int(scale, "scale", minimum=1)
+        check_int(hidden_channels, "hidden_channels", minimum=1)
+        check_int(num_layers, "num_layers", minimum=1)
+        check_int(in_channels, "in_channels", minimum=1)
         out_channels = in_channels if out_channels is None else out_channels
-        check_positive_int(out_channels, "out_channels")
+        check_int(out_channels, "out_channels", minimum=1)
         if kernel_size is None:
             kernel_size = 3 if scale >= 4 else 5
         kernels = [kernel_size] * num_layers if isinstance(kernel_size, int) else list(kernel_size)
@@ -198,7 +197,7 @@ class ConvDownsampler(nn.Module):
                 f"kernel_size must give one size per layer ({num_layers}), got {kernels}"
             )
         for k in kernels:
-            check_positive_int(k, "kernel_size")
+            check_int(k, "kernel_size", minimum=1)
             if k % 2 == 0:
                 raise ValueError(f"kernel_size must be odd so the output size is exact, got {k}")
         self.in_channels = in_channels
@@ -281,7 +280,7 @@ class InterpolateDownsampler(nn.Module):
 
     def __init__(self, scale: int = 4, mode: str = "bicubic", antialias: bool = True) -> None:
         super().__init__()
-        self.scale = check_positive_int(scale, "scale")
+        self.scale = check_int(scale, "scale", minimum=1)
         if mode not in _INTERPOLATION_MODES:
             raise ValueError(f"mode must be one of {_INTERPOLATION_MODES}, got {mode!r}")
         self.mode = mode
@@ -442,10 +441,10 @@ class LearnedResizer(nn.Module):
         in_channels: int = 3,
     ) -> None:
         super().__init__()
-        self.scale = check_positive_int(scale, "scale")
-        check_positive_int(channels, "channels")
-        check_non_negative_int(num_blocks, "num_blocks")
-        check_positive_int(in_channels, "in_channels")
+        self.scale = check_int(scale, "scale", minimum=1)
+        check_int(channels, "channels", minimum=1)
+        check_int(num_blocks, "num_blocks", minimum=0)
+        check_int(in_channels, "in_channels", minimum=1)
         if mode not in _RESIZER_MODES:
             raise ValueError(f"mode must be one of {_RESIZER_MODES}, got {mode!r}")
         self.channels = channels
@@ -538,10 +537,10 @@ class SpaceToDepthDownsampler(nn.Module):
         self, scale: int = 4, out_channels: int = 3, kernel_size: int = 1, in_channels: int = 3
     ) -> None:
         super().__init__()
-        self.scale = check_positive_int(scale, "scale")
-        check_positive_int(out_channels, "out_channels")
-        check_positive_int(kernel_size, "kernel_size")
-        check_positive_int(in_channels, "in_channels")
+        self.scale = check_int(scale, "scale", minimum=1)
+        check_int(out_channels, "out_channels", minimum=1)
+        check_int(kernel_size, "kernel_size", minimum=1)
+        check_int(in_channels, "in_channels", minimum=1)
         if kernel_size % 2 == 0:
             raise ValueError(
                 f"kernel_size must be odd so the output size is exact, got {kernel_size}"
@@ -636,8 +635,8 @@ class WideDownsampler(nn.Module):
         in_channels: int = 3,
     ) -> None:
         super().__init__()
-        check_positive_int(in_channels, "in_channels")
-        check_positive_int(scale, "scale")
+        check_int(in_channels, "in_channels", minimum=1)
+        check_int(scale, "scale", minimum=1)
         if extra_channels is None:
             # Half of a cell's values in all: 21 learned channels at 4x, 3 at 2x (RGB).
             extra_channels = max(1, in_channels * scale * scale // 2 - in_channels)

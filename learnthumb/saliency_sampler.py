@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from learnthumb._checks import check_ndim, check_positive_int
+from learnthumb._checks import check_int, check_ndim
 from learnthumb.downsamplers import (
     _check_image,
     _interpolate_down,
@@ -89,7 +89,7 @@ def saliency_sample(
                 [[13.0000, 10.0000]]])
     """
     _check_image(images, None)
-    check_positive_int(scale, "scale")
+    check_int(scale, "scale", minimum=1)
     check_ndim(saliency, 4, "saliency", "(B, 1, n_y, n_x)")
     if saliency.shape[0] != images.shape[0] or saliency.shape[1] != 1:
         raise ValueError(
@@ -97,7 +97,7 @@ def saliency_sample(
             f"got {tuple(saliency.shape)}"
         )
     uniform_weight = _check_uniform_weight(uniform_weight)
-    supersample = scale if supersample is None else check_positive_int(supersample, "supersample")
+    supersample = scale if supersample is None else check_int(supersample, "supersample", minimum=1)
     batch, _, cells_y, cells_x = saliency.shape
     # Float32 at least: the knots accumulate the marginals.
     logits = saliency.to(torch.promote_types(saliency.dtype, torch.float32))
@@ -163,16 +163,16 @@ class SaliencySampler(nn.Module):
         in_channels: int = 3,
     ) -> None:
         super().__init__()
-        self.scale = check_positive_int(scale, "scale")
-        check_positive_int(hidden_channels, "hidden_channels")
-        self.in_channels = check_positive_int(in_channels, "in_channels")
+        self.scale = check_int(scale, "scale", minimum=1)
+        check_int(hidden_channels, "hidden_channels", minimum=1)
+        self.in_channels = check_int(in_channels, "in_channels", minimum=1)
         if saliency_stride is None:
             saliency_stride = scale
-        self.saliency_stride = check_positive_int(saliency_stride, "saliency_stride")
+        self.saliency_stride = check_int(saliency_stride, "saliency_stride", minimum=1)
         self.uniform_weight = _check_uniform_weight(uniform_weight)
         if supersample is None:
             supersample = scale
-        self.supersample = check_positive_int(supersample, "supersample")
+        self.supersample = check_int(supersample, "supersample", minimum=1)
         self.features = nn.Conv2d(in_channels, hidden_channels, 3, padding=1)
         self.head = nn.Conv2d(hidden_channels, 1, 3, padding=1)
         self.reset_parameters()

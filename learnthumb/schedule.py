@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from learnthumb._checks import check_non_negative_int, check_positive_int
+from learnthumb._checks import check_int
 
 __all__ = ["DistillWeights", "Safeguards", "TwoStageSchedule"]
 
@@ -40,7 +40,7 @@ class TwoStageSchedule:
     def __init__(self, stage1_epochs: int | None = None, stage1_steps: int | None = None) -> None:
         for name, value in (("stage1_epochs", stage1_epochs), ("stage1_steps", stage1_steps)):
             if value is not None:
-                check_non_negative_int(value, name)
+                check_int(value, name, minimum=0)
         if stage1_epochs and stage1_steps:
             raise ValueError(
                 "give stage one a length in epochs or in steps, not both: got "
@@ -151,5 +151,5 @@ class Safeguards:
                 raise TypeError(
                     f"Safeguards.{name} must be a bool, got {type(value).__name__} ({value!r})"
                 )
-        check_positive_int(self.health_patience, "Safeguards.health_patience")
-        check_non_negative_int(self.min_stage1_steps, "Safeguards.min_stage1_steps")
+        check_int(self.health_patience, "Safeguards.health_patience", minimum=1)
+        check_int(self.min_stage1_steps, "Safeguards.min_stage1_steps", minimum=0)

@@ -16,7 +16,7 @@ import copy
 import torch
 from torch import nn
 
-from learnthumb._checks import check_positive_int
+from learnthumb._checks import check_int
 
 __all__ = [
     "IMAGENET_MEAN",
@@ -80,7 +80,7 @@ def widen_input_conv(model: nn.Module, in_channels: int, name: str | None = None
         >>> torch.allclose(model(torch.cat([x, torch.rand(1, 9, 8, 8)], 1)), before)
         True
     """
-    check_positive_int(in_channels, "in_channels")
+    check_int(in_channels, "in_channels", minimum=1)
     name = find_input_conv(model) if name is None else name
     conv = model.get_submodule(name) if name else model
     if not isinstance(conv, nn.Conv2d):

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from learnthumb._checks import check_floating, check_ndim, check_positive_int, check_tensor
+from learnthumb._checks import check_floating, check_int, check_ndim, check_tensor
 
 __all__ = ["SeparableWarp"]
 
@@ -131,7 +131,7 @@ def _check_size(size: object, name: str) -> tuple[int, int]:
     for value in size:
         if isinstance(value, torch.SymInt):
             continue
-        check_positive_int(value, name)
+        check_int(value, name, minimum=1)
     return size[0], size[1]
 
 
@@ -253,7 +253,7 @@ class SeparableWarp:
             >>> warp.points_to_thumbnail(torch.tensor([[[12.0, 8.0]]]))
             tensor([[[3., 2.]]])
         """
-        check_positive_int(batch_size, "batch_size")
+        check_int(batch_size, "batch_size", minimum=1)
         knots = torch.tensor([[0.0, 1.0]], device=device, dtype=dtype).expand(batch_size, 2)
         return cls(knots, knots, image_size, thumbnail_size)
 
@@ -405,7 +405,7 @@ class SeparableWarp:
             - output: :math:`(B, C, h, w)` (or ``size``).
         """
         self._check_maps(maps, mode)
-        check_positive_int(supersample, "supersample")
+        check_int(supersample, "supersample", minimum=1)
         height, width = self.thumbnail_size if size is None else _check_size(size, "size")
         return self._resample_to_thumbnail(maps, height, width, mode, supersample)
 

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from learnthumb._checks import check_bool_mask, check_floating, check_ndim, check_positive_int
+from learnthumb._checks import check_bool_mask, check_floating, check_int, check_ndim
 
 __all__ = ["FeatureDistillationLoss", "align_feature_maps", "feature_distillation_loss"]
 
@@ -241,8 +241,8 @@ class FeatureDistillationLoss(nn.Module):
                 )
             adapters = []
             for s, t in zip(student_channels, teacher_channels, strict=True):
-                check_positive_int(s, "student_channels")
-                check_positive_int(t, "teacher_channels")
+                check_int(s, "student_channels", minimum=1)
+                check_int(t, "teacher_channels", minimum=1)
                 adapters.append(nn.Identity() if s == t else nn.Conv2d(s, t, kernel_size=1))
             self.adapters = nn.ModuleList(adapters)
 
