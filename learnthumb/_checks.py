@@ -8,11 +8,13 @@ inputs.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TypeVar
 
 import torch
 
 __all__ = [
     "check_bool_mask",
+    "check_choice",
     "check_finite",
     "check_floating",
     "check_in_open_interval",
@@ -21,6 +23,8 @@ __all__ = [
     "check_positive",
     "check_tensor",
 ]
+
+_T = TypeVar("_T")
 
 
 def check_tensor(value: object, name: str) -> torch.Tensor:
@@ -66,6 +70,13 @@ def check_int(value: object, name: str, minimum: int) -> int:
         raise TypeError(f"{name} must be an int, got {type(value).__name__} ({value!r})")
     if value < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
+def check_choice(value: _T, name: str, choices: Sequence[object]) -> _T:
+    """Raise ``ValueError`` unless ``value`` is one of ``choices``; return ``value``."""
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {choices}, got {value!r}")
     return value
 
 

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from learnthumb._checks import (
+    check_choice,
     check_floating,
     check_int,
     check_ndim,
@@ -281,9 +282,7 @@ class InterpolateDownsampler(nn.Module):
     def __init__(self, scale: int = 4, mode: str = "bicubic", antialias: bool = True) -> None:
         super().__init__()
         self.scale = check_int(scale, "scale", minimum=1)
-        if mode not in _INTERPOLATION_MODES:
-            raise ValueError(f"mode must be one of {_INTERPOLATION_MODES}, got {mode!r}")
-        self.mode = mode
+        self.mode = check_choice(mode, "mode", _INTERPOLATION_MODES)
         self.antialias = bool(antialias)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
@@ -445,8 +444,7 @@ class LearnedResizer(nn.Module):
         check_int(channels, "channels", minimum=1)
         check_int(num_blocks, "num_blocks", minimum=0)
         check_int(in_channels, "in_channels", minimum=1)
-        if mode not in _RESIZER_MODES:
-            raise ValueError(f"mode must be one of {_RESIZER_MODES}, got {mode!r}")
+        check_choice(mode, "mode", _RESIZER_MODES)
         self.channels = channels
         self.num_blocks = num_blocks
         self.mode = mode
@@ -643,9 +641,7 @@ class WideDownsampler(nn.Module):
         self.detail = SpaceToDepthDownsampler(
             scale, out_channels=extra_channels, kernel_size=kernel_size, in_channels=in_channels
         )
-        if mode not in _INTERPOLATION_MODES:
-            raise ValueError(f"mode must be one of {_INTERPOLATION_MODES}, got {mode!r}")
-        self.mode = mode
+        self.mode = check_choice(mode, "mode", _INTERPOLATION_MODES)
         self.antialias = bool(antialias)
         self.scale = scale
         self.in_channels = in_channels

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from learnthumb._checks import check_floating, check_in_open_interval, check_ndim
+from learnthumb._checks import check_choice, check_floating, check_in_open_interval, check_ndim
 
 __all__ = ["QueryFilter", "class_probabilities", "query_filter"]
 
@@ -32,8 +32,7 @@ def class_probabilities(
         - logits: :math:`(B, N, C)`
         - output: :math:`(B, N, C)`, or :math:`(B, N, C - 1)` without the background.
     """
-    if activation not in _ACTIVATIONS:
-        raise ValueError(f"activation must be one of {_ACTIVATIONS}, got {activation!r}")
+    check_choice(activation, "activation", _ACTIVATIONS)
     if activation == "sigmoid":
         if background_index is not None:
             raise ValueError("background_index only applies to activation='softmax'")
@@ -116,8 +115,7 @@ class QueryFilter(nn.Module):
     ) -> None:
         super().__init__()
         self.threshold = check_in_open_interval(threshold, "threshold")
-        if activation not in _ACTIVATIONS:
-            raise ValueError(f"activation must be one of {_ACTIVATIONS}, got {activation!r}")
+        check_choice(activation, "activation", _ACTIVATIONS)
         if background_index is not None and activation != "softmax":
             raise ValueError(
                 "background_index only applies to activation='softmax', got "

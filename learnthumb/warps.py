@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from learnthumb._checks import check_floating, check_int, check_ndim, check_tensor
+from learnthumb._checks import check_choice, check_floating, check_int, check_ndim, check_tensor
 
 __all__ = ["SeparableWarp"]
 
@@ -349,8 +349,7 @@ class SeparableWarp:
                 f"maps must have shape (B, C, h, w) with B = {self.batch_size}, "
                 f"got {tuple(maps.shape)}"
             )
-        if mode not in _RESAMPLE_MODES:
-            raise ValueError(f"mode must be one of {_RESAMPLE_MODES}, got {mode!r}")
+        check_choice(mode, "mode", _RESAMPLE_MODES)
 
     def masks_to_image(
         self, maps: Tensor, size: Sequence[int] | None = None, mode: str = "bilinear"

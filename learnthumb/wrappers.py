@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from learnthumb._checks import check_bool_mask, check_floating, check_tensor
+from learnthumb._checks import check_bool_mask, check_choice, check_floating, check_tensor
 from learnthumb.downsamplers import _scale_between, downsample_padding_mask
 from learnthumb.warps import SeparableWarp
 
@@ -131,8 +131,7 @@ def rescale_boxes(
     """
     check_tensor(boxes, "boxes")
     check_floating(boxes, "boxes")
-    if box_format not in BOX_FORMATS:
-        raise ValueError(f"box_format must be one of {BOX_FORMATS}, got {box_format!r}")
+    check_choice(box_format, "box_format", BOX_FORMATS)
     if boxes.dim() == 0 or boxes.shape[-1] != 4:
         raise ValueError(f"boxes must have shape (*, 4), got {tuple(boxes.shape)}")
     if normalized:
@@ -186,8 +185,7 @@ def _check_maps(maps: Any, mode: str) -> None:
             f"maps (logits or heatmaps) must have shape (B, C, h, w), got {tuple(maps.shape)}"
         )
     check_floating(maps, "maps")
-    if mode not in _UPSAMPLE_MODES:
-        raise ValueError(f"mode must be one of {_UPSAMPLE_MODES}, got {mode!r}")
+    check_choice(mode, "mode", _UPSAMPLE_MODES)
 
 
 def _interpolate(maps: Tensor, size: tuple[int, int], mode: str) -> Tensor:

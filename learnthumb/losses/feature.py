@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from learnthumb._checks import check_bool_mask, check_floating, check_int, check_ndim
+from learnthumb._checks import check_bool_mask, check_choice, check_floating, check_int, check_ndim
 
 __all__ = ["FeatureDistillationLoss", "align_feature_maps", "feature_distillation_loss"]
 
@@ -133,8 +133,7 @@ def _distill(
     padding_mask: torch.Tensor | None,
     adapters: Sequence[nn.Module] | None = None,
 ) -> torch.Tensor:
-    if align not in _ALIGN_MODES:
-        raise ValueError(f"align must be one of {_ALIGN_MODES}, got {align!r}")
+    check_choice(align, "align", _ALIGN_MODES)
     if padding_mask is not None:
         check_ndim(padding_mask, 3, "padding_mask", "(B, H, W)")
         batch = pairs[0][2].shape[0]
@@ -221,8 +220,7 @@ class FeatureDistillationLoss(nn.Module):
         mapping: Mapping[str, str] | None = None,
     ) -> None:
         super().__init__()
-        if align not in _ALIGN_MODES:
-            raise ValueError(f"align must be one of {_ALIGN_MODES}, got {align!r}")
+        check_choice(align, "align", _ALIGN_MODES)
         if (student_channels is None) != (teacher_channels is None):
             raise ValueError("give both student_channels and teacher_channels, or neither")
         self.align = align

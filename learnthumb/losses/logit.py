@@ -6,7 +6,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from learnthumb._checks import check_bool_mask, check_floating, check_ndim, check_positive
+from learnthumb._checks import (
+    check_bool_mask,
+    check_choice,
+    check_floating,
+    check_ndim,
+    check_positive,
+)
 
 __all__ = ["PAIRINGS", "LogitDistillationLoss", "logit_distillation_loss", "match_queries"]
 
@@ -159,8 +165,7 @@ def logit_distillation_loss(
             "student_logits and teacher_logits must have the same number of classes C: got "
             f"{tuple(student_logits.shape)} and {tuple(teacher_logits.shape)}"
         )
-    if pairing not in PAIRINGS:
-        raise ValueError(f"pairing must be one of {PAIRINGS}, got {pairing!r}")
+    check_choice(pairing, "pairing", PAIRINGS)
     if pairing == "hungarian" and student_logits.dim() == 2:
         raise ValueError(
             "pairing='hungarian' pairs the queries of (B, N, C) set predictions; (B, C) logits "
@@ -171,8 +176,7 @@ def logit_distillation_loss(
             "with pairing='index', student_logits and teacher_logits must have the same shape "
             f"(B, N, C): got {tuple(student_logits.shape)} and {tuple(teacher_logits.shape)}"
         )
-    if activation not in _ACTIVATIONS:
-        raise ValueError(f"activation must be one of {_ACTIVATIONS}, got {activation!r}")
+    check_choice(activation, "activation", _ACTIVATIONS)
     check_positive(temperature, "temperature")
     if keep is not None:
         check_bool_mask(keep, "keep", teacher_logits.shape[:-1])
@@ -217,12 +221,8 @@ class LogitDistillationLoss(nn.Module):
     ) -> None:
         super().__init__()
         self.temperature = check_positive(temperature, "temperature")
-        if activation not in _ACTIVATIONS:
-            raise ValueError(f"activation must be one of {_ACTIVATIONS}, got {activation!r}")
-        if pairing not in PAIRINGS:
-            raise ValueError(f"pairing must be one of {PAIRINGS}, got {pairing!r}")
-        self.activation = activation
-        self.pairing = pairing
+        self.activation = check_choice(activation, "activation", _ACTIVATIONS)
+        self.pairing = check_choice(pairing, "pairing", PAIRINGS)
 
     def forward(
         self,

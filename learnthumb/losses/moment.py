@@ -5,7 +5,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from learnthumb._checks import check_bool_mask, check_floating, check_ndim, check_positive
+from learnthumb._checks import (
+    check_bool_mask,
+    check_choice,
+    check_floating,
+    check_ndim,
+    check_positive,
+)
 from learnthumb.downsamplers import _scale_between, downsample_padding_mask
 
 __all__ = ["MomentMatchingLoss", "channel_moments", "moment_matching_loss"]
@@ -128,10 +134,8 @@ def moment_matching_loss(
         raise ValueError("original: expected a non-empty batch, got B=0")
     if isinstance(lam, bool) or not isinstance(lam, (int, float)) or lam < 0:
         raise ValueError(f"lam must be a number >= 0, got {lam!r}")
-    if statistic not in _STATISTICS:
-        raise ValueError(f"statistic must be one of {_STATISTICS}, got {statistic!r}")
-    if reduction not in _REDUCTIONS:
-        raise ValueError(f"reduction must be one of {_REDUCTIONS}, got {reduction!r}")
+    check_choice(statistic, "statistic", _STATISTICS)
+    check_choice(reduction, "reduction", _REDUCTIONS)
     batch = original.shape[0]
     if original_padding_mask is not None:
         check_bool_mask(
@@ -184,13 +188,9 @@ class MomentMatchingLoss(nn.Module):
         super().__init__()
         if lam != 0:
             check_positive(lam, "lam")
-        if statistic not in _STATISTICS:
-            raise ValueError(f"statistic must be one of {_STATISTICS}, got {statistic!r}")
-        if reduction not in _REDUCTIONS:
-            raise ValueError(f"reduction must be one of {_REDUCTIONS}, got {reduction!r}")
         self.lam = float(lam)
-        self.statistic = statistic
-        self.reduction = reduction
+        self.statistic = check_choice(statistic, "statistic", _STATISTICS)
+        self.reduction = check_choice(reduction, "reduction", _REDUCTIONS)
 
     def forward(
         self,
