@@ -164,13 +164,19 @@ class ConvDownsampler(nn.Module):
         final_activation: apply a ReLU after the last convolution (the paper does).
 
     Shape:
-        - input: :math:`(B, C_{in}, H, W)`
-        - output: :math:`(B, C_{out}, \\lceil H/s \\rceil, \\lceil W/s \\rceil)`
+        - input: :math:`(B, C_{in}, H, W)`, :math:`C_{in}` = ``in_channels``.
+        - output: :math:`(B, C_{out}, \\lceil H/s \\rceil, \\lceil W/s \\rceil)`,
+          :math:`C_{out}` = ``out_channels``; non-negative with ``final_activation``.
 
     Example:
-        >>> down = ConvDownsampler(scale=4)
-        >>> down(torch.rand(2, 3, 37, 50)).shape
-        torch.Size([2, 3, 10, 13])
+        >>> down = ConvDownsampler(scale=4, out_channels=8)
+        >>> [conv.stride for conv in down.convs]
+        [(2, 2), (2, 2)]
+        >>> thumbnail = down(torch.rand(2, 3, 37, 50))
+        >>> thumbnail.shape  # 8 channels; a partial border cell still gives a pixel
+        torch.Size([2, 8, 10, 13])
+        >>> bool((thumbnail >= 0).all())  # the final ReLU
+        True
     """
 
     def __init__(
@@ -271,12 +277,16 @@ class InterpolateDownsampler(nn.Module):
             PIL and OpenCV's ``INTER_AREA`` do when shrinking. Without it 4x bicubic aliases.
 
     Shape:
-        - input: :math:`(B, C, H, W)`
-        - output: :math:`(B, C, \\lceil H/s \\rceil, \\lceil W/s \\rceil)`
+        - input: :math:`(B, C, H, W)`, any number of channels (nothing is learned).
+        - output: :math:`(B, C, \\lceil H/s \\rceil, \\lceil W/s \\rceil)`, the input's dtype.
 
     Example:
-        >>> InterpolateDownsampler(4)(torch.rand(1, 3, 5, 7)).shape
-        torch.Size([1, 3, 2, 2])
+        >>> InterpolateDownsampler(4)(torch.rand(1, 5, 5, 7)).shape
+        torch.Size([1, 5, 2, 2])
+        >>> x = torch.rand(1, 3, 16, 24)
+        >>> area = InterpolateDownsampler(4, mode="area")
+        >>> torch.allclose(area(x), torch.nn.functional.avg_pool2d(x, 4))
+        True
     """
 
     def __init__(self, scale: int = 4, mode: str = "bicubic", antialias: bool = True) -> None:
@@ -312,8 +322,9 @@ class ResidualDownsampler(nn.Module):
         in_channels: image channels.
 
     Shape:
-        - input: :math:`(B, C, H, W)`
-        - output: :math:`(B, C, \\lceil H/s \\rceil, \\lceil W/s \\rceil)`
+        - input: :math:`(B, C, H, W)`, :math:`C` = ``in_channels``.
+        - output: that of the interpolation, to which the residual branch adds:
+          :math:`(B, C, \\lceil H/s \\rceil, \\lceil W/s \\rceil)`.
 
     Example:
         >>> down = ResidualDownsampler(4)
@@ -418,15 +429,17 @@ class LearnedResizer(nn.Module):
         in_channels: channels of the image and of the thumbnail.
 
     Shape:
-        - input: :math:`(B, C, H, W)`
-        - output: :math:`(B, C, \\lceil H/s \\rceil, \\lceil W/s \\rceil)`
+        - input: :math:`(B, C, H, W)`, :math:`C` = ``in_channels``; in training mode more
+          than one thumbnail pixel per batch (BatchNorm).
+        - output: :math:`(B, C, \\lceil H/s \\rceil, \\lceil W/s \\rceil)`, the size of the
+          skip path's resize.
 
     Example:
-        >>> down = LearnedResizer(scale=4)
+        >>> down = LearnedResizer(scale=4, num_blocks=2)
+        >>> len(down.blocks), down.tail.out_channels
+        (2, 3)
         >>> x = torch.rand(2, 3, 37, 50)
-        >>> down(x).shape
-        torch.Size([2, 3, 10, 13])
-        >>> torch.equal(down(x), InterpolateDownsampler(4, mode="bilinear")(x))
+        >>> torch.equal(down(x), InterpolateDownsampler(4, mode="bilinear")(x))  # at init
         True
     """
 
@@ -519,15 +532,20 @@ class SpaceToDepthDownsampler(nn.Module):
         in_channels: channels of the input image.
 
     Shape:
-        - input: :math:`(B, C_{in}, H, W)`
-        - output: :math:`(B, C_{out}, \\lceil H/s \\rceil, \\lceil W/s \\rceil)`
+        - input: :math:`(B, C_{in}, H, W)`, zero-padded on the bottom and right to multiples
+          of :math:`s`.
+        - output: :math:`(B, C_{out}, \\lceil H/s \\rceil, \\lceil W/s \\rceil)`, one pixel per
+          (padded) cell, :math:`C_{out}` = ``out_channels``.
 
     Example:
-        >>> down = SpaceToDepthDownsampler(scale=4)
-        >>> down(torch.rand(2, 3, 37, 50)).shape
-        torch.Size([2, 3, 10, 13])
+        >>> down = SpaceToDepthDownsampler(scale=4, out_channels=8)
+        >>> down.mix.in_channels  # the 3 * 4 * 4 values of a cell
+        48
+        >>> down(torch.rand(2, 3, 37, 50)).shape  # padded to 40 x 52 first
+        torch.Size([2, 8, 10, 13])
         >>> x = torch.rand(1, 3, 16, 24)
-        >>> torch.allclose(down(x), torch.nn.functional.avg_pool2d(x, 4), atol=1e-6)
+        >>> area = torch.nn.functional.avg_pool2d(x, 4)
+        >>> torch.allclose(SpaceToDepthDownsampler(4)(x), area, atol=1e-6)
         True
     """
 
@@ -611,8 +629,9 @@ class WideDownsampler(nn.Module):
         out_channels: ``in_channels + extra_channels``, the input width the model needs.
 
     Shape:
-        - input: :math:`(B, C, H, W)`
-        - output: :math:`(B, C + extra, \\lceil H/s \\rceil, \\lceil W/s \\rceil)`
+        - input: :math:`(B, C, H, W)`, :math:`C` = ``in_channels``.
+        - output: :math:`(B, C + extra, \\lceil H/s \\rceil, \\lceil W/s \\rceil)`: the
+          interpolation in channels :math:`[0, C)`, the learned channels after it.
 
     Example:
         >>> down = WideDownsampler(4)
