@@ -128,7 +128,7 @@ def test_bad_inputs_raise():
             {"pred_logits": torch.zeros(2, 4, 2), "pred_boxes": torch.zeros(2, 3, 4)}, []
         )
     with pytest.raises(ValueError, match="non-zero"):
-        HungarianMatcher(0, 0, 0)
+        HungarianMatcher(cost_class=0, cost_bbox=0, cost_giou=0)
 
 
 def test_non_finite_cost_gives_a_clear_error():

@@ -67,19 +67,7 @@ class DeformableDETR(nn.Module):
             freeze_stem=config.freeze_backbone_stem,
         )
         self.position_embedding = PositionEmbeddingSine(d_model // 2, normalize=True)
-        self.transformer = DeformableTransformer(
-            d_model=d_model,
-            nhead=config.nheads,
-            num_encoder_layers=config.enc_layers,
-            num_decoder_layers=config.dec_layers,
-            dim_feedforward=config.dim_feedforward,
-            dropout=config.dropout,
-            num_feature_levels=config.num_feature_levels,
-            dec_n_points=config.dec_n_points,
-            enc_n_points=config.enc_n_points,
-            two_stage=config.two_stage,
-            two_stage_num_proposals=config.num_queries,
-        )
+        self.transformer = DeformableTransformer(config)
         self.input_proj = nn.ModuleList(self._input_projections(config))
         if not config.two_stage:
             self.query_embed = nn.Embedding(config.num_queries, d_model * 2)

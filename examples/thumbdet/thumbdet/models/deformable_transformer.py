@@ -14,11 +14,13 @@ from torch import nn
 
 from thumbdet.ops import MSDeformAttn
 
+from .presets import DetectorConfig
 from .transformer_layers import (
     DeformableDecoder,
     DeformableDecoderLayer,
     DeformableEncoder,
     DeformableEncoderLayer,
+    LayerSpec,
 )
 
 __all__ = ["DeformableTransformer", "TransformerOutput", "valid_ratio"]
@@ -60,47 +62,31 @@ class DeformableTransformer(nn.Module):
     """Encoder + decoder of Deformable DETR.
 
     Args:
-        d_model: token width C.
-        nhead: attention heads.
-        num_encoder_layers: encoder depth.
-        num_decoder_layers: decoder depth D.
-        dim_feedforward: feed-forward hidden width.
-        dropout: dropout probability.
-        num_feature_levels: levels L.
-        dec_n_points: decoder sampling points per head and level.
-        enc_n_points: encoder sampling points per head and level.
-        two_stage: pick queries from encoder proposals.
-        two_stage_num_proposals: how many proposals become queries.
+        config: the detector's settings; this reads ``d_model``, ``nheads``,
+            ``dim_feedforward``, ``dropout``, ``num_feature_levels`` (the sizes every layer
+            shares), ``enc_layers``/``dec_layers`` (depths), ``enc_n_points``/``dec_n_points``
+            (sampling points per head and level), ``two_stage`` (queries picked from encoder
+            proposals) and ``num_queries`` (how many proposals become queries).
     """
 
-    def __init__(
-        self,
-        d_model: int = 256,
-        nhead: int = 8,
-        num_encoder_layers: int = 6,
-        num_decoder_layers: int = 6,
-        dim_feedforward: int = 1024,
-        dropout: float = 0.1,
-        num_feature_levels: int = 4,
-        dec_n_points: int = 4,
-        enc_n_points: int = 4,
-        two_stage: bool = False,
-        two_stage_num_proposals: int = 300,
-    ) -> None:
+    def __init__(self, config: DetectorConfig) -> None:
         super().__init__()
-        self.d_model = d_model
-        self.two_stage = two_stage
-        self.two_stage_num_proposals = two_stage_num_proposals
-        encoder_layer = DeformableEncoderLayer(
-            d_model, dim_feedforward, dropout, num_feature_levels, nhead, enc_n_points
+        spec = LayerSpec(
+            config.d_model,
+            config.dim_feedforward,
+            config.dropout,
+            config.num_feature_levels,
+            config.nheads,
         )
-        self.encoder = DeformableEncoder(encoder_layer, num_encoder_layers)
-        decoder_layer = DeformableDecoderLayer(
-            d_model, dim_feedforward, dropout, num_feature_levels, nhead, dec_n_points
-        )
-        self.decoder = DeformableDecoder(decoder_layer, num_decoder_layers)
-        self.level_embed = nn.Parameter(torch.empty(num_feature_levels, d_model))
-        if two_stage:
+        d_model = self.d_model = spec.d_model
+        self.two_stage = config.two_stage
+        self.two_stage_num_proposals = config.num_queries
+        encoder_layer = DeformableEncoderLayer(spec, config.enc_n_points)
+        self.encoder = DeformableEncoder(encoder_layer, config.enc_layers)
+        decoder_layer = DeformableDecoderLayer(spec, config.dec_n_points)
+        self.decoder = DeformableDecoder(decoder_layer, config.dec_layers)
+        self.level_embed = nn.Parameter(torch.empty(spec.n_levels, d_model))
+        if self.two_stage:
             self.enc_output = nn.Linear(d_model, d_model)
             self.enc_output_norm = nn.LayerNorm(d_model)
             self.pos_trans = nn.Linear(d_model * 2, d_model * 2)

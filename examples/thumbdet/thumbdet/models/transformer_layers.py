@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -14,6 +15,7 @@ __all__ = [
     "DeformableDecoderLayer",
     "DeformableEncoder",
     "DeformableEncoderLayer",
+    "LayerSpec",
     "inverse_sigmoid",
 ]
 
@@ -28,25 +30,9 @@ def _with_pos(tensor: torch.Tensor, pos: torch.Tensor | None) -> torch.Tensor:
     return tensor if pos is None else tensor + pos
 
 
-class _FeedForward(nn.Module):
-    """Linear-ReLU-Linear with a residual and post LayerNorm."""
-
-    def __init__(self, d_model: int, dim_feedforward: int, dropout: float) -> None:
-        super().__init__()
-        self.linear1 = nn.Linear(d_model, dim_feedforward)
-        self.activation = nn.ReLU()
-        self.dropout1 = nn.Dropout(dropout)
-        self.linear2 = nn.Linear(dim_feedforward, d_model)
-        self.dropout2 = nn.Dropout(dropout)
-        self.norm = nn.LayerNorm(d_model)
-
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        hidden = self.dropout1(self.activation(self.linear1(tokens)))
-        return self.norm(tokens + self.dropout2(self.linear2(hidden)))
-
-
-class DeformableEncoderLayer(nn.Module):
-    """Multi-scale deformable self-attention over all levels, then a feed-forward block.
+@dataclass(frozen=True)
+class LayerSpec:
+    """The sizes that the encoder and decoder layers share (their sampling points differ).
 
     Args:
         d_model: token width C.
@@ -54,23 +40,50 @@ class DeformableEncoderLayer(nn.Module):
         dropout: dropout probability.
         n_levels: feature levels L.
         n_heads: attention heads.
+    """
+
+    d_model: int = 256
+    dim_feedforward: int = 1024
+    dropout: float = 0.1
+    n_levels: int = 4
+    n_heads: int = 8
+
+
+class _FeedForward(nn.Module):
+    """Linear-ReLU-Linear with a residual and post LayerNorm."""
+
+    def __init__(self, spec: LayerSpec) -> None:
+        super().__init__()
+        self.linear1 = nn.Linear(spec.d_model, spec.dim_feedforward)
+        self.activation = nn.ReLU()
+        self.dropout1 = nn.Dropout(spec.dropout)
+        self.linear2 = nn.Linear(spec.dim_feedforward, spec.d_model)
+        self.dropout2 = nn.Dropout(spec.dropout)
+        self.norm = nn.LayerNorm(spec.d_model)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        hidden = self.dropout1(self.activation(self.linear1(tokens)))
+        return self.norm(tokens + self.dropout2(self.linear2(hidden)))
+
+
+def _deformable_attention(spec: LayerSpec, n_points: int) -> MSDeformAttn:
+    return MSDeformAttn(spec.d_model, spec.n_levels, spec.n_heads, n_points)
+
+
+class DeformableEncoderLayer(nn.Module):
+    """Multi-scale deformable self-attention over all levels, then a feed-forward block.
+
+    Args:
+        spec: the layer's sizes.
         n_points: sampling points per head and level.
     """
 
-    def __init__(
-        self,
-        d_model: int,
-        dim_feedforward: int,
-        dropout: float,
-        n_levels: int,
-        n_heads: int,
-        n_points: int,
-    ) -> None:
+    def __init__(self, spec: LayerSpec, n_points: int) -> None:
         super().__init__()
-        self.self_attn = MSDeformAttn(d_model, n_levels, n_heads, n_points)
-        self.dropout = nn.Dropout(dropout)
-        self.norm = nn.LayerNorm(d_model)
-        self.ffn = _FeedForward(d_model, dim_feedforward, dropout)
+        self.self_attn = _deformable_attention(spec, n_points)
+        self.dropout = nn.Dropout(spec.dropout)
+        self.norm = nn.LayerNorm(spec.d_model)
+        self.ffn = _FeedForward(spec)
 
     def forward(
         self,
@@ -152,31 +165,21 @@ class DeformableDecoderLayer(nn.Module):
     """Query self-attention, multi-scale deformable cross-attention, feed-forward.
 
     Args:
-        d_model: query width C.
-        dim_feedforward: hidden width of the feed-forward block.
-        dropout: dropout probability.
-        n_levels: feature levels L.
-        n_heads: attention heads.
-        n_points: sampling points per head and level.
+        spec: the layer's sizes.
+        n_points: sampling points per head and level of the cross-attention.
     """
 
-    def __init__(
-        self,
-        d_model: int,
-        dim_feedforward: int,
-        dropout: float,
-        n_levels: int,
-        n_heads: int,
-        n_points: int,
-    ) -> None:
+    def __init__(self, spec: LayerSpec, n_points: int) -> None:
         super().__init__()
-        self.self_attn = nn.MultiheadAttention(d_model, n_heads, dropout=dropout, batch_first=True)
-        self.dropout_self = nn.Dropout(dropout)
-        self.norm_self = nn.LayerNorm(d_model)
-        self.cross_attn = MSDeformAttn(d_model, n_levels, n_heads, n_points)
-        self.dropout_cross = nn.Dropout(dropout)
-        self.norm_cross = nn.LayerNorm(d_model)
-        self.ffn = _FeedForward(d_model, dim_feedforward, dropout)
+        self.self_attn = nn.MultiheadAttention(
+            spec.d_model, spec.n_heads, dropout=spec.dropout, batch_first=True
+        )
+        self.dropout_self = nn.Dropout(spec.dropout)
+        self.norm_self = nn.LayerNorm(spec.d_model)
+        self.cross_attn = _deformable_attention(spec, n_points)
+        self.dropout_cross = nn.Dropout(spec.dropout)
+        self.norm_cross = nn.LayerNorm(spec.d_model)
+        self.ffn = _FeedForward(spec)
 
     def forward(
         self,

@@ -190,7 +190,10 @@ def build_criterion(preset: str | DetectorConfig = "paper_r50", **overrides) -> 
     """
     config = get_config(preset, **overrides)
     matcher = HungarianMatcher(
-        config.set_cost_class, config.set_cost_bbox, config.set_cost_giou, config.focal_alpha
+        cost_class=config.set_cost_class,
+        cost_bbox=config.set_cost_bbox,
+        cost_giou=config.set_cost_giou,
+        focal_alpha=config.focal_alpha,
     )
     base = {
         "loss_ce": config.cls_loss_coef,

@@ -148,6 +148,7 @@ class HungarianMatcher(nn.Module):
 
     def __init__(
         self,
+        *,
         cost_class: float = 2.0,
         cost_bbox: float = 5.0,
         cost_giou: float = 2.0,
