@@ -37,7 +37,8 @@ ALLOWED = {
     "thumbnails": {"data", "checkpoints"},
     "export": {"ops", "thumbnails", "models", "checkpoints"},
     "experiments": {
-        "checkpoints", "data", "evaluation", "files", "models", "thumbnails", "training",
+        "checkpoints", "data", "evaluation", "files", "models", "settings", "thumbnails",
+        "training",
     },
     "cli": None,  # the commands: anything
     "__main__": {"cli"},

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from thumbdet.cli.command import Command
+from thumbdet.experiments.options import DemoOptions
 from thumbdet.settings import setting
 
 __all__ = ["COMMAND", "AblateOptions"]
@@ -21,24 +22,17 @@ def _tables() -> list[str]:
 
 
 @dataclass
-class AblateOptions:
-    """Settings of ``thumbdet ablate``."""
+class AblateOptions(DemoOptions):
+    """Settings of ``thumbdet ablate``: the table, and the demo's folder and size."""
 
     table: str | None = setting(None, "which table to reproduce", flag="table", choices=_tables)
-    output: str | None = setting(None, "the demo's folder (default ./thumbdet-demo)")
-    quick: bool = setting(False, "the demo's toy recipe")
-    data_dir: str | None = setting(None, "dataset folder (default: cache)")
-    threads: int = setting(1, "PyTorch threads (0: default)")
 
 
 def _run(options: AblateOptions) -> int:
     """Body of ``thumbdet ablate``."""
     from thumbdet.experiments.ablations import run_ablation
-    from thumbdet.experiments.measure import use_threads
 
-    output = options.output or ("thumbdet-demo-quick" if options.quick else "thumbdet-demo")
-    with use_threads(options.threads):
-        run_ablation(options.table, output, quick=options.quick, data_dir=options.data_dir)
+    run_ablation(options.table, options)
     return 0
 
 

@@ -1,39 +1,22 @@
 """``thumbdet demo``: the paper's Table 2 and Figs. 1, 5, 6 on a generated dataset, on a CPU.
 
 A thin command over :func:`thumbdet.experiments.demo.run_demo`; its flags come from
-:class:`DemoOptions`.
+:class:`~thumbdet.experiments.options.DemoOptions`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from thumbdet.cli.command import Command
-from thumbdet.settings import setting
+from thumbdet.experiments.options import DemoOptions
 
-__all__ = ["COMMAND", "DemoOptions"]
-
-
-@dataclass
-class DemoOptions:
-    """Settings of ``thumbdet demo``."""
-
-    output: str | None = setting(None, "folder (default ./thumbdet-demo)")
-    quick: bool = setting(False, "toy size, about a minute")
-    data_dir: str | None = setting(None, "dataset folder (default: cache)")
-    threads: int = setting(
-        1, "PyTorch threads (default 1: robust on a shared CPU; 0 = PyTorch's default)"
-    )
+__all__ = ["COMMAND"]
 
 
 def _run(options: DemoOptions) -> int:
     """Body of ``thumbdet demo``."""
     from thumbdet.experiments.demo import run_demo
-    from thumbdet.experiments.measure import use_threads
 
-    output = options.output or ("thumbdet-demo-quick" if options.quick else "thumbdet-demo")
-    with use_threads(options.threads):
-        run_demo(output, quick=options.quick, data_dir=options.data_dir)
+    run_demo(options)
     return 0
 
 

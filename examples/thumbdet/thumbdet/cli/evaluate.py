@@ -9,19 +9,12 @@ from thumbdet.cli.command import Command, SettingsGroup
 from thumbdet.settings import setting
 from thumbdet.training.groups import DataSettings
 
-__all__ = ["COMMAND", "DATA_SETTINGS", "EvalOptions"]
+__all__ = ["COMMAND", "DATA_SETTINGS", "LOADING_SETTINGS", "EvalOptions"]
 
-#: The data settings of ``train`` that ``eval`` takes too.
-DATA_SETTINGS = (
-    "val_images",
-    "val_ann",
-    "coco_root",
-    "short_side",
-    "max_size",
-    "batch_size",
-    "num_workers",
-    "skip_bad_images",
-)
+#: The data settings of ``train`` that ``eval`` hands on to ``evaluate_checkpoint`` by name.
+LOADING_SETTINGS = ("short_side", "max_size", "batch_size", "num_workers", "skip_bad_images")
+#: The data settings of ``train`` that ``eval`` takes: the dataset, and how it is loaded.
+DATA_SETTINGS = ("val_images", "val_ann", "coco_root", *LOADING_SETTINGS)
 
 
 @dataclass
@@ -46,13 +39,9 @@ def _run(options: EvalOptions, data: DataSettings) -> int:
         data.val_images,
         data.val_ann,
         output=options.output,
-        batch_size=data.batch_size,
-        num_workers=data.num_workers,
-        short_side=data.short_side,
-        max_size=data.max_size,
         device=options.device,
         verbose=options.verbose,
-        skip_bad_images=data.skip_bad_images,
+        **{name: getattr(data, name) for name in LOADING_SETTINGS},
     )
     print(json.dumps(metrics, indent=2, sort_keys=True))
     return 0

@@ -10,11 +10,11 @@ default, ``./thumbdet-demo``) skips the teacher, bicubic and full ThumbDet runs.
 
 from __future__ import annotations
 
-import os
 import time
-from pathlib import Path
 from typing import Any
 
+from thumbdet.experiments.measure import use_threads
+from thumbdet.experiments.options import DemoOptions
 from thumbdet.experiments.phases import evaluate_phase, run_phase
 from thumbdet.experiments.recipes import phase_config, prepare_recipe
 from thumbdet.experiments.report import AP_KEYS, normalise_ap_metrics, write_results
@@ -158,29 +158,29 @@ def format_ablation(table: str, ours: dict[str, dict[str, float | None]]) -> str
     return "\n".join(lines)
 
 
-def run_ablation(
-    table: str,
-    output: str | os.PathLike = "thumbdet-demo",
-    quick: bool = False,
-    data_dir: str | os.PathLike | None = None,
-    progress: bool = True,
-) -> dict:
+def run_ablation(table: str, options: DemoOptions | None = None) -> dict:
     """Train (or reuse) every variant of one table, evaluate it, write the Markdown table.
 
     Args:
         table: a key of ``TABLES`` (``components``, ``layers``, ``stages``, ``temperature``,
             ``init``, ``families``).
-        output, quick, data_dir, progress: as for :func:`thumbdet.experiments.demo.run_demo`;
-            ``output`` is best the demo's folder, whose phases are shared.
+        options: as for :func:`thumbdet.experiments.demo.run_demo`; its folder is best the
+            demo's, whose phases are shared.
 
     Returns:
         ``{"table", "variants": {variant: six AP numbers}, "wall_seconds"}``.
     """
     if table not in TABLES:
         raise ValueError(f"table: expected one of {sorted(TABLES)}, got {table!r}")
+    options = options or DemoOptions()
+    with use_threads(options.threads):
+        return _run_ablation(table, options)
+
+
+def _run_ablation(table: str, options: DemoOptions) -> dict:
     started = time.perf_counter()
-    name, recipe, data = prepare_recipe(quick, data_dir, progress)
-    output = Path(output)
+    name, recipe, data = prepare_recipe(options.quick, options.data_dir, options.progress)
+    output = options.folder()
     teacher_config = phase_config(recipe, data, output / "teacher", "teacher")
     print("[ablate] teacher", flush=True)
     teacher, teacher_fp = run_phase(teacher_config)
@@ -195,7 +195,7 @@ def run_ablation(
         print(f"[ablate] {table}: {variant}", flush=True)
         checkpoint, fingerprint = run_phase(config, teacher_fp if distilled else "")
         ours[variant] = normalise_ap_metrics(
-            evaluate_phase(checkpoint, fingerprint, data, progress)
+            evaluate_phase(checkpoint, fingerprint, data, options.progress)
         )
     markdown = format_ablation(table, ours)
     (output / f"ablation_{table}.md").write_text(markdown + "\n")

@@ -1,7 +1,7 @@
 """The demo: the paper's Table 2 and Figs. 1, 5, 6 on a generated dataset, on a CPU.
 
 On a fresh machine with no data and no network, :func:`run_demo` (``thumbdet demo [--output
-DIR] [--quick]``)
+DIR] [--quick]``, settings :class:`~thumbdet.experiments.options.DemoOptions`)
 
 1. generates (once, cached) the synthetic dataset of :mod:`thumbdet.data.synthetic`, whose
    classes differ only in 1-px textures that a 4× bicubic thumbnail averages away;
@@ -20,7 +20,6 @@ interrupted training run where it stopped.
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -29,7 +28,8 @@ import torch
 from torch import nn
 
 from thumbdet.checkpoints import load_detector
-from thumbdet.experiments.measure import measure_model
+from thumbdet.experiments.measure import measure_model, use_threads
+from thumbdet.experiments.options import DemoOptions
 from thumbdet.experiments.phases import evaluate_phase, run_phase
 from thumbdet.experiments.recipes import DemoRecipe, phase_config, prepare_recipe
 from thumbdet.experiments.report import format_results_table, make_row, write_results
@@ -103,24 +103,24 @@ def _draw_figures(
     return written
 
 
-def run_demo(
-    output: str | os.PathLike = "thumbdet-demo",
-    quick: bool = False,
-    data_dir: str | os.PathLike | None = None,
-    progress: bool = True,
-) -> dict:
+def run_demo(options: DemoOptions | None = None) -> dict:
     """Run the whole demo (see the module docstring) and return ``results.json``'s content.
 
     Args:
-        output: folder for the phases, figures and ``results.json``.
-        quick: the same pipeline at toy size (about a minute; numbers are meaningless).
-        data_dir: where the dataset is generated (default: the thumbdet cache folder).
-        progress: show progress bars.
+        options: The folder for the phases, figures and ``results.json``, the size (``quick``:
+            the same pipeline at toy size, numbers meaningless), the dataset folder, threads
+            and progress bars (default: ``DemoOptions()``).
     """
+    options = options or DemoOptions()
+    with use_threads(options.threads):
+        return _run_demo(options)
+
+
+def _run_demo(options: DemoOptions) -> dict:
     started = time.perf_counter()
-    output = Path(output)
+    output = options.folder()
     output.mkdir(parents=True, exist_ok=True)
-    name, recipe, data = prepare_recipe(quick, data_dir, progress)
+    name, recipe, data = prepare_recipe(options.quick, options.data_dir, options.progress)
     print(f"[demo] dataset: {data.root}", flush=True)
     phase_seconds: dict[str, float] = {}
 
@@ -151,7 +151,7 @@ def run_demo(
     models: dict[str, nn.Module] = {}
     for key in MODEL_KEYS:
         checkpoint, fingerprint = runs[key]
-        metrics = evaluate_phase(checkpoint, fingerprint, data, progress)
+        metrics = evaluate_phase(checkpoint, fingerprint, data, options.progress)
         models[key] = load_detector(checkpoint)
         speed = measure_model(models[key], image, recipe.latency_repeats)
         teacher_map = results["teacher"]["mAP"] if key != "teacher" else None
