@@ -6,19 +6,33 @@ import pytest
 
 from tests.thumbdet.quick_golden import GOLDEN_BACKEND, compare, phase_fingerprint
 from thumbdet.cli import main
-from thumbdet.experiments.ablations import PAPER, TABLES, VARIANTS, format_ablation
+from thumbdet.experiments.ablations import (
+    PAPER,
+    PAPER_TABLES,
+    TABLES,
+    VARIANTS,
+    format_ablation,
+)
 from thumbdet.experiments.report import AP_KEYS
 from thumbdet.ops import BACKEND_ENV_VAR
 from thumbdet.training.config import TrainConfig
 
 
 def test_every_table_row_is_a_known_variant_with_paper_numbers():
-    for table, rows in TABLES.items():
-        assert set(PAPER.get(table, {})) <= set(rows)
-        for variant in rows:
-            assert variant in VARIANTS
-        for numbers in PAPER.get(table, {}).values():
-            assert len(numbers) == len(AP_KEYS)
+    assert set(PAPER_TABLES) <= set(TABLES)
+    for rows in TABLES.values():
+        assert set(rows) <= set(VARIANTS)
+    for table in PAPER_TABLES:  # every row of the paper's tables has the paper's numbers
+        assert set(TABLES[table]) <= set(PAPER)
+    assert set(PAPER) == {v for table in PAPER_TABLES for v in TABLES[table]}
+    assert all(len(numbers) == len(AP_KEYS) for numbers in PAPER.values())
+
+
+def test_tables_beyond_the_paper_show_no_paper_numbers():
+    ours = {"bicubic_4x": dict.fromkeys(AP_KEYS, 5.0)}
+    bicubic_row = format_ablation("families", ours).splitlines()[2]
+    assert bicubic_row.startswith("| bicubic |") and bicubic_row.endswith("| - | - | - | - | - |")
+    assert "| 29.1 |" in format_ablation("components", ours)
 
 
 def test_format_ablation_puts_ours_next_to_the_paper():

@@ -20,7 +20,7 @@ from thumbdet.experiments.recipes import phase_config, prepare_recipe
 from thumbdet.experiments.report import AP_KEYS, normalise_ap_metrics, write_results
 from thumbdet.training.modes import get_mode
 
-__all__ = ["PAPER", "TABLES", "VARIANTS", "format_ablation", "run_ablation"]
+__all__ = ["PAPER", "PAPER_TABLES", "TABLES", "VARIANTS", "format_ablation", "run_ablation"]
 
 # Table 4's and Table 5's variants run without distillation, as the paper says of Table 4
 # and as Table 5's "Two-Stage w/ Dow." row (30.7 mAP) equals Table 3's L_mm-only row.
@@ -93,33 +93,27 @@ TABLES: dict[str, dict[str, str]] = {
 }
 """Table name -> (variant -> the row's label, as in the paper)."""
 
-PAPER: dict[str, dict[str, tuple[float, ...]]] = {
-    "components": {  # Table 3
-        "bicubic_4x": (29.1, 45.4, 30.4, 9.0, 29.5, 48.0),
-        "moment_only": (30.7, 47.4, 32.2, 10.4, 31.4, 50.7),
-        "moment_logit": (30.9, 47.6, 32.6, 9.9, 32.0, 51.8),
-        "thumbdet_4x": (31.2, 48.4, 32.6, 9.8, 32.0, 52.5),
-    },
-    "layers": {  # Table 4
-        "layers_1": (10.9, 16.6, 11.5, 1.7, 9.4, 21.4),
-        "moment_only": (30.7, 47.4, 32.2, 10.4, 31.4, 50.7),
-        "layers_5": (26.7, 42.6, 27.7, 8.4, 26.7, 44.1),
-    },
-    "stages": {  # Table 5
-        "bicubic_4x": (29.1, 45.4, 30.4, 9.0, 29.5, 48.0),
-        "one_stage": (22.2, 36.0, 22.8, 6.3, 21.2, 37.0),
-        "two_stage_frozen": (18.1, 30.4, 18.7, 5.6, 17.7, 30.7),
-        "moment_only": (30.7, 47.4, 32.2, 10.4, 31.4, 50.7),
-    },
-    "temperature": {  # Table 6
-        "temperature_0.5": (30.5, 47.0, 32.1, 10.1, 31.2, 51.2),
-        "thumbdet_4x": (31.2, 48.4, 32.6, 9.8, 32.0, 52.5),
-        "temperature_1.5": (27.0, 42.5, 28.2, 8.1, 21.1, 45.9),
-        "temperature_2": (27.1, 42.3, 28.1, 8.5, 27.1, 45.5),
-    },
+PAPER_TABLES: dict[str, int] = {"components": 3, "layers": 4, "stages": 5, "temperature": 6}
+"""The tables the paper has (name -> its table number); the others go beyond it."""
+
+PAPER: dict[str, tuple[float, ...]] = {
+    # Tables 3-6 share runs (e.g. L_mm only is Table 3's second row, Table 4's N = 2 and
+    # Table 5's "w/ Dow."), so each run's numbers stand here once, under its variant.
+    "bicubic_4x": (29.1, 45.4, 30.4, 9.0, 29.5, 48.0),
+    "moment_only": (30.7, 47.4, 32.2, 10.4, 31.4, 50.7),
+    "moment_logit": (30.9, 47.6, 32.6, 9.9, 32.0, 51.8),
+    "thumbdet_4x": (31.2, 48.4, 32.6, 9.8, 32.0, 52.5),
+    "layers_1": (10.9, 16.6, 11.5, 1.7, 9.4, 21.4),
+    "layers_5": (26.7, 42.6, 27.7, 8.4, 26.7, 44.1),
+    "one_stage": (22.2, 36.0, 22.8, 6.3, 21.2, 37.0),
+    "two_stage_frozen": (18.1, 30.4, 18.7, 5.6, 17.7, 30.7),
+    "temperature_0.5": (30.5, 47.0, 32.1, 10.1, 31.2, 51.2),
+    "temperature_1.5": (27.0, 42.5, 28.2, 8.1, 21.1, 45.9),
+    "temperature_2": (27.1, 42.3, 28.1, 8.5, 27.1, 45.5),
 }
-"""The paper's numbers (COCO val, ResNet-50, 50 epochs), in the order of ``AP_KEYS``; the
-``init`` table has none (the official code ties teacher and student weights)."""
+"""The paper's numbers of each variant of Tables 3-6 (COCO val, ResNet-50, 50 epochs), in the
+order of ``AP_KEYS``; the tables beyond the paper show none (the official code ties teacher and
+student weights, so ``init`` has no counterpart)."""
 
 
 def _cell(value: float | None) -> str:
@@ -140,7 +134,7 @@ def format_ablation(table: str, ours: dict[str, dict[str, float | None]]) -> str
         raise ValueError(f"table: expected one of {sorted(TABLES)}, got {table!r}")
     rows = TABLES[table]
     best_ours = max((ours[v]["mAP"] or 0.0) for v in rows if v in ours) if ours else None
-    paper_rows = PAPER.get(table, {})
+    paper_rows = {v: PAPER[v] for v in rows if v in PAPER} if table in PAPER_TABLES else {}
     best_paper = max((row[0] for row in paper_rows.values()), default=None)
     header = ["Setting", *(f"{k} (ours)" for k in AP_KEYS), "mAP (paper)", "AP50 (paper)"]
     header += ["APs (paper)", "APm (paper)", "APl (paper)"]
