@@ -39,6 +39,7 @@ __all__ = [
     "REPO_ROOT",
     "RESULTS_DIR",
     "Timing",
+    "benchmark_main",
     "benchmark_parser",
     "cpu_model",
     "describe_environment",
@@ -47,6 +48,7 @@ __all__ = [
     "peak_cuda_memory",
     "peak_rss_in_subprocess",
     "result_path",
+    "run_presets",
     "synchronize",
     "time_function",
     "time_interleaved",
@@ -96,6 +98,13 @@ def synchronize(device: torch.device | str) -> None:
         torch.cuda.synchronize(device)
 
 
+def _check_counts(warmup: object, repeats: object) -> None:
+    """Raise ``ValueError`` naming the argument unless warmup >= 0 and repeats >= 1 are ints."""
+    for name, value, least in (("warmup", warmup, 0), ("repeats", repeats, 1)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            raise ValueError(f"{name} must be an int >= {least}, got {value!r}")
+
+
 def _summarise(times: list[float], warmup: int, budget_limited: bool) -> Timing:
     # learnthumb's estimator, so the library's measure_latency and the benchmarks agree.
     stats = LatencyStats.from_times(times)
@@ -132,10 +141,7 @@ def time_function(
     Returns:
         :class:`Timing` in seconds.
     """
-    if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
-        raise ValueError(f"warmup must be an int >= 0, got {warmup!r}")
-    if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
-        raise ValueError(f"repeats must be an int >= 1, got {repeats!r}")
+    _check_counts(warmup, repeats)
     for _ in range(warmup):
         function()
     synchronize(device)
@@ -178,10 +184,7 @@ def time_interleaved(
     Returns:
         name -> :class:`Timing` (all with the same number of repeats).
     """
-    if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
-        raise ValueError(f"repeats must be an int >= 1, got {repeats!r}")
-    if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
-        raise ValueError(f"warmup must be an int >= 0, got {warmup!r}")
+    _check_counts(warmup, repeats)
     for _ in range(warmup):
         for function in functions.values():
             function()
@@ -403,3 +406,67 @@ def benchmark_parser(description: str, presets: Sequence[str]) -> argparse.Argum
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--output-dir", default=None, help="instead of benchmarks/results")
     return parser
+
+
+def benchmark_main(
+    run: Callable[..., Path],
+    parser: argparse.ArgumentParser,
+    argv: Sequence[str] | None = None,
+    **extra: Callable[[argparse.Namespace], Any],
+) -> None:
+    """A benchmark script's command line: parse ``argv``, call ``run``, print the JSON's path.
+
+    Args:
+        run: the script's ``run(*, quick, presets, device, output_dir, ...)``.
+        parser: :func:`benchmark_parser`'s parser, with any options of the script added.
+        argv: the arguments (default: ``sys.argv[1:]``).
+        **extra: further keywords of ``run``, each computed from the parsed options.
+    """
+    args = parser.parse_args(argv)
+    path = run(
+        quick=args.quick,
+        presets=tuple(args.presets),
+        device=args.device,
+        output_dir=args.output_dir,
+        **{keyword: value(args) for keyword, value in extra.items()},
+    )
+    print(f"wrote {path}")
+
+
+def run_presets(
+    name: str,
+    measure: Callable[[str, torch.device], dict[str, Any]],
+    method: str,
+    *,
+    quick: bool,
+    presets: Sequence[str],
+    device: torch.device | str,
+    output_dir: Path | str | None,
+) -> Path:
+    """Describe the machine, measure every preset, write ``name.json``; return its path.
+
+    The machine is described (load average included) before the first measurement, so the
+    JSON records the load the benchmark started under.
+
+    Args:
+        name: benchmark name, the file's stem.
+        measure: ``measure(preset, device)`` -> that preset's JSON-serialisable results.
+        method: one sentence on how the numbers were measured.
+        quick: whether this is a ``--quick`` run (recorded).
+        presets: the presets to measure, in order.
+        device: the device to measure on.
+        output_dir: root folder instead of ``benchmarks/results``.
+
+    Returns:
+        The path of the JSON ``{"benchmark", "environment", "quick", "method", "presets"}``.
+    """
+    device = torch.device(device)
+    environment = describe_environment(device)
+    results = {preset: measure(preset, device) for preset in presets}
+    return write_result(
+        name,
+        {"quick": quick, "method": method, "presets": results},
+        device=device,
+        output_dir=output_dir,
+        environment=environment,
+    )

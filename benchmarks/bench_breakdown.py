@@ -23,10 +23,10 @@ import torch
 from torch import nn
 
 from benchmarks._harness import (
+    benchmark_main,
     benchmark_parser,
-    describe_environment,
+    run_presets,
     synchronize,
-    write_result,
 )
 
 NAME = "breakdown"
@@ -199,10 +199,8 @@ def run(
     profile: bool = True,
 ) -> Path:
     """Run the breakdown and write ``breakdown.json``; returns its path."""
-    torch_device = torch.device(device)
-    environment = describe_environment(torch_device)
-    results: dict[str, Any] = {}
-    for preset in presets:
+
+    def measure(preset: str, torch_device: torch.device) -> dict[str, Any]:
         cases = [
             breakdown_case(preset, variant, scale, options, quick, torch_device, profile)
             for variant, scale, options in CASES
@@ -215,32 +213,21 @@ def run(
                 "target": "<= 0.02",
                 "met": share is not None and share <= 0.02,
             }
-        results[preset] = {"cases": cases, "targets": targets}
+        return {"cases": cases, "targets": targets}
+
     method = (
         "forward pre/post hooks read the clock around each stage (CUDA synchronised); medians "
         "over timed batch-1 calls under torch.inference_mode; 'other' = forward minus stages"
     )
-    return write_result(
-        NAME,
-        {"quick": quick, "method": method, "presets": results},
-        device=torch_device,
-        output_dir=output_dir,
-        environment=environment,
+    return run_presets(
+        NAME, measure, method, quick=quick, presets=presets, device=device, output_dir=output_dir
     )
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = benchmark_parser(__doc__.splitlines()[0], PRESETS)
     parser.add_argument("--no-profile", action="store_true", help="skip the operator table")
-    args = parser.parse_args(argv)
-    path = run(
-        quick=args.quick,
-        presets=tuple(args.presets),
-        device=args.device,
-        output_dir=args.output_dir,
-        profile=not args.no_profile,
-    )
-    print(f"wrote {path}")
+    benchmark_main(run, parser, argv, profile=lambda args: not args.no_profile)
 
 
 if __name__ == "__main__":

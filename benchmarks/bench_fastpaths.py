@@ -23,6 +23,7 @@ from typing import Any
 import torch
 
 from benchmarks._harness import (
+    benchmark_main,
     benchmark_parser,
     describe_environment,
     synchronize,
@@ -236,15 +237,7 @@ def run(
 def main(argv: list[str] | None = None) -> None:
     parser = benchmark_parser(__doc__.splitlines()[0], ("paper_r50", "tiny"))
     parser.add_argument("--compile", action="store_true", help="also measure torch.compile")
-    args = parser.parse_args(argv)
-    path = run(
-        quick=args.quick,
-        compile_model=args.compile,
-        device=args.device,
-        output_dir=args.output_dir,
-        presets=tuple(args.presets),
-    )
-    print(f"wrote {path}")
+    benchmark_main(run, parser, argv, compile_model=lambda args: args.compile)
 
 
 if __name__ == "__main__":

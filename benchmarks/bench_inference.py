@@ -18,12 +18,12 @@ from typing import Any
 import torch
 
 from benchmarks._harness import (
+    benchmark_main,
     benchmark_parser,
-    describe_environment,
     peak_cuda_memory,
     peak_rss_in_subprocess,
+    run_presets,
     time_interleaved,
-    write_result,
 )
 
 NAME = "inference"
@@ -204,35 +204,23 @@ def run(
     output_dir: Path | str | None = None,
 ) -> Path:
     """Run the inference benchmark and write ``inference.json``; returns its path."""
-    torch_device = torch.device(device)
-    environment = describe_environment(torch_device)  # the load before this benchmark ran
-    results = {}
-    for preset in presets:
-        results[preset] = benchmark_preset(preset, quick, torch_device)
-        results[preset]["targets"] = summarise_targets(results[preset])
+
+    def measure(preset: str, torch_device: torch.device) -> dict[str, Any]:
+        result = benchmark_preset(preset, quick, torch_device)
+        result["targets"] = summarise_targets(result)
+        return result
+
     method = (
         "median (IQR) of individually timed calls after warm-up; variants timed round-robin; "
         "detector + PostProcess under torch.inference_mode, float32, random weights and images"
     )
-    return write_result(
-        NAME,
-        {"quick": quick, "method": method, "presets": results},
-        device=torch_device,
-        output_dir=output_dir,
-        environment=environment,
+    return run_presets(
+        NAME, measure, method, quick=quick, presets=presets, device=device, output_dir=output_dir
     )
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = benchmark_parser(__doc__.splitlines()[0], PRESETS)
-    args = parser.parse_args(argv)
-    path = run(
-        quick=args.quick,
-        presets=tuple(args.presets),
-        device=args.device,
-        output_dir=args.output_dir,
-    )
-    print(f"wrote {path}")
+    benchmark_main(run, benchmark_parser(__doc__.splitlines()[0], PRESETS), argv)
 
 
 if __name__ == "__main__":

@@ -31,10 +31,10 @@ import torch
 from torch import nn
 
 from benchmarks._harness import (
+    benchmark_main,
     benchmark_parser,
-    describe_environment,
+    run_presets,
     time_interleaved,
-    write_result,
 )
 
 NAME = "training"
@@ -225,32 +225,23 @@ def run(
     output_dir: Path | str | None = None,
 ) -> Path:
     """Run the training-step benchmark and write ``training.json``; returns its path."""
-    torch_device = torch.device(device)
-    environment = describe_environment(torch_device)
-    results = {preset: benchmark_preset(preset, quick, torch_device) for preset in presets}
     method = (
         "median (IQR) of one optimiser step per mode on a fixed random batch, modes timed "
         "round-robin after warm-up; float32; random weights and targets"
     )
-    return write_result(
+    return run_presets(
         NAME,
-        {"quick": quick, "method": method, "presets": results},
-        device=torch_device,
+        lambda preset, torch_device: benchmark_preset(preset, quick, torch_device),
+        method,
+        quick=quick,
+        presets=presets,
+        device=device,
         output_dir=output_dir,
-        environment=environment,
     )
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = benchmark_parser(__doc__.splitlines()[0], PRESETS)
-    args = parser.parse_args(argv)
-    path = run(
-        quick=args.quick,
-        presets=tuple(args.presets),
-        device=args.device,
-        output_dir=args.output_dir,
-    )
-    print(f"wrote {path}")
+    benchmark_main(run, benchmark_parser(__doc__.splitlines()[0], PRESETS), argv)
 
 
 if __name__ == "__main__":
