@@ -45,7 +45,13 @@ def _environment_line(result: dict[str, Any]) -> str:
     )
 
 
-def _targets(targets: dict[str, Any]) -> list[list[str]]:
+def _section(title: str, result: dict[str, Any]) -> list[str]:
+    """The first lines of a benchmark's section: its title, machine and method."""
+    return [f"### {title}", _environment_line(result), "", result["method"] + "."]
+
+
+def _targets_table(targets: dict[str, Any]) -> str:
+    """The table of a benchmark's targets: name, wanted, measured and whether it was met."""
     rows = []
     for name, target in targets.items():
         measured = target["measured"]
@@ -53,11 +59,11 @@ def _targets(targets: dict[str, Any]) -> list[list[str]]:
         rows.append(
             [name.replace("_", " "), target["target"], shown, "yes" if target["met"] else "**no**"]
         )
-    return rows
+    return _table(["target", "wanted", "measured", "met"], rows)
 
 
 def render_inference(result: dict[str, Any]) -> str:
-    parts = ["### Inference (question 1)", _environment_line(result), "", result["method"] + "."]
+    parts = _section("Inference (question 1)", result)
     for preset, data in result["presets"].items():
         rows_by_batch: dict[int, dict[str, Any]] = {}
         for row in data["rows"]:
@@ -102,20 +108,12 @@ def render_inference(result: dict[str, Any]) -> str:
             parts.append(f"Note: {data['settings_note']}.")
         parts += ["", _table(header, table_rows)]
         if data.get("targets"):
-            parts += [
-                "",
-                _table(["target", "wanted", "measured", "met"], _targets(data["targets"])),
-            ]
+            parts += ["", _targets_table(data["targets"])]
     return "\n".join(parts)
 
 
 def render_breakdown(result: dict[str, Any]) -> str:
-    parts = [
-        "### Where the time goes (question 2)",
-        _environment_line(result),
-        "",
-        result["method"] + ".",
-    ]
+    parts = _section("Where the time goes (question 2)", result)
     for preset, data in result["presets"].items():
         cases = data["cases"]
         header = ["stage"] + [f"{c['case']} ms (share)" for c in cases]
@@ -143,7 +141,7 @@ def render_breakdown(result: dict[str, Any]) -> str:
         parts += [
             _table(header, rows),
             "",
-            _table(["target", "wanted", "measured", "met"], _targets(data["targets"])),
+            _targets_table(data["targets"]),
         ]
         for case in cases:
             if case.get("top_ops"):
@@ -155,12 +153,7 @@ def render_breakdown(result: dict[str, Any]) -> str:
 
 
 def render_training(result: dict[str, Any]) -> str:
-    parts = [
-        "### Training cost (question 3)",
-        _environment_line(result),
-        "",
-        result["method"] + ".",
-    ]
+    parts = _section("Training cost (question 3)", result)
     for preset, data in result["presets"].items():
         rows = []
         for name, row in data["rows"].items():
@@ -183,13 +176,13 @@ def render_training(result: dict[str, Any]) -> str:
             "",
             _table(["step", "ms (IQR)", "images/s", "/ (teacher fwd + bicubic step)"], rows),
             "",
-            _table(["target", "wanted", "measured", "met"], _targets(data["targets"])),
+            _targets_table(data["targets"]),
         ]
     return "\n".join(parts)
 
 
 def render_fastpaths(result: dict[str, Any], title: str) -> str:
-    parts = [f"### {title}", _environment_line(result), "", result["method"] + "."]
+    parts = _section(title, result)
     for subject in result["subjects"]:
         rows = [
             [
