@@ -24,12 +24,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from learnthumb._checks import check_int, check_ndim
-from learnthumb.downsamplers import (
-    _check_image,
-    _interpolate_down,
-    _thumbnail_hw,
-    register_downsampler,
-)
+from learnthumb.downsamplers._base import _check_image, _interpolate_down, _thumbnail_hw
+from learnthumb.downsamplers.registry import register_downsampler
 from learnthumb.warps import SeparableWarp
 
 __all__ = ["SaliencySampler", "saliency_sample"]

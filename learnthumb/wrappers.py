@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from learnthumb._checks import check_bool_mask, check_choice, check_floating, check_tensor
-from learnthumb.downsamplers import _scale_between, downsample_padding_mask
+from learnthumb.downsamplers._base import _scale_between, downsample_padding_mask
 from learnthumb.warps import SeparableWarp
 
 __all__ = [

@@ -12,7 +12,7 @@ from learnthumb._checks import (
     check_ndim,
     check_positive,
 )
-from learnthumb.downsamplers import _scale_between, downsample_padding_mask
+from learnthumb.downsamplers._base import _scale_between, downsample_padding_mask
 
 __all__ = ["MomentMatchingLoss", "channel_moments", "moment_matching_loss"]
 

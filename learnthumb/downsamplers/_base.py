@@ -1,0 +1,110 @@
+"""What every downsampler shares: the thumbnail's size, the padding mask, the input check and
+the fixed resize."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from learnthumb._checks import check_floating, check_int, check_ndim
+
+
+def thumbnail_size(size: Sequence[int], scale: int) -> tuple[int, int]:
+    """Size of the thumbnail of an image of ``size`` at a downsampling ``scale``.
+
+    Args:
+        size: ``(H, W)`` of the original image, each at least 1.
+        scale: the integer downsampling factor ``s``.
+
+    Returns:
+        ``(ceil(H / s), ceil(W / s))``: a partial cell at the border still gives a pixel.
+
+    Example:
+        >>> thumbnail_size((37, 50), 4)
+        (10, 13)
+    """
+    check_int(scale, "scale", minimum=1)
+    if len(size) != 2:
+        raise ValueError(f"size must be (H, W), got {tuple(size)}")
+    height, width = (int(v) for v in size)
+    if height < 1 or width < 1:
+        raise ValueError(f"size must be >= 1 in both dimensions, got {(height, width)}")
+    return math.ceil(height / scale), math.ceil(width / scale)
+
+
+def _scale_between(size: Sequence[int], thumbnail: Sequence[int]) -> int | None:
+    """The integer factor ``s`` with ``thumbnail == ceil(size / s)``, or ``None`` if none fits."""
+    height, width = (int(v) for v in size)
+    scale = max(1, round(height / int(thumbnail[0])))
+    if thumbnail_size((height, width), scale) != tuple(int(v) for v in thumbnail):
+        return None
+    return scale
+
+
+def downsample_padding_mask(mask: torch.Tensor, scale: int) -> torch.Tensor:
+    """Reduce a padding mask to the thumbnail size.
+
+    A thumbnail pixel is padding only when its whole ``scale x scale`` cell of the original is
+    padding; one valid pixel in the cell makes it valid. Cells that overhang the border count
+    only their pixels inside the image.
+
+    Args:
+        mask: bool padding mask, True = padded pixel (the DETR convention).
+        scale: the integer downsampling factor.
+
+    Shape:
+        - mask: :math:`(B, H, W)`
+        - output: :math:`(B, \\lceil H/s \\rceil, \\lceil W/s \\rceil)`, bool.
+
+    Example:
+        >>> mask = torch.zeros(1, 5, 7, dtype=torch.bool)
+        >>> mask[:, :, 4:] = True
+        >>> downsample_padding_mask(mask, 4)[0]
+        tensor([[False,  True],
+                [False,  True]])
+    """
+    check_ndim(mask, 3, "mask", "(B, H, W)")
+    if mask.dtype != torch.bool:
+        raise TypeError(f"mask must be a bool tensor (True = padded), got {mask.dtype}")
+    check_int(scale, "scale", minimum=1)
+    if scale == 1:
+        return mask.clone()
+    valid = (~mask).to(torch.float32).unsqueeze(1)  # (B, 1, H, W)
+    # ceil_mode keeps the partial border cells; max-pooling ignores their out-of-image part.
+    any_valid = F.max_pool2d(valid, kernel_size=scale, stride=scale, ceil_mode=True)
+    return any_valid.squeeze(1) == 0  # (B, ceil(H/s), ceil(W/s))
+
+
+def _check_image(images: torch.Tensor, channels: int | None, name: str = "images") -> None:
+    check_ndim(images, 4, name, "(B, C, H, W)")
+    check_floating(images, name)
+    if channels is not None and images.shape[1] != channels:
+        raise ValueError(
+            f"{name} must have {channels} channels (B, {channels}, H, W), "
+            f"got shape {tuple(images.shape)}"
+        )
+
+
+_INTERPOLATION_MODES = ("bicubic", "bilinear", "area", "nearest")
+
+
+def _thumbnail_hw(images: torch.Tensor, scale: int) -> list[int]:
+    """``thumbnail_size(images.shape[-2:], scale)`` in integer arithmetic on the shape.
+
+    Unlike :func:`thumbnail_size` it does no ``int()`` conversion, so ``torch.jit.trace``, the
+    ONNX exporters and ``torch.export`` record the size as a function of the input's height and
+    width instead of freezing the traced size.
+    """
+    height, width = images.shape[-2], images.shape[-1]
+    return [(height + scale - 1) // scale, (width + scale - 1) // scale]
+
+
+def _interpolate_down(images: torch.Tensor, scale: int, mode: str, antialias: bool) -> torch.Tensor:
+    size = _thumbnail_hw(images, scale)
+    if mode in ("bicubic", "bilinear"):
+        return F.interpolate(images, size=size, mode=mode, align_corners=False, antialias=antialias)
+    # "area" is adaptive average pooling and "nearest" picks one pixel: no antialias option.
+    return F.interpolate(images, size=size, mode=mode)

@@ -1,0 +1,127 @@
+"""The learned downsampling module of ThumbDet: a stack of strided convolutions."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from learnthumb._checks import check_int
+from learnthumb.downsamplers._base import _check_image
+
+
+def _split_scale(scale: int, num_layers: int) -> list[int]:
+    """Per-layer strides whose product is ``scale``: factors of 2 first, then the rest."""
+    strides = []
+    remaining = scale
+    for layer in range(num_layers):
+        if layer == num_layers - 1:
+            strides.append(remaining)
+        elif remaining % 2 == 0 and remaining > 1:
+            strides.append(2)
+            remaining //= 2
+        else:
+            strides.append(remaining)
+            remaining = 1
+    return strides
+
+
+class ConvDownsampler(nn.Module):
+    """The learned downsampling module of ThumbDet (Fig. 3, Sec. 3.3 of the paper).
+
+    A stack of strided convolutions, each followed by a ReLU: ``conv -> ReLU -> conv -> ReLU``
+    by default, 12 hidden channels, strides that multiply to ``scale`` (2 and 2 for 4x), 3x3
+    kernels for 4x and 5x5 kernels for 2x (Sec. 4.2). Padding ``(k - 1) / 2`` makes every
+    layer map ``n`` pixels to ``ceil(n / stride)``, so the output is exactly
+    :func:`thumbnail_size`. Table 4's ablation variants are ``num_layers=1, kernel_size=5``
+    (one stride-4 conv) and ``num_layers=5, kernel_size=(7, 5, 3, 1, 1)``.
+
+    Args:
+        scale: downsampling factor (product of the strides).
+        hidden_channels: channels between layers (12 in the paper).
+        num_layers: number of convolutions (2 in the paper).
+        kernel_size: one odd kernel size for every layer, or one per layer. ``None`` picks the
+            paper's default: 3 when ``scale >= 4``, else 5.
+        in_channels: channels of the input image.
+        out_channels: channels of the thumbnail; defaults to ``in_channels``.
+        final_activation: apply a ReLU after the last convolution (the paper does).
+
+    Shape:
+        - input: :math:`(B, C_{in}, H, W)`, :math:`C_{in}` = ``in_channels``.
+        - output: :math:`(B, C_{out}, \\lceil H/s \\rceil, \\lceil W/s \\rceil)`,
+          :math:`C_{out}` = ``out_channels``; non-negative with ``final_activation``.
+
+    Example:
+        >>> down = ConvDownsampler(scale=4, out_channels=8)
+        >>> [conv.stride for conv in down.convs]
+        [(2, 2), (2, 2)]
+        >>> thumbnail = down(torch.rand(2, 3, 37, 50))
+        >>> thumbnail.shape  # 8 channels; a partial border cell still gives a pixel
+        torch.Size([2, 8, 10, 13])
+        >>> bool((thumbnail >= 0).all())  # the final ReLU
+        True
+    """
+
+    def __init__(
+        self,
+        scale: int = 4,
+        hidden_channels: int = 12,
+        num_layers: int = 2,
+        kernel_size: int | Sequence[int] | None = None,
+        in_channels: int = 3,
+        out_channels: int | None = None,
+        final_activation: bool = True,
+    ) -> None:
+        super().__init__()
+        self.scale = check_int(scale, "scale", minimum=1)
+        check_int(hidden_channels, "hidden_channels", minimum=1)
+        check_int(num_layers, "num_layers", minimum=1)
+        check_int(in_channels, "in_channels", minimum=1)
+        out_channels = in_channels if out_channels is None else out_channels
+        check_int(out_channels, "out_channels", minimum=1)
+        if kernel_size is None:
+            kernel_size = 3 if scale >= 4 else 5
+        kernels = [kernel_size] * num_layers if isinstance(kernel_size, int) else list(kernel_size)
+        if len(kernels) != num_layers:
+            raise ValueError(
+                f"kernel_size must give one size per layer ({num_layers}), got {kernels}"
+            )
+        for k in kernels:
+            check_int(k, "kernel_size", minimum=1)
+            if k % 2 == 0:
+                raise ValueError(f"kernel_size must be odd so the output size is exact, got {k}")
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.final_activation = final_activation
+        strides = _split_scale(scale, num_layers)
+        channels = [in_channels] + [hidden_channels] * (num_layers - 1) + [out_channels]
+        self.convs = nn.ModuleList(
+            nn.Conv2d(channels[i], channels[i + 1], kernels[i], strides[i], (kernels[i] - 1) // 2)
+            for i in range(num_layers)
+        )
+
+    def reset_parameters(self) -> None:
+        """Re-initialise every convolution with PyTorch's default initialisation."""
+        for conv in self.convs:
+            conv.reset_parameters()
+
+    @torch.jit.unused
+    def _check(self, images: torch.Tensor) -> None:
+        _check_image(images, self.in_channels)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        # The check is Python-only; skipping it when scripted keeps the module exportable.
+        if not torch.jit.is_scripting():
+            self._check(images)
+        x = images
+        last = len(self.convs) - 1
+        for index, conv in enumerate(self.convs):
+            x = conv(x)
+            if index < last or self.final_activation:
+                x = F.relu(x)
+        return x
+
+    def extra_repr(self) -> str:
+        return f"scale={self.scale}"
