@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from learnthumb._checks import check_floating, check_int, check_ndim
 
@@ -86,6 +87,22 @@ def _check_image(images: torch.Tensor, channels: int | None, name: str = "images
             f"{name} must have {channels} channels (B, {channels}, H, W), "
             f"got shape {tuple(images.shape)}"
         )
+
+
+class _CheckedDownsampler(nn.Module):
+    """Base of the scriptable downsamplers: they check their input in Python only.
+
+    A subclass sets ``in_channels`` and calls :meth:`_check_input` first in ``forward``.
+    """
+
+    @torch.jit.unused
+    def _check(self, images: torch.Tensor) -> None:
+        _check_image(images, self.in_channels)
+
+    def _check_input(self, images: torch.Tensor) -> None:
+        # The check is Python-only; skipping it when scripted keeps the module exportable.
+        if not torch.jit.is_scripting():
+            self._check(images)
 
 
 _INTERPOLATION_MODES = ("bicubic", "bilinear", "area", "nearest")

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from learnthumb._checks import check_int
-from learnthumb.downsamplers._base import _check_image
+from learnthumb.downsamplers._base import _CheckedDownsampler
 
 
 def _split_scale(scale: int, num_layers: int) -> list[int]:
@@ -28,7 +28,7 @@ def _split_scale(scale: int, num_layers: int) -> list[int]:
     return strides
 
 
-class ConvDownsampler(nn.Module):
+class ConvDownsampler(_CheckedDownsampler):
     """The learned downsampling module of ThumbDet (Fig. 3, Sec. 3.3 of the paper).
 
     A stack of strided convolutions, each followed by a ReLU: ``conv -> ReLU -> conv -> ReLU``
@@ -107,14 +107,8 @@ class ConvDownsampler(nn.Module):
         for conv in self.convs:
             conv.reset_parameters()
 
-    @torch.jit.unused
-    def _check(self, images: torch.Tensor) -> None:
-        _check_image(images, self.in_channels)
-
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        # The check is Python-only; skipping it when scripted keeps the module exportable.
-        if not torch.jit.is_scripting():
-            self._check(images)
+        self._check_input(images)
         x = images
         last = len(self.convs) - 1
         for index, conv in enumerate(self.convs):

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from learnthumb._checks import check_choice, check_int
-from learnthumb.downsamplers._base import _check_image, _interpolate_down, _thumbnail_hw
+from learnthumb.downsamplers._base import _CheckedDownsampler, _interpolate_down, _thumbnail_hw
 
 #: Negative slope of the learned resizer's LeakyReLUs (the value Talebi & Milanfar use).
 _RESIZER_SLOPE = 0.2
@@ -31,7 +31,7 @@ class _ResizerBlock(nn.Module):
         return x + self.bn2(self.conv2(y))
 
 
-class LearnedResizer(nn.Module):
+class LearnedResizer(_CheckedDownsampler):
     """The learned resizer of Talebi & Milanfar, "Learning to Resize Images for Computer
     Vision Tasks" (ICCV 2021, Fig. 2), at an integer downsampling ``scale``.
 
@@ -119,14 +119,8 @@ class LearnedResizer(nn.Module):
         nn.init.zeros_(self.tail.weight)
         nn.init.zeros_(self.tail.bias)
 
-    @torch.jit.unused
-    def _check(self, images: torch.Tensor) -> None:
-        _check_image(images, self.in_channels)
-
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        # The check is Python-only; skipping it when scripted keeps the module exportable.
-        if not torch.jit.is_scripting():
-            self._check(images)
+        self._check_input(images)
         size = _thumbnail_hw(images, self.scale)
         resized = _interpolate_down(images, self.scale, self.mode, self.antialias)
         x = self.act(self.head(images))

@@ -7,10 +7,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from learnthumb._checks import check_int
-from learnthumb.downsamplers._base import _check_image
+from learnthumb.downsamplers._base import _CheckedDownsampler
 
 
-class SpaceToDepthDownsampler(nn.Module):
+class SpaceToDepthDownsampler(_CheckedDownsampler):
     """Space-to-depth ("wide") thumbnail: ``pixel_unshuffle`` plus a learned channel mixing.
 
     Each ``scale x scale`` cell of the image becomes one thumbnail pixel holding all of the
@@ -87,14 +87,8 @@ class SpaceToDepthDownsampler(nn.Module):
             )
             self.mix.bias[channel] = 0.0
 
-    @torch.jit.unused
-    def _check(self, images: torch.Tensor) -> None:
-        _check_image(images, self.in_channels)
-
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        # The check is Python-only; skipping it when scripted keeps the module exportable.
-        if not torch.jit.is_scripting():
-            self._check(images)
+        self._check_input(images)
         height, width = images.shape[-2], images.shape[-1]
         pad_bottom = (self.scale - height % self.scale) % self.scale
         pad_right = (self.scale - width % self.scale) % self.scale
