@@ -20,6 +20,7 @@ from .transformer_layers import (
     DeformableDecoderLayer,
     DeformableEncoder,
     DeformableEncoderLayer,
+    FlatLevels,
     LayerSpec,
 )
 
@@ -196,11 +197,10 @@ class DeformableTransformer(nn.Module):
             (shapes_tensor.new_zeros((1,)), shapes_tensor.prod(1).cumsum(0)[:-1])
         )  # (L,)
         valid_ratios = torch.stack([valid_ratio(mask) for mask in masks], 1)  # (N, L, 2)
-
-        memory = self.encoder(
-            src_flatten, shapes_tensor, level_start_index, valid_ratios, pos_flatten, mask_flatten,
-            spatial_shapes,
-        )  # (N, S, C)  # fmt: skip
+        levels = FlatLevels(
+            shapes_tensor, level_start_index, valid_ratios, mask_flatten, spatial_shapes
+        )
+        memory = self.encoder(src_flatten, pos_flatten, levels)  # (N, S, C)
 
         batch, _, channels = memory.shape
         enc_outputs_class = enc_outputs_coord_unact = None
@@ -224,9 +224,8 @@ class DeformableTransformer(nn.Module):
             reference_points = self.reference_points(query_pos).sigmoid()  # (N, Q, 2)
 
         hidden_states, inter_references = self.decoder(
-            tgt, reference_points, memory, shapes_tensor, level_start_index, valid_ratios,
-            query_pos, mask_flatten, bbox_heads if refine_boxes else None,
-        )  # fmt: skip
+            tgt, query_pos, reference_points, memory, levels, bbox_heads if refine_boxes else None
+        )
         return TransformerOutput(
             hidden_states, reference_points, inter_references, enc_outputs_class,
             enc_outputs_coord_unact,

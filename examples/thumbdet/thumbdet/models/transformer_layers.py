@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -15,6 +16,7 @@ __all__ = [
     "DeformableDecoderLayer",
     "DeformableEncoder",
     "DeformableEncoderLayer",
+    "FlatLevels",
     "LayerSpec",
     "inverse_sigmoid",
 ]
@@ -28,6 +30,25 @@ def inverse_sigmoid(probability: torch.Tensor, eps: float = 1e-5) -> torch.Tenso
 
 def _with_pos(tensor: torch.Tensor, pos: torch.Tensor | None) -> torch.Tensor:
     return tensor if pos is None else tensor + pos
+
+
+class FlatLevels(NamedTuple):
+    """How the feature levels were flattened into one sequence of S = sum of H*W tokens.
+
+    Attributes:
+        shapes: :math:`(L, 2)` int64 (H, W) of each level, on the tokens' device.
+        start_index: :math:`(L,)` int64 offset of each level along S.
+        valid_ratios: :math:`(N, L, 2)` fraction (w, h) of each level that is not padding.
+        padding_mask: :math:`(N, S)` bool, True on padding, or None.
+        level_shapes: ``shapes`` as Python ints, which spares a device sync and a
+            ``torch.compile`` graph break.
+    """
+
+    shapes: torch.Tensor
+    start_index: torch.Tensor
+    valid_ratios: torch.Tensor
+    padding_mask: torch.Tensor | None
+    level_shapes: list[tuple[int, int]]
 
 
 @dataclass(frozen=True)
@@ -90,14 +111,12 @@ class DeformableEncoderLayer(nn.Module):
         src: torch.Tensor,
         pos: torch.Tensor,
         reference_points: torch.Tensor,
-        spatial_shapes: torch.Tensor,
-        level_start_index: torch.Tensor,
-        padding_mask: torch.Tensor | None,
+        levels: FlatLevels,
     ) -> torch.Tensor:
         """Shape: src, pos (N, S, C); reference_points (N, S, L, 2); output (N, S, C)."""
         attended = self.self_attn(
-            _with_pos(src, pos), reference_points, src, spatial_shapes, level_start_index,
-            padding_mask,
+            _with_pos(src, pos), reference_points, src, levels.shapes, levels.start_index,
+            levels.padding_mask,
         )  # fmt: skip
         src = self.norm(src + self.dropout(attended))
         return self.ffn(src)
@@ -135,29 +154,12 @@ class DeformableEncoder(nn.Module):
         reference = torch.cat(per_level, 1)  # (N, S, 2)
         return reference[:, :, None] * valid_ratios[:, None]  # (N, S, L, 2)
 
-    def forward(
-        self,
-        src: torch.Tensor,
-        spatial_shapes: torch.Tensor,
-        level_start_index: torch.Tensor,
-        valid_ratios: torch.Tensor,
-        pos: torch.Tensor,
-        padding_mask: torch.Tensor | None,
-        level_shapes: list[tuple[int, int]] | None = None,
-    ) -> torch.Tensor:
-        """Shape: src, pos (N, S, C); valid_ratios (N, L, 2); output memory (N, S, C).
-
-        ``level_shapes`` repeats ``spatial_shapes`` as Python ints, which spares a device sync
-        and a ``torch.compile`` graph break.
-        """
-        if level_shapes is None:
-            level_shapes = [(int(h), int(w)) for h, w in spatial_shapes.tolist()]
-        reference_points = self.reference_points(level_shapes, valid_ratios)
+    def forward(self, src: torch.Tensor, pos: torch.Tensor, levels: FlatLevels) -> torch.Tensor:
+        """Shape: src, pos (N, S, C); output memory (N, S, C)."""
+        reference_points = self.reference_points(levels.level_shapes, levels.valid_ratios)
         output = src
         for layer in self.layers:
-            output = layer(
-                output, pos, reference_points, spatial_shapes, level_start_index, padding_mask
-            )
+            output = layer(output, pos, reference_points, levels)
         return output
 
 
@@ -187,18 +189,16 @@ class DeformableDecoderLayer(nn.Module):
         query_pos: torch.Tensor,
         reference_points: torch.Tensor,
         memory: torch.Tensor,
-        spatial_shapes: torch.Tensor,
-        level_start_index: torch.Tensor,
-        memory_padding_mask: torch.Tensor | None,
+        levels: FlatLevels,
     ) -> torch.Tensor:
         """Shape: tgt, query_pos (N, Q, C); reference_points (N, Q, L, 2 or 4);
-        memory (N, S, C); output (N, Q, C)."""
+        memory (N, S, C), laid out as ``levels`` says; output (N, Q, C)."""
         query_key = _with_pos(tgt, query_pos)
         attended = self.self_attn(query_key, query_key, tgt, need_weights=False)[0]
         tgt = self.norm_self(tgt + self.dropout_self(attended))
         attended = self.cross_attn(
-            _with_pos(tgt, query_pos), reference_points, memory, spatial_shapes,
-            level_start_index, memory_padding_mask,
+            _with_pos(tgt, query_pos), reference_points, memory, levels.shapes,
+            levels.start_index, levels.padding_mask,
         )  # fmt: skip
         tgt = self.norm_cross(tgt + self.dropout_cross(attended))
         return self.ffn(tgt)
@@ -220,25 +220,23 @@ class DeformableDecoder(nn.Module):
     def forward(
         self,
         tgt: torch.Tensor,
+        query_pos: torch.Tensor,
         reference_points: torch.Tensor,
         memory: torch.Tensor,
-        spatial_shapes: torch.Tensor,
-        level_start_index: torch.Tensor,
-        valid_ratios: torch.Tensor,
-        query_pos: torch.Tensor,
-        memory_padding_mask: torch.Tensor | None,
+        levels: FlatLevels,
         bbox_heads: nn.ModuleList | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Run all layers.
+        """Run all layers over the encoder's ``memory``, laid out as ``levels`` says.
 
         Shape:
             - tgt, query_pos: :math:`(N, Q, C)`.
             - reference_points: :math:`(N, Q, 2)` points or :math:`(N, Q, 4)` boxes in [0, 1].
-            - valid_ratios: :math:`(N, L, 2)`.
+            - memory: :math:`(N, S, C)`.
             - Output: hidden states :math:`(D, N, Q, C)` and the reference points each layer
               handed on :math:`(D, N, Q, 2 \\text{ or } 4)`.
         """
         output = tgt
+        valid_ratios = levels.valid_ratios  # (N, L, 2)
         hidden_states, references = [], []
         for layer_index, layer in enumerate(self.layers):
             if reference_points.shape[-1] == 4:
@@ -246,10 +244,7 @@ class DeformableDecoder(nn.Module):
             else:
                 ratios = valid_ratios  # (N, L, 2)
             reference_input = reference_points[:, :, None] * ratios[:, None]  # (N, Q, L, 2|4)
-            output = layer(
-                output, query_pos, reference_input, memory, spatial_shapes, level_start_index,
-                memory_padding_mask,
-            )  # fmt: skip
+            output = layer(output, query_pos, reference_input, memory, levels)
             if bbox_heads is not None:
                 delta = bbox_heads[layer_index](output)  # (N, Q, 4)
                 if reference_points.shape[-1] == 4:

@@ -50,26 +50,13 @@ def ms_deform_attn_pytorch(
     """Multi-scale deformable attention (Eq. 3 of the paper) with differentiable PyTorch ops.
 
     Bilinear sampling uses zero padding and ``align_corners=False``: a normalised location
-    ``x`` in [0, 1] reads pixel ``x * W - 0.5``.
-
-    Args:
-        value: per-head values of every pixel of every level, levels concatenated.
-        spatial_shapes: (H, W) of each level.
-        level_start_index: offset of each level in the S axis of ``value`` (unused here: the
-            levels are split by their areas; kept for the common signature).
-        sampling_locations: normalised (x, y) sampling points.
-        attention_weights: weight of each sampling point.
-
-    Shape:
-        - value: (N, S, M, D)
-        - spatial_shapes: (L, 2)
-        - level_start_index: (L,)
-        - sampling_locations: (N, Lq, M, L, P, 2)
-        - attention_weights: (N, Lq, M, L, P)
-        - Returns: (N, Lq, M * D)
+    ``x`` in [0, 1] reads pixel ``x * W - 0.5``. The arguments, their shapes and the output
+    are those of :func:`thumbdet.ops.deformable_attention.ms_deform_attn`, the public entry
+    that dispatches here; ``level_start_index`` is unused (the levels are split by their
+    areas) and kept for the common signature.
 
     Returns:
-        The attention output, heads concatenated along the channel axis.
+        The attention output :math:`(N, L_q, M \\cdot D)`, heads concatenated along channels.
     """
     del level_start_index
     output, _ = ms_deform_attn_pytorch_with_samples(
