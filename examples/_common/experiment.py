@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import argparse
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
 from examples._common.models import DensePredictionNet
+from examples._common.reporting import parse_args, report
 from examples._common.training import (
     OptimConfig,
     Split,
@@ -146,3 +148,89 @@ def prepare_experiment(
     train, val = load_split(data, "train"), load_split(data, "val")
     print(f"data: {len(train)} train / {len(val)} val images of {size} ({elapsed():.0f} s)")
     return Experiment(size, train, val, teacher_config, student_config)
+
+
+@dataclass
+class Comparison:
+    """A finished run of an example: its command line, data and the four trained models.
+
+    Attributes:
+        args: the parsed command line.
+        experiment: the data and schedules.
+        results: ``[teacher, bicubic student, bicubic student + KD, learned student]``.
+        elapsed: wall seconds since the start of the run.
+        shown: the validation images of the figure, (R, 3, H, W).
+    """
+
+    args: argparse.Namespace
+    experiment: Experiment
+    results: list[Trained]
+    elapsed: Callable[[], float]
+    shown: torch.Tensor
+
+    @property
+    def shown_targets(self) -> torch.Tensor:
+        """The targets of the figure's images."""
+        return self.experiment.val.targets[: len(self.shown)]
+
+    def predictions(self) -> list[torch.Tensor]:
+        """Each model's predictions on the figure's images, in the order of ``results``."""
+        return [predict(result.model, result.downsampler, self.shown) for result in self.results]
+
+    def report(
+        self,
+        columns: Sequence[Sequence[np.ndarray]],
+        points: Sequence[Sequence[np.ndarray | None]] | None = None,
+    ) -> dict:
+        """Print the table, write ``results.json`` and ``figure.png`` (see ``reporting.report``).
+
+        Args:
+            columns: the figure's columns after the thumbnails: the ground truth, then one per
+                model; ``columns[c][r]`` is an (H, W, 3) array.
+            points: optional keypoints per column and row, ``points[c][r]`` (K, 2).
+        """
+        size, results = self.experiment.size, self.results
+        headline = next(iter(results[0].scores))
+        return report(
+            self.args,
+            results,
+            self.shown,
+            columns,
+            ["ground truth", *[result.name for result in results]],
+            self.elapsed,
+            f"{headline} at the original resolution {size[0]}x{size[1]}, "
+            f"{len(self.experiment.val)} val images",
+            points=points,
+        )
+
+
+def run_comparison(
+    description: str,
+    default_output: str,
+    write_dataset: Callable[[Path, dict[str, int], tuple[int, int], int], None],
+    load_split: Callable[[Path, str], Split],
+    make_task: Callable[[tuple[int, int]], Task],
+    figure_rows: int = 4,
+) -> Comparison:
+    """An example's run up to its figure: command line, data, and :func:`compare`.
+
+    Args:
+        description: the command line's description.
+        default_output: the run folder when ``--output`` is not given.
+        write_dataset: the example's ``write_dataset(root, splits, size, seed)``.
+        load_split: the example's ``load_split(root, split)``.
+        make_task: the example's :class:`Task` for the image size ``(H, W)``.
+        figure_rows: validation images shown in the figure.
+    """
+    args = parse_args(description, default_output)
+    elapsed = start_timer()
+    experiment = prepare_experiment(args, write_dataset, load_split, elapsed)
+    results = compare(
+        make_task(experiment.size),
+        experiment.train,
+        experiment.val,
+        experiment.teacher_config,
+        experiment.student_config,
+        seed=args.seed,
+    )
+    return Comparison(args, experiment, results, elapsed, experiment.val.images[:figure_rows])

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from examples._common import drawing
+from examples._common.datasets import load_images, write_generated_dataset
 from examples._common.training import Split
 
 KEYPOINTS = ("head", "pelvis", "left hand", "right hand", "left foot", "right foot")
@@ -64,30 +65,22 @@ def draw_sample(rng: np.random.Generator, size: tuple[int, int]) -> tuple[np.nda
     return image, keypoints
 
 
+def _save_keypoints(folder: Path, keypoints: dict[str, np.ndarray]) -> None:
+    annotations = {name: points.round(3).tolist() for name, points in keypoints.items()}
+    (folder / "keypoints.json").write_text(json.dumps(annotations))
+
+
 def write_dataset(root: Path, splits: dict[str, int], size: tuple[int, int], seed: int) -> None:
     """Write ``root/<split>/images/NNNN.png`` and ``root/<split>/keypoints.json``."""
     spec = {"splits": splits, "size": list(size), "seed": seed, "keypoints": list(KEYPOINTS)}
-    spec_path = root / "spec.json"
-    if spec_path.exists() and json.loads(spec_path.read_text()) == spec:
-        return
-    rng = np.random.default_rng(seed)
-    for split, count in splits.items():
-        (root / split / "images").mkdir(parents=True, exist_ok=True)
-        annotations = {}
-        for index in range(count):
-            image, keypoints = draw_sample(rng, size)
-            drawing.save_png(image, root / split / "images" / f"{index:04d}.png")
-            annotations[f"{index:04d}.png"] = keypoints.round(3).tolist()
-        (root / split / "keypoints.json").write_text(json.dumps(annotations))
-    spec_path.write_text(json.dumps(spec))
+    write_generated_dataset(root, spec, draw_sample, _save_keypoints)
 
 
 def load_split(root: Path, split: str) -> Split:
     """Images (N, 3, H, W) float in [0, 1] and keypoints (N, 6, 2) float (x, y) pixels."""
     annotations = json.loads((root / split / "keypoints.json").read_text())
     names = sorted(annotations)
-    images = np.stack([drawing.load_png(root / split / "images" / name) for name in names])
     return Split(
-        images=torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255.0,  # (N, 3, H, W)
+        images=load_images([root / split / "images" / name for name in names]),
         targets=torch.tensor([annotations[name] for name in names], dtype=torch.float32),
     )

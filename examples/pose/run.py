@@ -15,9 +15,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from examples._common.experiment import Task, compare, prepare_experiment, start_timer
-from examples._common.reporting import parse_args, report
-from examples._common.training import predict
+from examples._common.experiment import Task, run_comparison
 from examples.pose.figures_dataset import KEYPOINTS, load_split, write_dataset
 from learnthumb import rescale_keypoints, upsample_to
 
@@ -93,33 +91,20 @@ def make_pose_scores(image_size: tuple[int, int]):
 
 
 def main() -> None:
-    args = parse_args(__doc__.splitlines()[0], "runs/pose")
-    elapsed = start_timer()
-    experiment = prepare_experiment(args, write_dataset, load_split, elapsed)
-    size, train, val = experiment.size, experiment.train, experiment.val
-
-    task = Task(len(KEYPOINTS), make_pose_loss(size), make_pose_scores(size))
-    results = compare(
-        task, train, val, experiment.teacher_config, experiment.student_config, seed=args.seed
+    run = run_comparison(
+        __doc__.splitlines()[0],
+        "runs/pose",
+        write_dataset,
+        load_split,
+        lambda size: Task(len(KEYPOINTS), make_pose_loss(size), make_pose_scores(size)),
     )
-
-    shown = val.images[:4]
+    size, shown = run.experiment.size, run.shown
     images = [shown[r].permute(1, 2, 0).numpy() for r in range(len(shown))]  # (H, W, 3)
-    columns, points = [images], [list(val.targets[:4].numpy())]
-    for result in results:
-        predicted = predicted_keypoints(predict(result.model, result.downsampler, shown), size)
+    columns, points = [images], [list(run.shown_targets.numpy())]
+    for heatmaps in run.predictions():
         columns.append(images)
-        points.append(list(predicted.numpy()))
-    report(
-        args,
-        results,
-        shown,
-        columns,
-        ["ground truth", *[r.name for r in results]],
-        elapsed,
-        f"PCK@0.05 at the original resolution {size[0]}x{size[1]}, {len(val)} val images",
-        points=points,
-    )
+        points.append(list(predicted_keypoints(heatmaps, size).numpy()))
+    run.report(columns, points)
 
 
 if __name__ == "__main__":

@@ -16,9 +16,7 @@ import matplotlib.cm
 import torch
 import torch.nn.functional as F
 
-from examples._common.experiment import Task, compare, prepare_experiment, start_timer
-from examples._common.reporting import parse_args, report
-from examples._common.training import predict
+from examples._common.experiment import Task, run_comparison
 from examples.segmentation.shapes_dataset import CLASSES, load_split, write_dataset
 from learnthumb import upsample_to
 
@@ -55,29 +53,17 @@ def colorize(labels: torch.Tensor):
 
 
 def main() -> None:
-    args = parse_args(__doc__.splitlines()[0], "runs/segmentation")
-    elapsed = start_timer()
-    experiment = prepare_experiment(args, write_dataset, load_split, elapsed)
-    size, train, val = experiment.size, experiment.train, experiment.val
-
-    task = Task(len(CLASSES), segmentation_loss, segmentation_scores)
-    results = compare(
-        task, train, val, experiment.teacher_config, experiment.student_config, seed=args.seed
+    run = run_comparison(
+        __doc__.splitlines()[0],
+        "runs/segmentation",
+        write_dataset,
+        load_split,
+        lambda _size: Task(len(CLASSES), segmentation_loss, segmentation_scores),
     )
-
-    shown = val.images[:4]
-    columns = [[colorize(mask) for mask in val.targets[:4]]]
-    for result in results:
-        labels = predicted_labels(predict(result.model, result.downsampler, shown), size)
-        columns.append([colorize(label) for label in labels])
-    report(
-        args,
-        results,
-        shown,
-        columns,
-        ["ground truth", *[r.name for r in results]],
-        elapsed,
-        f"mIoU at the original resolution {size[0]}x{size[1]}, {len(val)} val images",
+    size = run.experiment.size
+    predicted = [predicted_labels(logits, size) for logits in run.predictions()]
+    run.report(
+        [[colorize(labels) for labels in column] for column in [run.shown_targets, *predicted]]
     )
 
 

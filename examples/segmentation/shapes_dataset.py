@@ -8,13 +8,13 @@ same mean), which a 4x anti-aliased bicubic thumbnail averages away.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from examples._common import drawing
+from examples._common.datasets import load_images, write_generated_dataset
 from examples._common.training import Split
 
 CLASSES = ("background", "disc", "flat box", "checkered box")
@@ -49,29 +49,23 @@ def draw_sample(rng: np.random.Generator, size: tuple[int, int]) -> tuple[np.nda
     return image, labels
 
 
+def _save_masks(folder: Path, masks: dict[str, np.ndarray]) -> None:
+    (folder / "masks").mkdir(parents=True, exist_ok=True)
+    for name, labels in masks.items():
+        drawing.save_png(labels, folder / "masks" / name)
+
+
 def write_dataset(root: Path, splits: dict[str, int], size: tuple[int, int], seed: int) -> None:
     """Write ``root/<split>/{images,masks}/NNNN.png``; reuse a folder written with the same spec."""
     spec = {"splits": splits, "size": list(size), "seed": seed, "classes": list(CLASSES)}
-    spec_path = root / "spec.json"
-    if spec_path.exists() and json.loads(spec_path.read_text()) == spec:
-        return
-    rng = np.random.default_rng(seed)
-    for split, count in splits.items():
-        (root / split / "images").mkdir(parents=True, exist_ok=True)
-        (root / split / "masks").mkdir(parents=True, exist_ok=True)
-        for index in range(count):
-            image, labels = draw_sample(rng, size)
-            drawing.save_png(image, root / split / "images" / f"{index:04d}.png")
-            drawing.save_png(labels, root / split / "masks" / f"{index:04d}.png")
-    spec_path.write_text(json.dumps(spec))
+    write_generated_dataset(root, spec, draw_sample, _save_masks)
 
 
 def load_split(root: Path, split: str) -> Split:
     """Images (N, 3, H, W) float in [0, 1] and masks (N, H, W) int64 from the PNG files."""
     image_paths = sorted((root / split / "images").glob("*.png"))
-    images = np.stack([drawing.load_png(p) for p in image_paths])  # (N, H, W, 3) uint8
     masks = np.stack([drawing.load_png(root / split / "masks" / p.name) for p in image_paths])
     return Split(
-        images=torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255.0,  # (N, 3, H, W)
+        images=load_images(image_paths),
         targets=torch.from_numpy(masks).long(),  # (N, H, W)
     )
