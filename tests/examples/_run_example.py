@@ -9,6 +9,8 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
+# The rows of the segmentation and pose examples' results, in order.
+COMPARED_MODELS = ["teacher", "bicubic 4x student", "bicubic 4x student + KD", "learned 4x student"]
 
 
 def run_example(script: str, *args: str, timeout: float = 300) -> str:

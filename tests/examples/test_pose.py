@@ -3,27 +3,16 @@
 from __future__ import annotations
 
 import importlib
-import importlib.util
 import json
-from pathlib import Path
 
 import torch
 
-_helper = importlib.util.spec_from_file_location(
-    "_run_example", Path(__file__).with_name("_run_example.py")
-)
-run_example = importlib.util.module_from_spec(_helper)
-_helper.loader.exec_module(run_example)
+from tests.examples._run_example import COMPARED_MODELS, run_quick
 
 
 def test_pose_quick(tmp_path):
-    stdout, results = run_example.run_quick("examples.pose.run", tmp_path)
-    assert [row["model"] for row in results["rows"]] == [
-        "teacher",
-        "bicubic 4x student",
-        "bicubic 4x student + KD",
-        "learned 4x student",
-    ]
+    stdout, results = run_quick("examples.pose.run", tmp_path)
+    assert [row["model"] for row in results["rows"]] == COMPARED_MODELS
     for row in results["rows"]:
         assert 0.0 <= row["PCK@0.05"] <= 1.0
     assert "| model | input | PCK@0.05 |" in stdout

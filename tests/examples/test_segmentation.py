@@ -2,28 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 from PIL import Image
 
-_helper = importlib.util.spec_from_file_location(
-    "_run_example", Path(__file__).with_name("_run_example.py")
-)
-run_example = importlib.util.module_from_spec(_helper)
-_helper.loader.exec_module(run_example)
+from tests.examples._run_example import COMPARED_MODELS, run_quick
 
 
 def test_segmentation_quick(tmp_path):
-    stdout, results = run_example.run_quick("examples.segmentation.run", tmp_path)
-    names = [row["model"] for row in results["rows"]]
-    assert names == [
-        "teacher",
-        "bicubic 4x student",
-        "bicubic 4x student + KD",
-        "learned 4x student",
-    ]
+    stdout, results = run_quick("examples.segmentation.run", tmp_path)
+    assert [row["model"] for row in results["rows"]] == COMPARED_MODELS
     assert [row["input"] for row in results["rows"]] == ["32x32", "8x8", "8x8", "8x8"]
     for row in results["rows"]:
         assert 0.0 <= row["mIoU"] <= 1.0
