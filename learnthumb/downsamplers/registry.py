@@ -83,9 +83,15 @@ def create_downsampler(name: str, scale: int = 4, **kwargs: object) -> nn.Module
     return module
 
 
-@register_downsampler("thumbdet")
-def _thumbdet(scale: int, **kwargs: object) -> nn.Module:
-    return ConvDownsampler(scale, **kwargs)
+# A class is itself a factory ``fn(scale, **kwargs)``: these names build it as called.
+for _name, _module in (
+    ("thumbdet", ConvDownsampler),
+    ("residual", ResidualDownsampler),
+    ("learned_resizer", LearnedResizer),
+    ("space_to_depth", SpaceToDepthDownsampler),
+    ("wide", WideDownsampler),
+):
+    register_downsampler(_name)(_module)
 
 
 @register_downsampler("single_conv")
@@ -100,26 +106,6 @@ def _five_layer(scale: int, **kwargs: object) -> nn.Module:
     # Table 4, last row: kernels 7, 5, 3, 1, 1.
     kwargs.setdefault("kernel_size", (7, 5, 3, 1, 1))
     return ConvDownsampler(scale, num_layers=5, **kwargs)
-
-
-@register_downsampler("residual")
-def _residual(scale: int, **kwargs: object) -> nn.Module:
-    return ResidualDownsampler(scale, **kwargs)
-
-
-@register_downsampler("learned_resizer")
-def _learned_resizer(scale: int, **kwargs: object) -> nn.Module:
-    return LearnedResizer(scale, **kwargs)
-
-
-@register_downsampler("space_to_depth")
-def _space_to_depth(scale: int, **kwargs: object) -> nn.Module:
-    return SpaceToDepthDownsampler(scale, **kwargs)
-
-
-@register_downsampler("wide")
-def _wide(scale: int, **kwargs: object) -> nn.Module:
-    return WideDownsampler(scale, **kwargs)
 
 
 def _register_interpolation(mode: str) -> None:
