@@ -44,6 +44,7 @@ from learnthumb.metrics import (
 )
 from learnthumb.pretrained import from_pretrained, load_pretrained_config, save_pretrained
 from learnthumb.query_filter import QueryFilter, query_filter
+from learnthumb.rescale import rescale_boxes, rescale_keypoints, upsample_padded, upsample_to
 from learnthumb.saliency_sampler import SaliencySampler, saliency_sample
 from learnthumb.schedule import DistillWeights, Safeguards, TwoStageSchedule
 from learnthumb.stem import (
@@ -55,13 +56,7 @@ from learnthumb.stem import (
 )
 from learnthumb.taps import FeatureTap
 from learnthumb.warps import SeparableWarp
-from learnthumb.wrappers import (
-    Thumbnailed,
-    rescale_boxes,
-    rescale_keypoints,
-    upsample_padded,
-    upsample_to,
-)
+from learnthumb.wrappers import Thumbnailed
 
 __version__ = "0.1.0"
 

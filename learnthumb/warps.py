@@ -15,7 +15,7 @@ large density get a large share of the thumbnail. Piecewise-linear and monotone,
 exact inverse, and a box maps corner-wise. Outside ``[0, 1]`` both maps continue linearly with
 the slope of their first / last cell, so round trips stay exact there too.
 
-Coordinates follow :mod:`learnthumb.wrappers`: an image of size ``(H, W)`` spans ``[0, W] x [0,
+Coordinates follow :mod:`learnthumb.rescale`: an image of size ``(H, W)`` spans ``[0, W] x [0,
 H]`` and pixel ``(i, j)`` has its centre at ``(j + 0.5, i + 0.5)``. With one cell per axis the
 warp is the uniform map ``x * w / W`` of :func:`learnthumb.rescale_keypoints`.
 """
