@@ -23,12 +23,23 @@ def harness(monkeypatch):
     return _harness
 
 
-def _environment() -> dict[str, str]:
+def _run_module(module: str, *args: str, timeout: float) -> subprocess.CompletedProcess:
+    """``python -m module args`` from the repository root, one OpenMP thread; must exit 0."""
     environment = dict(os.environ, OMP_NUM_THREADS="1")
     environment["PYTHONPATH"] = os.pathsep.join(
         filter(None, [str(REPO_ROOT), environment.get("PYTHONPATH")])
     )
-    return environment
+    completed = subprocess.run(
+        [sys.executable, "-m", module, *args],
+        cwd=REPO_ROOT,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    return completed
 
 
 def test_time_function_counts_calls_and_summarises(harness):
@@ -83,18 +94,11 @@ def test_peak_rss_of_a_subprocess(harness):
 
 
 def test_run_quick_writes_valid_json_and_tables(tmp_path):
-    command = [sys.executable, "-m", "benchmarks.run", "--quick", "--only", "breakdown"]
-    command += ["--presets", "tiny", "--device", "cpu", "--output-dir", str(tmp_path)]
-    completed = subprocess.run(
-        command,
-        cwd=REPO_ROOT,
-        env=_environment(),
-        capture_output=True,
-        text=True,
+    _run_module(
+        *("benchmarks.run", "--quick", "--only", "breakdown", "--presets", "tiny"),
+        *("--device", "cpu", "--output-dir", str(tmp_path)),
         timeout=300,
-        check=False,
     )
-    assert completed.returncode == 0, completed.stderr[-2000:]
     (machine_dir,) = tmp_path.iterdir()
     result = json.loads((machine_dir / "breakdown.json").read_text())
     assert result["benchmark"] == "breakdown" and result["quick"] is True
@@ -108,19 +112,11 @@ def test_run_quick_writes_valid_json_and_tables(tmp_path):
     for case in cases:
         assert {"backbone", "encoder", "decoder", "postprocess"} <= set(case["stages"])
         assert all(stage["median_ms"] == stage["median_ms"] for stage in case["stages"].values())
-    rendered = subprocess.run(
-        [
-            *(sys.executable, "-m", "benchmarks.render_tables"),
-            *("--results-dir", str(tmp_path), "--machine", machine_dir.name),
-        ],
-        cwd=REPO_ROOT,
-        env=_environment(),
-        capture_output=True,
-        text=True,
+    rendered = _run_module(
+        *("benchmarks.render_tables", "--results-dir", str(tmp_path)),
+        *("--machine", machine_dir.name),
         timeout=60,
-        check=False,
     )
-    assert rendered.returncode == 0, rendered.stderr[-2000:]
     assert "| downsampler |" in rendered.stdout
 
 
