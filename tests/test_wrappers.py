@@ -157,32 +157,26 @@ def test_thumbnailed_with_restore_compiles_with_dynamic_shapes():
 
 
 # ------------------------------------------------------------------ export of the downsampler
-def test_conv_downsampler_jit_trace_generalises_to_other_sizes():
-    downsampler = ConvDownsampler(4).eval()
+@pytest.mark.parametrize(
+    ("make_downsampler", "compile_jit", "shape"),
+    [
+        # A conv trace generalises to other sizes (and batch sizes).
+        pytest.param(ConvDownsampler, "trace", (2, 3, 24, 36), id="conv-trace-other-size"),
+        # The output size is computed in Python, so a trace is only valid for the traced H, W.
+        pytest.param(InterpolateDownsampler, "trace", (2, 3, 32, 40), id="bicubic-trace-same-size"),
+        pytest.param(ConvDownsampler, "script", (1, 3, 21, 30), id="conv-script"),
+    ],
+)
+def test_downsampler_jit_matches_eager(make_downsampler, compile_jit, shape):
+    downsampler = make_downsampler(4).eval()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        traced = torch.jit.trace(downsampler, torch.rand(1, 3, 32, 40))
-    other = torch.rand(2, 3, 24, 36)
-    torch.testing.assert_close(traced(other), downsampler(other))
-
-
-def test_interpolate_downsampler_jit_trace_at_the_traced_size():
-    # The output size is computed in Python, so a trace is only valid for the traced H, W.
-    downsampler = InterpolateDownsampler(4).eval()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        traced = torch.jit.trace(downsampler, torch.rand(1, 3, 32, 40))
-    other = torch.rand(2, 3, 32, 40)
-    torch.testing.assert_close(traced(other), downsampler(other))
-
-
-def test_conv_downsampler_jit_script():
-    downsampler = ConvDownsampler(4).eval()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        scripted = torch.jit.script(downsampler)
-    images = torch.rand(1, 3, 21, 30)
-    torch.testing.assert_close(scripted(images), downsampler(images))
+        if compile_jit == "trace":
+            compiled = torch.jit.trace(downsampler, torch.rand(1, 3, 32, 40))
+        else:
+            compiled = torch.jit.script(downsampler)
+    images = torch.rand(shape)
+    torch.testing.assert_close(compiled(images), downsampler(images))
 
 
 def test_conv_downsampler_onnx_export_matches_pytorch():
