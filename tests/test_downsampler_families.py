@@ -318,14 +318,3 @@ def test_family_specific_constructor_errors():
         SpaceToDepthDownsampler(4, out_channels=0)
     with pytest.raises(ValueError, match="scale must be >= 1"):
         create_downsampler("space_to_depth", 0)
-
-
-@pytest.mark.parametrize("name", ["learned_resizer", "space_to_depth"])
-def test_bad_images(name):
-    down = _small(name, 4)
-    with pytest.raises(ValueError, match=r"images must be 4-D"):
-        down(torch.rand(3, 16, 16))
-    with pytest.raises(TypeError, match="images must have a floating-point dtype"):
-        down(torch.zeros(1, 3, 16, 16, dtype=torch.uint8))
-    with pytest.raises(ValueError, match=r"images must have 3 channels"):
-        down(torch.rand(1, 4, 16, 16))

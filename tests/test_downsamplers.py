@@ -106,9 +106,18 @@ def test_conv_downsampler_gradcheck():
     assert torch.autograd.gradcheck(down, (x,))
 
 
-@pytest.mark.parametrize("name", ["thumbdet", "residual", "bicubic"])
-def test_bad_input(name):
-    down = create_downsampler(name, 4)
+@pytest.mark.parametrize(
+    ("name", "kwargs"),
+    [
+        ("thumbdet", {}),
+        ("residual", {}),
+        ("bicubic", {}),
+        ("learned_resizer", {"channels": 4}),  # few channels: fast
+        ("space_to_depth", {}),
+    ],
+)
+def test_bad_input(name, kwargs):
+    down = create_downsampler(name, 4, **kwargs)
     with pytest.raises(ValueError, match=r"images must be 4-D"):
         down(torch.rand(3, 16, 16))
     with pytest.raises(TypeError, match="images must have a floating-point dtype"):
