@@ -1,7 +1,8 @@
-"""``thumbdet ablate TABLE``: one of the paper's ablation tables (3-6) at demo scale.
+"""One of the paper's ablation tables (3-6), at demo scale.
 
-A thin command over :func:`thumbdet.experiments.ablations.run_ablation`; its flags come from
-:class:`AblateOptions`.
+Trains the table's variants with the demo's data, recipe and teacher, and writes
+DIR/ablation_TABLE.md (our numbers next to the paper's) and DIR/ablation_TABLE.json. Reuses
+the demo's teacher and phases when their settings match.
 """
 
 from __future__ import annotations
@@ -36,11 +37,4 @@ def _run(options: AblateOptions) -> int:
     return 0
 
 
-COMMAND = Command(
-    "ablate",
-    help="the paper's ablations (Tables 3-6) at demo scale",
-    description="Reproduce one of the paper's ablation tables (3-6) with the demo's data "
-    "and recipe; reuses the demo's teacher and phases when their settings match.",
-    settings=AblateOptions,
-    run=_run,
-)
+COMMAND = Command("ablate", __doc__, AblateOptions, _run)

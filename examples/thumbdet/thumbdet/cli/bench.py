@@ -1,8 +1,7 @@
-"""``thumbdet bench``: time one detector configuration with optional inference fast paths.
+"""Time detector inference, with optional fast paths.
 
-A thin command over :mod:`thumbdet.fastpath`; its flags come from :class:`BenchOptions`,
-whose fast-path group is :class:`thumbdet.inference_options.InferenceOptions` itself. For
-the full benchmark suite see ``python -m benchmarks.run`` in the repository.
+Random weights (or --checkpoint) on random images: median and IQR latency and images/s. For
+the full benchmark suite see `python -m benchmarks.run` in the repository.
 """
 
 from __future__ import annotations
@@ -107,12 +106,4 @@ def _run(options: BenchOptions) -> int:
     return 0
 
 
-COMMAND = Command(
-    "bench",
-    help="time detector inference with optional fast paths",
-    description="Time one detector configuration (random weights, or --checkpoint) on "
-    "random images: median and IQR latency and images/s. For the full benchmark suite "
-    "see `python -m benchmarks.run` in the repository.",
-    settings=BenchOptions,
-    run=_run,
-)
+COMMAND = Command("bench", __doc__, BenchOptions, _run)

@@ -1,4 +1,4 @@
-"""A subcommand, declared: its name, help, the settings its flags come from, and its body.
+"""A subcommand, declared: its name, its text, the settings its flags come from, its body.
 
 Each command module of :mod:`thumbdet.cli` defines one :class:`Command`, ``COMMAND``. The
 parser is generated from the settings classes (:func:`thumbdet.cli.flags.add_settings`);
@@ -8,6 +8,7 @@ the body receives the settings instances, never the argparse namespace.
 from __future__ import annotations
 
 import argparse
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -45,8 +46,9 @@ class Command:
 
     Args:
         name: The subcommand.
-        help: One line for ``thumbdet --help``.
-        description: The paragraph of ``thumbdet NAME --help``.
+        doc: Its text, written once (the command module's docstring): the first line is the
+            one-line help of ``thumbdet --help``, all of it the description of
+            ``thumbdet NAME --help``.
         settings: The settings class of its flags.
         run: The body: ``run(settings, *groups) -> exit status`` (``None``: 0), with one
             instance per settings class, in order.
@@ -57,14 +59,24 @@ class Command:
     """
 
     name: str
-    help: str
-    description: str
+    doc: str | None
     settings: type
     run: Callable[..., int | None]
     required: tuple[str, ...] = ()
     groups: tuple[SettingsGroup, ...] = ()
     config_file: bool = False
     interrupt_note: Callable[[argparse.Namespace], str] | None = None
+
+    @property
+    def help(self) -> str:
+        """The first line of ``doc``: the command's line in ``thumbdet --help``."""
+        return self.description.partition("\n")[0]
+
+    @property
+    def description(self) -> str:
+        """All of ``doc``, for ``thumbdet NAME --help`` (``python -OO`` strips docstrings: the
+        command's name then stands for it)."""
+        return inspect.cleandoc(self.doc or self.name)
 
     def add_parser(self, subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         """Register the subcommand, its flags and its body."""

@@ -1,4 +1,11 @@
-"""``thumbdet convert``: official or Hugging Face Deformable-DETR weights as a teacher."""
+"""Official or Hugging Face Deformable-DETR weights as a teacher.
+
+Converts the weights of the official code (a .pth file with 'model' and 'args') or of Hugging
+Face transformers (a save_pretrained folder of DeformableDetrForObjectDetection with a timm
+ResNet backbone) into a thumbdet teacher checkpoint, OUTPUT/checkpoint.pth, that
+'thumbdet eval --checkpoint OUTPUT' and 'thumbdet train --mode thumbdet --teacher OUTPUT'
+read. Keys that do not map are refused, all listed.
+"""
 
 from __future__ import annotations
 
@@ -49,16 +56,4 @@ def _run(options: ConvertOptions) -> int:
     return 0
 
 
-COMMAND = Command(
-    "convert",
-    help="turn an official or Hugging Face Deformable-DETR checkpoint into a teacher",
-    description="Convert Deformable-DETR weights of the official code (a .pth file with "
-    "'model' and 'args') or of Hugging Face transformers (a save_pretrained folder of "
-    "DeformableDetrForObjectDetection with a timm ResNet backbone) into a thumbdet teacher "
-    "checkpoint, OUTPUT/checkpoint.pth, that 'thumbdet eval --checkpoint OUTPUT' and "
-    "'thumbdet train --mode thumbdet --teacher OUTPUT' read. Keys that do not map are "
-    "refused, all listed.",
-    settings=ConvertOptions,
-    run=_run,
-    required=("source_format", "output"),
-)
+COMMAND = Command("convert", __doc__, ConvertOptions, _run, required=("source_format", "output"))

@@ -1,7 +1,8 @@
-"""``thumbdet demo``: the paper's Table 2 and Figs. 1, 5, 6 on a generated dataset, on a CPU.
+"""Train a teacher and two students on generated data, on a CPU.
 
-A thin command over :func:`thumbdet.experiments.demo.run_demo`; its flags come from
-:class:`~thumbdet.experiments.options.DemoOptions`.
+The paper's Table 2 and Figs. 1, 5 and 6 on a generated dataset: trains the full-size
+teacher, the 4x bicubic student and the 4x ThumbDet student, evaluates them and draws the
+figures. Every phase is resumable.
 """
 
 from __future__ import annotations
@@ -20,12 +21,4 @@ def _run(options: DemoOptions) -> int:
     return 0
 
 
-COMMAND = Command(
-    "demo",
-    help="train teacher, bicubic and ThumbDet students on generated data (CPU)",
-    description="The paper's Table 2 and Figs. 1, 5 and 6 on a generated dataset, on a CPU: "
-    "trains the full-size teacher, the 4x bicubic student and the 4x ThumbDet student, "
-    "evaluates them and draws the figures. Every phase is resumable.",
-    settings=DemoOptions,
-    run=_run,
-)
+COMMAND = Command("demo", __doc__, DemoOptions, _run)

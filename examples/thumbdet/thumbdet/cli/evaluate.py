@@ -1,4 +1,9 @@
-"""``thumbdet eval``: COCO box AP of a checkpoint or pretrained folder."""
+"""COCO box AP of a checkpoint on a COCO-format dataset.
+
+Evaluates a checkpoint file, run folder or pretrained folder with pycocotools. Students get the
+full-size images and run their own downsampler; boxes are scored in original image
+coordinates.
+"""
 
 from __future__ import annotations
 
@@ -47,14 +52,6 @@ def _run(options: EvalOptions, data: DataSettings) -> int:
     return 0
 
 
-COMMAND = Command(
-    "eval",
-    help="COCO box AP of a checkpoint (any mode) on a COCO-format dataset",
-    description="Evaluate a checkpoint with pycocotools. Students get the full-size images "
-    "and run their own downsampler; boxes are scored in original image coordinates.",
-    settings=EvalOptions,
-    run=_run,
-    required=("checkpoint",),
-    # Unset sizes: the checkpoint's training sizes.
-    groups=(SettingsGroup(DataSettings, DATA_SETTINGS, {"max_size": None}, "Data (COCO format)"),),
-)
+#: Unset sizes: the checkpoint's training sizes.
+_DATA = SettingsGroup(DataSettings, DATA_SETTINGS, {"max_size": None}, "Data (COCO format)")
+COMMAND = Command("eval", __doc__, EvalOptions, _run, required=("checkpoint",), groups=(_DATA,))

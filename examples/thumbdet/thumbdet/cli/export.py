@@ -1,7 +1,7 @@
-"""``thumbdet export --checkpoint CKPT``: a checkpoint's detector (and downsampler) as ONNX.
+"""Export a checkpoint's detector (and downsampler) to ONNX.
 
-A thin command over :func:`thumbdet.export.export_onnx`; its flags come from
-:class:`ExportOptions`.
+The detector, and a student's downsampler, are each traced with an example input of
+--image-size and written to their own file.
 """
 
 from __future__ import annotations
@@ -53,12 +53,4 @@ def _run(options: ExportOptions) -> int:
     return 0
 
 
-COMMAND = Command(
-    "export",
-    help="export a checkpoint's detector to ONNX",
-    description="Export the detector of a checkpoint (and a student's downsampler) to ONNX, "
-    "traced with an example input of --image-size.",
-    settings=ExportOptions,
-    run=_run,
-    required=("checkpoint",),
-)
+COMMAND = Command("export", __doc__, ExportOptions, _run, required=("checkpoint",))

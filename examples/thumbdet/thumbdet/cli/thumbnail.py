@@ -1,7 +1,7 @@
-"""``thumbdet thumbnail --checkpoint CKPT IMAGE... --output DIR``: a student's thumbnails as PNGs.
+"""Save a student's thumbnails of image files as PNGs.
 
-A thin command over :func:`thumbdet.thumbnails.save_thumbnails`; its flags come from
-:class:`ThumbnailOptions`.
+Runs the downsampler of a student checkpoint on each image, to look at what its detector
+sees.
 """
 
 from __future__ import annotations
@@ -36,12 +36,4 @@ def _run(options: ThumbnailOptions) -> int:
     return 0
 
 
-COMMAND = Command(
-    "thumbnail",
-    help="save the learned thumbnails of images (student checkpoint)",
-    description="Run a student's downsampler on image files and save each thumbnail as "
-    "a PNG, to look at what the detector sees.",
-    settings=ThumbnailOptions,
-    run=_run,
-    required=("checkpoint", "output"),
-)
+COMMAND = Command("thumbnail", __doc__, ThumbnailOptions, _run, required=("checkpoint", "output"))

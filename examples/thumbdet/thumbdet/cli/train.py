@@ -1,4 +1,9 @@
-"""``thumbdet train``: every flag generated from :class:`~thumbdet.training.config.TrainConfig`."""
+"""Train a teacher, a bicubic student or a ThumbDet student.
+
+Trains Deformable DETR (teacher), the same detector on bicubic thumbnails (bicubic) or on
+learned thumbnails distilled from a teacher (thumbdet). Works under torchrun for multi-GPU /
+multi-node runs.
+"""
 
 from __future__ import annotations
 
@@ -32,12 +37,9 @@ def _interrupt_note(args: argparse.Namespace) -> str:
 
 COMMAND = Command(
     "train",
-    help="train a teacher, a bicubic student or a ThumbDet student",
-    description="Train Deformable DETR (teacher), the same detector on bicubic thumbnails "
-    "(bicubic) or on learned thumbnails distilled from a teacher (thumbdet). Works under "
-    "torchrun for multi-GPU / multi-node runs.",
-    settings=TrainConfig,
-    run=_run,
+    __doc__,
+    TrainConfig,
+    _run,
     required=("output",),
     config_file=True,
     interrupt_note=_interrupt_note,
