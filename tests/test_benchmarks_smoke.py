@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+
+from tests.python_run import run_python
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -21,25 +20,6 @@ def harness(monkeypatch):
     from benchmarks import _harness
 
     return _harness
-
-
-def _run_module(module: str, *args: str, timeout: float) -> subprocess.CompletedProcess:
-    """``python -m module args`` from the repository root, one OpenMP thread; must exit 0."""
-    environment = dict(os.environ, OMP_NUM_THREADS="1")
-    environment["PYTHONPATH"] = os.pathsep.join(
-        filter(None, [str(REPO_ROOT), environment.get("PYTHONPATH")])
-    )
-    completed = subprocess.run(
-        [sys.executable, "-m", module, *args],
-        cwd=REPO_ROOT,
-        env=environment,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-    assert completed.returncode == 0, completed.stderr[-2000:]
-    return completed
 
 
 def test_time_function_counts_calls_and_summarises(harness):
@@ -94,8 +74,8 @@ def test_peak_rss_of_a_subprocess(harness):
 
 
 def test_run_quick_writes_valid_json_and_tables(tmp_path):
-    _run_module(
-        *("benchmarks.run", "--quick", "--only", "breakdown", "--presets", "tiny"),
+    run_python(
+        *("-m", "benchmarks.run", "--quick", "--only", "breakdown", "--presets", "tiny"),
         *("--device", "cpu", "--output-dir", str(tmp_path)),
         timeout=300,
     )
@@ -112,12 +92,12 @@ def test_run_quick_writes_valid_json_and_tables(tmp_path):
     for case in cases:
         assert {"backbone", "encoder", "decoder", "postprocess"} <= set(case["stages"])
         assert all(stage["median_ms"] == stage["median_ms"] for stage in case["stages"].values())
-    rendered = _run_module(
-        *("benchmarks.render_tables", "--results-dir", str(tmp_path)),
+    rendered = run_python(
+        *("-m", "benchmarks.render_tables", "--results-dir", str(tmp_path)),
         *("--machine", machine_dir.name),
         timeout=60,
     )
-    assert "| downsampler |" in rendered.stdout
+    assert "| downsampler |" in rendered
 
 
 def test_thumbdet_bench_cli_writes_json(tmp_path):

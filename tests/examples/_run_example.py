@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.python_run import REPO_ROOT as ROOT
+from tests.python_run import run_python
+
 # The rows of the segmentation and pose examples' results, in order.
 COMPARED_MODELS = ["teacher", "bicubic 4x student", "bicubic 4x student + KD", "learned 4x student"]
 
@@ -19,19 +18,8 @@ def run_example(script: str, *args: str, timeout: float = 300) -> str:
     ``script`` is a file under ``examples/`` (``python examples/<script> <args>``) or a module
     (``python -m examples.segmentation.run <args>``).
     """
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MPLBACKEND": "Agg"}
     command = ["-m", script] if not script.endswith(".py") else [str(ROOT / "examples" / script)]
-    completed = subprocess.run(
-        [sys.executable, *command, *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
-    return completed.stdout
+    return run_python(*command, *args, timeout=timeout)
 
 
 def run_quick(script: str, output: Path) -> tuple[str, dict]:
