@@ -46,6 +46,29 @@ def tiny_train_config(data: tuple[Path, Path], output: Path | str, **overrides):
     return TrainConfig.from_dict(values)
 
 
+#: ``thumbdet train`` flags of a fast CPU run on :func:`write_tiny_coco`'s images.
+FAST_TRAIN_FLAGS = [
+    "--batch-size", "2", "--num-workers", "0", "--device", "cpu",
+    "--short-side", "32", "40", "--max-size", "64",
+]  # fmt: skip
+
+
+def tiny_train_argv(output: Path | str, epochs: int = 1) -> list[str]:
+    """``thumbdet train`` arguments of a fast CPU run of the tiny preset (no data flags)."""
+    return ["train", "--preset", "tiny", "--output", str(output), "--epochs", str(epochs),
+            *FAST_TRAIN_FLAGS]  # fmt: skip
+
+
+def tiny_coco_flags(root: Path) -> list[str]:
+    """Write four 40x48 images with annotations under ``root``; the ``thumbdet train`` flags
+    that use them as the training and the validation set."""
+    images_dir, annotation_file = write_tiny_coco(root, num_images=4, size=(40, 48))
+    return [
+        "--train-images", str(images_dir), "--train-ann", str(annotation_file),
+        "--val-images", str(images_dir), "--val-ann", str(annotation_file),
+    ]  # fmt: skip
+
+
 def write_tiny_coco(
     root: str | Path,
     num_images: int = 6,

@@ -46,19 +46,14 @@ def test_format_ablation_puts_ours_next_to_the_paper():
         format_ablation("speed", ours)
 
 
+def _quick_stages_argv(output, data_dir):
+    return ["ablate", "stages", "--quick", "--output", str(output), "--data-dir", str(data_dir)]
+
+
 def test_quick_stages_ablation_trains_each_variant_as_configured(tmp_path, monkeypatch):
     monkeypatch.setenv(BACKEND_ENV_VAR, GOLDEN_BACKEND)  # as when the golden runs were recorded
     output = tmp_path / "out"
-    argv = [
-        "ablate",
-        "stages",
-        "--quick",
-        "--output",
-        str(output),
-        "--data-dir",
-        str(tmp_path / "d"),
-    ]
-    assert main(argv) == 0
+    assert main(_quick_stages_argv(output, tmp_path / "d")) == 0
     result = json.loads((output / "ablation_stages.json").read_text())
     assert set(result["variants"]) == set(TABLES["stages"])
     assert (output / "ablation_stages.md").read_text().count("\n") == 2 + len(TABLES["stages"])
@@ -88,16 +83,7 @@ def test_a_phase_another_process_trains_is_refused_in_one_line(tmp_path, capsys)
     (output / "teacher").mkdir(parents=True)
     marker = {"fingerprint": "x", "complete": False, "pid": os.getppid()}  # a live process
     (output / "teacher" / "phase.json").write_text(json.dumps(marker))
-    argv = [
-        "ablate",
-        "stages",
-        "--quick",
-        "--output",
-        str(output),
-        "--data-dir",
-        str(tmp_path / "d"),
-    ]
-    assert main(argv) == 1
+    assert main(_quick_stages_argv(output, tmp_path / "d")) == 1
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err.startswith("thumbdet ablate: error:") and "being trained by process" in err
     assert json.loads((output / "teacher" / "phase.json").read_text()) == marker  # untouched

@@ -9,29 +9,21 @@ import torch
 from torch import nn
 
 from learnthumb import list_downsamplers, register_downsampler
-from tests.thumbdet.helpers import write_tiny_coco
+from tests.thumbdet.helpers import tiny_coco_flags, tiny_train_argv, write_tiny_coco
 from thumbdet.checkpoints import load_checkpoint, load_detector
 from thumbdet.cli import build_parser, main
 from thumbdet.models.thumbnail_detector import ThumbnailDetector
 from thumbdet.training.config import TrainConfig
 
-_SIZES = ["--short-side", "32", "40", "--max-size", "64"]
-
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     root = tmp_path_factory.mktemp("cli")
-    images_dir, annotation_file = write_tiny_coco(root, num_images=4, size=(40, 48))
-    return root, [
-        "--train-images", str(images_dir), "--train-ann", str(annotation_file),
-        "--val-images", str(images_dir), "--val-ann", str(annotation_file),
-    ]  # fmt: skip
+    return root, tiny_coco_flags(root)
 
 
 def _train(root, data_flags, name, *extra):
-    argv = ["train", "--preset", "tiny", "--output", str(root / name), "--epochs", "1"]
-    argv += ["--batch-size", "2", "--num-workers", "0", "--device", "cpu", *_SIZES]
-    return main([*argv, *data_flags, *extra])
+    return main([*tiny_train_argv(root / name), *data_flags, *extra])
 
 
 @pytest.fixture(scope="module")

@@ -14,26 +14,32 @@ import signal
 import pytest
 import torch
 
-from tests.thumbdet.helpers import write_tiny_coco
+from tests.thumbdet.helpers import (
+    FAST_TRAIN_FLAGS,
+    tiny_coco_flags,
+    write_tiny_coco,
+)
 from thumbdet.checkpoints import load_checkpoint, save_checkpoint
 from thumbdet.cli import main
-
-_SIZES = ["--short-side", "32", "40", "--max-size", "64"]
-_FAST = ["--batch-size", "2", "--num-workers", "0", "--device", "cpu", *_SIZES]
 
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     root = tmp_path_factory.mktemp("guards")
-    images_dir, annotation_file = write_tiny_coco(root, num_images=4, size=(40, 48))
-    return root, [
-        "--train-images", str(images_dir), "--train-ann", str(annotation_file),
-        "--val-images", str(images_dir), "--val-ann", str(annotation_file),
-    ]  # fmt: skip
+    return root, tiny_coco_flags(root)
 
 
 def _train(output, flags, *extra):
-    argv = ["train", "--preset", "tiny", "--output", str(output), "--epochs", "1", *_FAST]
+    argv = [
+        "train",
+        "--preset",
+        "tiny",
+        "--output",
+        str(output),
+        "--epochs",
+        "1",
+        *FAST_TRAIN_FLAGS,
+    ]
     return main([*argv, *flags, *extra])
 
 
@@ -118,7 +124,7 @@ def test_train_refuses_out_of_range_settings_naming_the_flag(
 ):
     _, flags = data
     output = tmp_path / "run"
-    argv = ["train", "--preset", "tiny", "--output", str(output), *_FAST, *flags]
+    argv = ["train", "--preset", "tiny", "--output", str(output), *FAST_TRAIN_FLAGS, *flags]
     assert main([*argv, flag, value]) == 1
     _one_error_line(capsys, flag, expected)
     assert not output.exists()
@@ -260,7 +266,16 @@ def test_ctrl_c_during_training_exits_130_with_one_line(data, tmp_path, capsys, 
 
     monkeypatch.setattr(thumbdet.training.trainer, "train_one_epoch", interrupted_in_epoch_one)
     output = tmp_path / "run"
-    argv = ["train", "--preset", "tiny", "--output", str(output), "--epochs", "3", *_FAST]
+    argv = [
+        "train",
+        "--preset",
+        "tiny",
+        "--output",
+        str(output),
+        "--epochs",
+        "3",
+        *FAST_TRAIN_FLAGS,
+    ]
     assert _main_interrupted([*argv, *flags, "--eval-every", "0"]) == 130
     _assert_interrupted(capsys, output)
 
@@ -277,7 +292,16 @@ def test_ctrl_c_during_a_save_lets_the_checkpoint_finish(data, tmp_path, capsys,
 
     monkeypatch.setattr(thumbdet.training.trainer, "save_checkpoint", save_with_ctrl_c)
     output = tmp_path / "run"
-    argv = ["train", "--preset", "tiny", "--output", str(output), "--epochs", "3", *_FAST]
+    argv = [
+        "train",
+        "--preset",
+        "tiny",
+        "--output",
+        str(output),
+        "--epochs",
+        "3",
+        *FAST_TRAIN_FLAGS,
+    ]
     assert _main_interrupted([*argv, *flags, "--eval-every", "0"]) == 130
     _assert_interrupted(capsys, output)
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
