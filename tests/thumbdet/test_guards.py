@@ -17,6 +17,7 @@ import torch
 from tests.thumbdet.helpers import (
     FAST_TRAIN_FLAGS,
     tiny_coco_flags,
+    tiny_train_argv,
     write_tiny_coco,
 )
 from thumbdet.checkpoints import load_checkpoint, save_checkpoint
@@ -30,17 +31,7 @@ def data(tmp_path_factory):
 
 
 def _train(output, flags, *extra):
-    argv = [
-        "train",
-        "--preset",
-        "tiny",
-        "--output",
-        str(output),
-        "--epochs",
-        "1",
-        *FAST_TRAIN_FLAGS,
-    ]
-    return main([*argv, *flags, *extra])
+    return main([*tiny_train_argv(output), *flags, *extra])
 
 
 def _val_flags(flags):
@@ -242,7 +233,9 @@ def _main_interrupted(argv):
         pytest.fail("KeyboardInterrupt escaped thumbdet's main (a traceback for the user)")
 
 
-def _assert_interrupted(capsys, output):
+def _train_interrupted_after_one_epoch(output, flags, capsys):
+    argv = [*tiny_train_argv(output, epochs=3), *flags, "--eval-every", "0"]
+    assert _main_interrupted(argv) == 130
     err = capsys.readouterr().err
     lines = [line for line in err.splitlines() if "interrupted" in line]
     assert len(lines) == 1 and "Traceback" not in err, err
@@ -265,19 +258,7 @@ def test_ctrl_c_during_training_exits_130_with_one_line(data, tmp_path, capsys, 
         return real(*args, **kwargs)
 
     monkeypatch.setattr(thumbdet.training.trainer, "train_one_epoch", interrupted_in_epoch_one)
-    output = tmp_path / "run"
-    argv = [
-        "train",
-        "--preset",
-        "tiny",
-        "--output",
-        str(output),
-        "--epochs",
-        "3",
-        *FAST_TRAIN_FLAGS,
-    ]
-    assert _main_interrupted([*argv, *flags, "--eval-every", "0"]) == 130
-    _assert_interrupted(capsys, output)
+    _train_interrupted_after_one_epoch(tmp_path / "run", flags, capsys)
 
 
 def test_ctrl_c_during_a_save_lets_the_checkpoint_finish(data, tmp_path, capsys, monkeypatch):
@@ -291,19 +272,7 @@ def test_ctrl_c_during_a_save_lets_the_checkpoint_finish(data, tmp_path, capsys,
         return real(*args, **kwargs)
 
     monkeypatch.setattr(thumbdet.training.trainer, "save_checkpoint", save_with_ctrl_c)
-    output = tmp_path / "run"
-    argv = [
-        "train",
-        "--preset",
-        "tiny",
-        "--output",
-        str(output),
-        "--epochs",
-        "3",
-        *FAST_TRAIN_FLAGS,
-    ]
-    assert _main_interrupted([*argv, *flags, "--eval-every", "0"]) == 130
-    _assert_interrupted(capsys, output)
+    _train_interrupted_after_one_epoch(tmp_path / "run", flags, capsys)
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
 
 
