@@ -15,6 +15,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from thumbdet.ops import (
     BACKEND_ENV_VAR,
+    _build,
     _extension,
     available_backends,
     ms_deform_attn,
@@ -42,7 +43,7 @@ def require_backend(backend: str) -> None:
     if backend == "cuda":
         if not torch.cuda.is_available():
             pytest.skip("no CUDA GPU visible")
-        if not _extension.cuda_toolkit_usable():
+        if not _build.cuda_toolkit_usable():
             pytest.skip("no CUDA toolkit to build the kernel")
     elif shutil.which("c++") is None and shutil.which("g++") is None:
         pytest.skip("no C++ compiler to build the CPU kernel")

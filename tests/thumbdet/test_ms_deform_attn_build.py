@@ -9,7 +9,7 @@ import sys
 import pytest
 import torch
 
-from thumbdet.ops import _extension
+from thumbdet.ops import _build, _extension
 
 CHECK_KERNELS = """
 import torch
@@ -22,9 +22,7 @@ print("kernels registered")
 
 
 @pytest.mark.build
-@pytest.mark.skipif(
-    not _extension.cuda_toolkit_usable(), reason="needs nvcc and a CUDA-enabled torch"
-)
+@pytest.mark.skipif(not _build.cuda_toolkit_usable(), reason="needs nvcc and a CUDA-enabled torch")
 def test_cuda_extension_compiles(tmp_path):
     # A fresh process per step: a process holds one variant of the thumbdet operators, and
     # the CUDA build must not replace the CPU kernel this test session may have loaded.
@@ -38,7 +36,7 @@ def test_cuda_extension_compiles(tmp_path):
         "--optimization=-O2",
         f"--build-dir={tmp_path}",
     ]
-    environment = {**os.environ, "CUDA_HOME": _extension.find_cuda_home() or ""}
+    environment = {**os.environ, "CUDA_HOME": _build.find_cuda_home() or ""}
     result = subprocess.run(
         build, capture_output=True, text=True, env=environment, timeout=900, check=False
     )
