@@ -16,24 +16,18 @@ import sys
 import torch
 
 from ._build import (
-    BUILD_DIR_ENV_VAR,
     build_extension,
     build_root,
     cuda_toolkit_usable,
     default_build_dir,
-    find_cuda_home,
     library_name,
 )
 
 __all__ = [
     "AUTO_BUILD_ENV_VAR",
-    "BUILD_DIR_ENV_VAR",
     "auto_build_enabled",
-    "build_extension",
     "build_on_first_use",
     "compiled_ms_deform_attn",
-    "cuda_toolkit_usable",
-    "find_cuda_home",
     "kernel_available",
     "kernel_loaded",
     "loaded_variant",

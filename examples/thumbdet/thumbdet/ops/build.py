@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from ._extension import build_extension, cuda_toolkit_usable
+from ._build import build_extension, cuda_toolkit_usable
 
 
 def main(argv: list[str] | None = None) -> None:
