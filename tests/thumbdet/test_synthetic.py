@@ -8,11 +8,8 @@ import torch
 import torch.nn.functional as F
 from pycocotools.coco import COCO
 
-from thumbdet.data.synthetic import (
-    SyntheticSpec,
-    generate_synthetic_dataset,
-    render_image,
-)
+from thumbdet.data.synthetic import SyntheticSpec, generate_synthetic_dataset
+from thumbdet.data.synthetic_render import render_image
 
 SMALL_SPEC = SyntheticSpec(image_size=128, num_train=6, num_val=40, seed=3)
 

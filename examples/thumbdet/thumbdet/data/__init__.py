@@ -1,6 +1,7 @@
 """COCO-format data: dataset, Deformable DETR transforms and padded batching."""
 
-from thumbdet.data.coco import CocoDetection, load_coco_annotations
+from thumbdet.data.coco import CocoDetection
+from thumbdet.data.coco_annotations import load_coco_annotations
 from thumbdet.data.collate import DetectionCollator, collate_detection, pad_images
 from thumbdet.data.transforms import (
     AUGMENTATIONS,

@@ -2,7 +2,7 @@
 
 This module owns the dataset: labels from category ids, box targets, the image-file checks and
 reading items. Reading and checking the annotation file is
-:mod:`thumbdet.data.coco_annotations`'s (:func:`load_coco_annotations`, re-exported here).
+:mod:`thumbdet.data.coco_annotations`'s (:func:`load_coco_annotations`).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from torch.utils.data import Dataset
 from thumbdet.data.coco_annotations import load_coco_annotations
 from thumbdet.data.images import ImageReadError, check_image_files, load_rgb_image
 
-__all__ = ["CocoDetection", "load_coco_annotations"]
+__all__ = ["CocoDetection"]
 
 logger = logging.getLogger(__name__)
 

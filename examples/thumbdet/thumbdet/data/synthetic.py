@@ -14,7 +14,7 @@ result is cached on disk: a second call with the same spec reuses the files.
 
 This module owns the spec (:class:`SyntheticSpec`), the cache and the files written
 (:func:`generate_synthetic_dataset`); drawing one image is
-:mod:`thumbdet.data.synthetic_render`'s (:func:`render_image`, re-exported here).
+:mod:`thumbdet.data.synthetic_render`'s (:func:`render_image`).
 
 Layout under ``root``::
 
@@ -39,12 +39,10 @@ from tqdm.auto import tqdm
 from thumbdet.data.synthetic_render import GENERATOR_VERSION, TEXTURES, render_image
 
 __all__ = [
-    "TEXTURES",
     "SyntheticDataset",
     "SyntheticSpec",
     "default_cache_dir",
     "generate_synthetic_dataset",
-    "render_image",
 ]
 
 
