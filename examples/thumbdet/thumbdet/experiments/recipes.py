@@ -23,10 +23,7 @@ from thumbdet.data.synthetic import (
 )
 from thumbdet.training.config import TrainConfig
 
-__all__ = ["PHASES", "RECIPES", "DemoRecipe", "phase_config", "prepare_recipe"]
-
-#: The demo's phases and the training mode of each.
-PHASES = {"teacher": "teacher", "bicubic_4x": "bicubic", "thumbdet_4x": "thumbdet"}
+__all__ = ["RECIPES", "DemoRecipe", "phase_config", "prepare_recipe"]
 
 
 @dataclass(frozen=True)
@@ -36,7 +33,8 @@ class DemoRecipe:
     Args:
         data: the synthetic dataset.
         settings: ``TrainConfig`` settings of every phase (names as in ``thumbdet train``).
-        phases: per phase of :data:`PHASES`, the settings that differ from ``settings``.
+        phases: per phase (``teacher``, ``bicubic_4x``, ``thumbdet_4x``), its training ``mode``
+            and the settings that differ from ``settings``.
         figure_images: val images shown in Figs. 5 and 6.
         latency_repeats: timed runs per model for images/s.
     """
@@ -113,7 +111,7 @@ def phase_config(
         recipe: the demo recipe.
         data: a :class:`~thumbdet.data.synthetic.SyntheticDataset`.
         output: the phase's folder.
-        phase: a key of :data:`PHASES` (the ablations' variants start from one).
+        phase: a key of ``recipe.phases`` (the ablations' variants start from one).
         **changes: any other setting by name (``teacher=``, ``logit_weight=0``...).
     """
     size = recipe.data.image_size
