@@ -25,13 +25,12 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from thumbdet.validation import check_number
+from thumbdet.validation import check_number, flag
 
 __all__ = [
     "Leaf",
     "check_ranges",
     "coerce",
-    "flag_of",
     "flatten",
     "from_leaves",
     "leaves",
@@ -120,7 +119,7 @@ class Leaf:
     @property
     def flag(self) -> str:
         """The command-line flag of the setting."""
-        return self.meta.get("flag") or flag_of(self.name)
+        return self.meta.get("flag") or flag(self.name)
 
     def choices(self) -> tuple[Any, ...] | None:
         """The allowed values (resolving a callable), or ``None``."""
@@ -128,11 +127,6 @@ class Leaf:
         if callable(choices):
             choices = choices()
         return tuple(choices) if choices is not None else None
-
-
-def flag_of(name: str) -> str:
-    """``"lr_backbone"`` -> ``"--lr-backbone"``."""
-    return "--" + name.replace("_", "-")
 
 
 def _title(cls: type) -> str:

@@ -28,7 +28,7 @@ _DEVICE_TYPES = ("cpu", "cuda")
 
 
 def flag(name: str) -> str:
-    """The command-line flag of a :class:`~thumbdet.training.config.TrainConfig` field."""
+    """The command-line flag of a setting: ``"lr_backbone"`` -> ``"--lr-backbone"``."""
     return "--" + name.replace("_", "-")
 
 
