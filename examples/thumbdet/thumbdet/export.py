@@ -7,9 +7,8 @@ export`` is its command (:mod:`thumbdet.cli.export`).
 
 from __future__ import annotations
 
-import contextlib
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -38,22 +37,13 @@ class DetectorOutputs(nn.Module):
         return outputs["pred_logits"], outputs["pred_boxes"]
 
 
-@contextlib.contextmanager
-def _traceable_ms_deform_attn() -> Iterator[None]:
-    """Run MSDA as plain PyTorch ops (grid_sample...) instead of its registered custom op.
-
-    The custom op keeps ``torch.compile`` and the MAC counter happy, but an ONNX exporter
-    cannot translate it; its pure-PyTorch reference traces into standard ONNX operators.
-    """
+def _export(module: nn.Module, example: torch.Tensor, path: Path, output_names: list[str]) -> None:
     from thumbdet.ops import traceable_ms_deform_attn
 
-    with traceable_ms_deform_attn():
-        yield
-
-
-def _export(module: nn.Module, example: torch.Tensor, path: Path, output_names: list[str]) -> None:
     module.eval()
-    with _traceable_ms_deform_attn():
+    # MSDA as plain PyTorch ops (grid_sample...): an ONNX exporter cannot translate its
+    # registered custom op, while its pure-PyTorch reference traces into standard operators.
+    with traceable_ms_deform_attn():
         torch.onnx.export(
             module,
             (example,),
