@@ -128,6 +128,25 @@ class Leaf:
             choices = choices()
         return tuple(choices) if choices is not None else None
 
+    def check_choice(self, label: str, value: Any) -> None:
+        """Refuse a value (not ``None``) outside the declared choices.
+
+        Raises:
+            ValueError: ``"LABEL: expected one of a, b, got 'c'"``.
+        """
+        choices = self.choices()
+        if choices is not None and value is not None and value not in choices:
+            raise ValueError(
+                f"{label}: expected one of {', '.join(map(str, choices))}, got {value!r}"
+            )
+
+    def value_in(self, settings: Any) -> Any:
+        """The setting's value in an instance of the (top) settings class, following ``path``."""
+        value = settings
+        for name in self.path:
+            value = getattr(value, name)
+        return value
+
 
 def _title(cls: type) -> str:
     return (cls.__doc__ or cls.__name__).strip().splitlines()[0].rstrip(".")
@@ -221,16 +240,10 @@ def check_ranges(settings: Any) -> None:
         ValueError: one line naming the flag: ``"--lr: expected a number > 0, got -1.0"``.
     """
     for leaf in leaves(type(settings)):
-        value = settings
-        for name in leaf.path:
-            value = getattr(value, name)
+        value = leaf.value_in(settings)
         if value is None:
             continue
-        choices = leaf.choices()
-        if choices is not None and value not in choices:
-            raise ValueError(
-                f"{leaf.flag}: expected one of {', '.join(map(str, choices))}, got {value!r}"
-            )
+        leaf.check_choice(leaf.flag, value)
         bounds = leaf.meta["range"]
         if bounds["minimum"] is None and bounds["maximum"] is None and not bounds["positive"]:
             continue
@@ -265,7 +278,7 @@ def flatten(cls: type, values: dict[str, Any], label: str) -> dict[str, Any]:
     for key, value in values.items():
         if key in groups and isinstance(value, dict):
             for name, item in value.items():
-                if name not in by_name or by_name[name].path[:-1][-1:] != (key,):
+                if name not in by_name or by_name[name].path[-2:-1] != (key,):
                     raise ValueError(f"{label}: unknown key {key}.{name!r}")
                 flat[name] = item
         elif key in by_name:

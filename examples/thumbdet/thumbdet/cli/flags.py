@@ -177,10 +177,7 @@ def apply_config_file(parser: argparse.ArgumentParser, path: str | Path, cls: ty
             default = [f"{key}={_as_flag_text(item)}" for key, item in value.items()]
         else:
             default = coerce(where, value, leaf.kind)
-            choices = leaf.choices()
-            if choices is not None and default is not None and default not in choices:
-                options = ", ".join(map(str, choices))
-                raise ValueError(f"{where}: expected one of {options}, got {default!r}")
+            leaf.check_choice(where, default)
         defaults[name] = default
         for action in parser._actions:
             if action.dest == name:

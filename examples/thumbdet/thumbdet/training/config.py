@@ -118,13 +118,7 @@ class TrainConfig:
     # ------------------------------------------------------------------ conversions
     def flat(self) -> dict[str, Any]:
         """``{setting name: value}`` over every group (names are unique)."""
-        values = {}
-        for leaf in leaves(type(self)):
-            value: Any = self
-            for name in leaf.path:
-                value = getattr(value, name)
-            values[leaf.name] = value
-        return values
+        return {leaf.name: leaf.value_in(self) for leaf in leaves(type(self))}
 
     def replace(self, **changes: Any) -> TrainConfig:
         """A copy with settings changed by name, whatever their group.
