@@ -247,7 +247,7 @@ class ThumbDetMode(TrainingMode):
         return config.distill.downsampler
 
     def stage(self, config: TrainConfig, epoch: int) -> int:
-        return 1 if epoch < config.schedule.stage1_epochs else 2
+        return _schedule(config).stage(epoch)
 
     def build(
         self, config: TrainConfig, category_ids: list[int], model_overrides: dict[str, Any]
@@ -276,7 +276,7 @@ class ThumbDetMode(TrainingMode):
                 logit=distill.logit_weight,
                 feature=distill.feature_weight,
             ),
-            schedule=TwoStageSchedule(schedule.stage1_epochs),
+            schedule=_schedule(config),
             moment_loss=MomentMatchingLoss(lam=distill.lam),
             feature_loss=FeatureDistillationLoss(),
             logit_loss=LogitDistillationLoss(
@@ -293,6 +293,11 @@ class ThumbDetMode(TrainingMode):
         inference = ThumbnailDetector(student, downsampler)
         step = DistillationStep(distillation)
         return TrainingParts(step, student, downsampler, inference, groups, frozen)
+
+
+def _schedule(config: TrainConfig) -> TwoStageSchedule:
+    """The two stages of Algorithm 2 in epochs: what the distillation and the loop both follow."""
+    return TwoStageSchedule(config.schedule.stage1_epochs)
 
 
 for _mode in (TeacherMode(), BicubicMode(), ThumbDetMode()):
