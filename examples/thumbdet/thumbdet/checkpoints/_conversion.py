@@ -14,14 +14,7 @@ import torch
 from thumbdet.checkpoints._conversion_keys import expected_keys, map_keys, tied_head
 from thumbdet.models import DeformableDETR, DetectorConfig, get_config
 
-__all__ = [
-    "ConversionError",
-    "ConvertedDetector",
-    "build_config",
-    "mapped",
-    "require",
-    "select_categories",
-]
+__all__ = ["ConversionError", "ConvertedDetector", "convert_state", "require"]
 
 #: Every converted config starts from Deformable DETR's standard one; the source overrides
 #: each architecture field.
@@ -57,14 +50,14 @@ class ConvertedDetector:
         return model.eval()
 
 
-def build_config(overrides: dict[str, Any], where: str) -> DetectorConfig:
+def _build_config(overrides: dict[str, Any], where: str) -> DetectorConfig:
     try:
         return get_config(_BASE_PRESET, **overrides)
     except (ValueError, TypeError) as error:
         raise ConversionError(f"cannot convert {where}: {error}") from error
 
 
-def mapped(
+def _mapped(
     state: Mapping[str, torch.Tensor],
     rules: Sequence[tuple[str, str]],
     config: DetectorConfig,
@@ -85,7 +78,7 @@ def require(condition: bool, where: str, message: str) -> None:
 
 
 # ---------------------------------------------------------------------------------- categories
-def select_categories(
+def _select_categories(
     state_dict: dict[str, torch.Tensor],
     config: DetectorConfig,
     category_ids: Sequence[int] | None,
@@ -157,10 +150,10 @@ def convert_state(
         source: ``"official:NAME"`` or ``"transformers:NAME"``, recorded with the weights.
         merge_qkv: Merge separate q/k/v projections into packed ones (transformers).
     """
-    config = build_config(overrides, where)
-    state_dict = mapped(state, rules, config, where, merge_qkv=merge_qkv)
+    config = _build_config(overrides, where)
+    state_dict = _mapped(state, rules, config, where, merge_qkv=merge_qkv)
     category_ids, category_names, default_names = categories
-    state_dict, config, ids, names = select_categories(
+    state_dict, config, ids, names = _select_categories(
         state_dict, config, category_ids, category_names, default_names, where
     )
     return ConvertedDetector(state_dict, config, ids, names, source)
