@@ -13,6 +13,7 @@ from thumbdet.data import CocoDetection, make_transforms
 from thumbdet.data.images import IMAGE_CHECK_CACHE_NAME
 from thumbdet.distributed import DistributedContext
 from thumbdet.training.groups import DataSettings
+from thumbdet.training.signals import epoch_seed
 
 __all__ = ["build_datasets", "dataset_record", "make_loader"]
 
@@ -71,7 +72,7 @@ def make_loader(
         seed=seed,
     )
     sampler.set_epoch(epoch)
-    generator = torch.Generator().manual_seed(seed * 100_003 + epoch * 1_009 + context.rank)
+    generator = torch.Generator().manual_seed(epoch_seed(seed, epoch, context.rank))
     return DataLoader(
         dataset,
         batch_size=data.batch_size,

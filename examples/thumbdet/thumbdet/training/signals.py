@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
-__all__ = ["deferred_interrupt", "seed_everything"]
+__all__ = ["deferred_interrupt", "epoch_seed", "seed_everything"]
 
 
 def seed_everything(seed: int) -> None:
@@ -19,6 +19,12 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)  # noqa: NPY002 (user code may use the global state)
     torch.manual_seed(seed)
+
+
+def epoch_seed(seed: int, epoch: int, rank: int) -> int:
+    """The seed of one epoch of one process (augmentation and loader), so a resumed run
+    draws what an uninterrupted one would have."""
+    return seed * 100_003 + epoch * 1_009 + rank
 
 
 @contextlib.contextmanager

@@ -51,7 +51,7 @@ from thumbdet.training.engine import check_model_outputs_finite, train_one_epoch
 from thumbdet.training.modes import get_mode
 from thumbdet.training.output_lock import OutputLock
 from thumbdet.training.resume import RESUMABLE_SETTINGS, changed_settings, check_resumable
-from thumbdet.training.signals import deferred_interrupt, seed_everything
+from thumbdet.training.signals import deferred_interrupt, epoch_seed, seed_everything
 from thumbdet.validation import check_output_folder
 
 __all__ = [
@@ -216,7 +216,7 @@ class Trainer:
         for epoch in range(self.start_epoch, config.schedule.epochs):
             started = time.perf_counter()
             # Augmentation draws from python's `random`; seed it per epoch and rank.
-            random.seed(config.seed * 100_003 + epoch * 1_009 + context.rank)
+            random.seed(epoch_seed(config.seed, epoch, context.rank))
             stage = self.mode.stage(config, epoch)
             stats = train_one_epoch(
                 self.step,
