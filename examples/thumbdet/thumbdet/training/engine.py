@@ -1,4 +1,5 @@
-"""One training epoch and one evaluation pass, for plain detectors and ThumbDet distillation."""
+"""One training epoch of a training mode's step module (the evaluation pass is
+:mod:`thumbdet.evaluation.loop`)."""
 
 from __future__ import annotations
 
