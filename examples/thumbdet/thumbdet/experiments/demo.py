@@ -31,7 +31,7 @@ from thumbdet.checkpoints import load_detector
 from thumbdet.experiments.measure import measure_model, use_threads
 from thumbdet.experiments.options import DemoOptions
 from thumbdet.experiments.phases import evaluate_phase, run_phase
-from thumbdet.experiments.recipes import DemoRecipe, phase_config, prepare_recipe
+from thumbdet.experiments.recipes import phase_config, prepare_recipe
 from thumbdet.experiments.report import format_results_table, make_row, write_results
 from thumbdet.thumbnails import load_image
 from thumbdet.training.config import TrainConfig
@@ -56,13 +56,16 @@ def _figure_images(data: Any, count: int) -> tuple[list[torch.Tensor], list[dict
 
 @torch.no_grad()
 def _draw_figures(
-    models: dict[str, nn.Module], results: dict, data: Any, recipe: DemoRecipe, output: Path
+    models: dict[str, nn.Module],
+    results: dict,
+    images: list[torch.Tensor],
+    annotations: list[dict],
+    output: Path,
 ) -> list[Path]:
     from learnthumb import InterpolateDownsampler
     from thumbdet.experiments import figures
     from thumbdet.models.postprocess import postprocess_detections
 
-    images, annotations = _figure_images(data, recipe.figure_images)
     meta = models["teacher"].checkpoint_meta
     names = list(meta["category_names"])
     by_id = dict(zip(meta["category_ids"], names, strict=True))
@@ -146,7 +149,8 @@ def _run_demo(options: DemoOptions) -> dict:
     )
     print("[demo] evaluating and measuring speed", flush=True)
     tick = time.perf_counter()
-    image = _figure_images(data, 1)[0][0][None]  # (1, 3, H, W)
+    images, annotations = _figure_images(data, recipe.figure_images)
+    image = images[0][None]  # (1, 3, H, W), the image the speed is measured on
     results: dict[str, Any] = {}
     models: dict[str, nn.Module] = {}
     for key in MODEL_KEYS:
@@ -158,7 +162,7 @@ def _run_demo(options: DemoOptions) -> dict:
         results[key] = make_row(metrics, teacher_map=teacher_map, **speed)
     phase_seconds["evaluate"] = round(time.perf_counter() - tick, 1)
     tick = time.perf_counter()
-    _draw_figures(models, results, data, recipe, output)
+    _draw_figures(models, results, images, annotations, output)
     phase_seconds["figures"] = round(time.perf_counter() - tick, 1)
     results["wall_seconds"] = round(time.perf_counter() - started, 1)
     results["phase_seconds"] = phase_seconds
