@@ -126,8 +126,8 @@ class TrainConfig:
         Raises:
             ValueError: an unknown setting name.
         """
-        flatten(type(self), changes, "TrainConfig.replace")
-        return from_leaves(type(self), {**self.flat(), **changes})
+        changed = flatten(type(self), changes, "TrainConfig.replace")
+        return from_leaves(type(self), {**self.flat(), **changed})
 
     def to_dict(self) -> dict[str, Any]:
         """The configuration as a JSON-ready nested dict (``config.json``)."""
