@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from learnthumb._checks import check_bool_mask, check_finite, check_floating, check_ndim
+from learnthumb.downsamplers._base import _thumbnail_padding_mask
 from learnthumb.health import (
     ThumbnailHealthReport,
     ThumbnailHealthWarning,
@@ -22,7 +23,6 @@ from learnthumb.losses.moment import MomentMatchingLoss
 from learnthumb.query_filter import QueryFilter
 from learnthumb.schedule import DistillWeights, Safeguards, TwoStageSchedule
 from learnthumb.taps import FeatureTap
-from learnthumb.wrappers import _thumbnail_padding_mask
 
 __all__ = ["DistillationOutput", "ThumbnailDistillation"]
 

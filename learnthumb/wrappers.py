@@ -15,7 +15,7 @@ from typing import Any
 from torch import Tensor, nn
 
 from learnthumb._checks import check_bool_mask, check_tensor
-from learnthumb.downsamplers._base import _scale_between, downsample_padding_mask
+from learnthumb.downsamplers._base import _thumbnail_padding_mask
 from learnthumb.warps import SeparableWarp
 
 __all__ = ["Thumbnailed"]
@@ -37,28 +37,6 @@ def _accepts_warp(restore: Callable[..., Any]) -> bool:
 def _warps(downsampler: nn.Module) -> bool:
     """Whether ``downsampler`` warps: it has ``sample(images) -> (thumbnail, warp)``."""
     return callable(getattr(downsampler, "sample", None))
-
-
-def _thumbnail_padding_mask(
-    padding_mask: Tensor, downsampler: nn.Module, thumbnail_size: Sequence[int]
-) -> Tensor:
-    """``padding_mask`` reduced to the thumbnail of ``downsampler``: True where a whole cell is.
-
-    The factor is the downsampler's ``scale`` attribute, or else the one that maps the mask's
-    size to ``thumbnail_size`` (``ceil(H / s)``). The one place where masks are reduced, for
-    :class:`Thumbnailed` and :class:`learnthumb.ThumbnailDistillation`.
-    """
-    scale = getattr(downsampler, "scale", None)
-    if scale is None:
-        scale = _scale_between(padding_mask.shape[-2:], thumbnail_size)
-        if scale is None:
-            raise ValueError(
-                f"{type(downsampler).__name__} has no `scale` attribute and its thumbnail size "
-                f"{tuple(thumbnail_size)} is not ceil((H, W) / s) of the images' "
-                f"{tuple(padding_mask.shape[-2:])} for an integer s: expected a downsampler "
-                "with a `scale` attribute, got none"
-            )
-    return downsample_padding_mask(padding_mask, scale)
 
 
 class Thumbnailed(nn.Module):

@@ -79,6 +79,28 @@ def downsample_padding_mask(mask: torch.Tensor, scale: int) -> torch.Tensor:
     return any_valid.squeeze(1) == 0  # (B, ceil(H/s), ceil(W/s))
 
 
+def _thumbnail_padding_mask(
+    padding_mask: torch.Tensor, downsampler: nn.Module, thumbnail_shape: Sequence[int]
+) -> torch.Tensor:
+    """``padding_mask`` reduced to the thumbnail of ``downsampler``: True where a whole cell is.
+
+    The factor is the downsampler's ``scale`` attribute, or else the one that maps the mask's
+    size to ``thumbnail_shape`` (``ceil(H / s)``). The one place where masks are reduced, for
+    :class:`learnthumb.Thumbnailed` and :class:`learnthumb.ThumbnailDistillation`.
+    """
+    scale = getattr(downsampler, "scale", None)
+    if scale is None:
+        scale = _scale_between(padding_mask.shape[-2:], thumbnail_shape)
+        if scale is None:
+            raise ValueError(
+                f"{type(downsampler).__name__} has no `scale` attribute and its thumbnail size "
+                f"{tuple(thumbnail_shape)} is not ceil((H, W) / s) of the images' "
+                f"{tuple(padding_mask.shape[-2:])} for an integer s: expected a downsampler "
+                "with a `scale` attribute, got none"
+            )
+    return downsample_padding_mask(padding_mask, scale)
+
+
 def _check_image(images: torch.Tensor, channels: int | None, name: str = "images") -> None:
     check_ndim(images, 4, name, "(B, C, H, W)")
     check_floating(images, name)
