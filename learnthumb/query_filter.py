@@ -11,10 +11,9 @@ import torch
 from torch import nn
 
 from learnthumb._checks import check_choice, check_floating, check_in_open_interval, check_ndim
+from learnthumb.losses.logit import _ACTIVATIONS  # the logit loss's: the two must agree
 
 __all__ = ["QueryFilter", "class_probabilities", "query_filter"]
-
-_ACTIVATIONS = ("softmax", "sigmoid")
 
 
 def class_probabilities(
