@@ -19,6 +19,7 @@ __all__ = [
     "check_floating",
     "check_in_open_interval",
     "check_int",
+    "check_keyword_name",
     "check_ndim",
     "check_positive",
     "check_tensor",
@@ -70,6 +71,13 @@ def check_int(value: object, name: str, minimum: int) -> int:
         raise TypeError(f"{name} must be an int, got {type(value).__name__} ({value!r})")
     if value < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
+def check_keyword_name(value: object, name: str) -> str | None:
+    """Raise ``TypeError`` unless ``value`` is ``None`` or a keyword name (a non-empty str)."""
+    if value is not None and (not isinstance(value, str) or not value):
+        raise TypeError(f"{name} must be a keyword name (str) or None, got {value!r}")
     return value
 
 

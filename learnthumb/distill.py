@@ -9,7 +9,13 @@ from typing import Any, NamedTuple
 import torch
 from torch import nn
 
-from learnthumb._checks import check_bool_mask, check_finite, check_floating, check_ndim
+from learnthumb._checks import (
+    check_bool_mask,
+    check_finite,
+    check_floating,
+    check_keyword_name,
+    check_ndim,
+)
 from learnthumb.downsamplers._base import _thumbnail_padding_mask
 from learnthumb.health import (
     ThumbnailHealthReport,
@@ -250,10 +256,7 @@ class ThumbnailDistillation(nn.Module):
             )
         if feature_layers and features is not None:
             raise ValueError("give feature_layers or features, not both")
-        if mask_argument is not None and (not isinstance(mask_argument, str) or not mask_argument):
-            raise TypeError(
-                f"mask_argument must be a keyword name (str) or None, got {mask_argument!r}"
-            )
+        check_keyword_name(mask_argument, "mask_argument")
         self.downsampler = downsampler
         self.teacher = teacher
         self.student = student

@@ -14,7 +14,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from learnthumb._checks import check_bool_mask, check_tensor
+from learnthumb._checks import check_bool_mask, check_keyword_name, check_tensor
 from learnthumb.downsamplers._base import _thumbnail_padding_mask
 from learnthumb.warps import SeparableWarp
 
@@ -120,10 +120,7 @@ class Thumbnailed(nn.Module):
             raise TypeError(f"downsampler must be an nn.Module, got {type(downsampler).__name__}")
         if restore is not None and not callable(restore):
             raise TypeError(f"restore must be callable or None, got {type(restore).__name__}")
-        if mask_argument is not None and (not isinstance(mask_argument, str) or not mask_argument):
-            raise TypeError(
-                f"mask_argument must be a keyword name (str) or None, got {mask_argument!r}"
-            )
+        check_keyword_name(mask_argument, "mask_argument")
         restore_takes_warp = restore is not None and _accepts_warp(restore)
         if restore is not None and not restore_takes_warp and _warps(downsampler):
             raise TypeError(
