@@ -33,7 +33,7 @@ from typing import Any
 
 import torch
 
-from learnthumb import LatencyStats
+from learnthumb.metrics import LatencyStats, _check_counts
 
 __all__ = [
     "REPO_ROOT",
@@ -96,13 +96,6 @@ def synchronize(device: torch.device | str) -> None:
     device = torch.device(device)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-
-
-def _check_counts(warmup: object, repeats: object) -> None:
-    """Raise ``ValueError`` naming the argument unless warmup >= 0 and repeats >= 1 are ints."""
-    for name, value, least in (("warmup", warmup, 0), ("repeats", repeats, 1)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < least:
-            raise ValueError(f"{name} must be an int >= {least}, got {value!r}")
 
 
 def _summarise(times: list[float], warmup: int, budget_limited: bool) -> Timing:

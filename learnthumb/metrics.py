@@ -161,6 +161,16 @@ class LatencyStats:
         )
 
 
+def _check_counts(warmup: object, repeats: object) -> None:
+    """Raise ``ValueError`` naming the argument unless warmup >= 0 and repeats >= 1 are ints.
+
+    The contract of :func:`measure_latency` and of the benchmark harness's timers.
+    """
+    for name, value, least in (("warmup", warmup, 0), ("repeats", repeats, 1)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            raise ValueError(f"{name} must be an int >= {least}, got {value!r}")
+
+
 def _synchronize(inputs: tuple[Any, ...]) -> None:
     for value in inputs:
         if isinstance(value, torch.Tensor) and value.device.type == "cuda":
@@ -191,10 +201,7 @@ def measure_latency(
     Returns:
         :class:`LatencyStats` in seconds.
     """
-    if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
-        raise ValueError(f"warmup must be an int >= 0, got {warmup!r}")
-    if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
-        raise ValueError(f"repeats must be an int >= 1, got {repeats!r}")
+    _check_counts(warmup, repeats)
     times = []
     with torch.inference_mode():
         for _ in range(warmup):
