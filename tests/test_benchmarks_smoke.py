@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
 import pytest
 import torch
 
-from tests.python_run import run_python
-
-REPO_ROOT = Path(__file__).resolve().parent.parent
+from tests.python_run import REPO_ROOT, run_python
 
 
 @pytest.fixture
