@@ -130,6 +130,7 @@ def train_distilled_student(
     start = time.perf_counter()
     generator = torch.Generator().manual_seed(config.seed)
     learnable = any(p.requires_grad for p in downsampler.parameters())
+    stage1_steps = config.stage1_steps if learnable else 0  # a fixed downsampler: stage two only
     distill = ThumbnailDistillation(
         downsampler,
         teacher,
@@ -141,7 +142,7 @@ def train_distilled_student(
             feature=config.feature_weight,
         ),
         # A step schedule: stage one is the first ``stage1_steps`` steps, then ``steps`` more.
-        schedule=TwoStageSchedule(stage1_steps=config.stage1_steps if learnable else 0),
+        schedule=TwoStageSchedule(stage1_steps=stage1_steps),
         moment_loss=MomentMatchingLoss(lam=config.lam),
         feature_loss=FeatureDistillationLoss(align="bilinear"),
         safeguards=Safeguards(min_stage1_steps=0),
@@ -168,13 +169,12 @@ def train_distilled_student(
         if learnable:
             groups.append({"params": downsampler.parameters(), "lr": config.downsampler_lr})
         optimizer, schedule = _optimizer(groups, config.weight_decay, config.steps)
-        first_step = config.stage1_steps if learnable else 0
         zero = torch.zeros(())
         for step, index in enumerate(
             _batches(len(data), config.batch_size, config.steps, generator)
         ):
             images, targets = data.images[index], data.targets[index]
-            _, output, losses = distill(images, step=first_step + step)
+            _, output, losses = distill(images, step=stage1_steps + step)
             task = task_loss(output, targets)
             loss = task
             for name in ("moment", "feature"):  # (task + moment) + feature: a fixed order
