@@ -19,6 +19,7 @@ __all__ = [
     "check_floating",
     "check_in_open_interval",
     "check_int",
+    "check_ints",
     "check_keyword_name",
     "check_ndim",
     "check_positive",
@@ -72,6 +73,12 @@ def check_int(value: object, name: str, minimum: int) -> int:
     if value < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {value}")
     return value
+
+
+def check_ints(*, minimum: int = 1, **values: object) -> None:
+    """:func:`check_int` on each keyword argument, in order: ``check_ints(scale=scale)``."""
+    for name, value in values.items():
+        check_int(value, name, minimum)
 
 
 def check_keyword_name(value: object, name: str) -> str | None:

@@ -101,6 +101,13 @@ def _thumbnail_padding_mask(
     return downsample_padding_mask(padding_mask, scale)
 
 
+def _check_odd_kernel(kernel_size: object) -> None:
+    """Raise unless ``kernel_size`` is an odd int >= 1: padding ``k // 2`` keeps sizes exact."""
+    check_int(kernel_size, "kernel_size", minimum=1)
+    if kernel_size % 2 == 0:
+        raise ValueError(f"kernel_size must be odd so the output size is exact, got {kernel_size}")
+
+
 def _check_image(images: torch.Tensor, channels: int | None, name: str = "images") -> None:
     check_ndim(images, 4, name, "(B, C, H, W)")
     check_floating(images, name)

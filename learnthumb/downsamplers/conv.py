@@ -8,8 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from learnthumb._checks import check_int
-from learnthumb.downsamplers._base import _CheckedDownsampler
+from learnthumb._checks import check_ints
+from learnthumb.downsamplers._base import _check_odd_kernel, _CheckedDownsampler
 
 
 def _split_scale(scale: int, num_layers: int) -> list[int]:
@@ -75,12 +75,14 @@ class ConvDownsampler(_CheckedDownsampler):
         final_activation: bool = True,
     ) -> None:
         super().__init__()
-        self.scale = check_int(scale, "scale", minimum=1)
-        check_int(hidden_channels, "hidden_channels", minimum=1)
-        check_int(num_layers, "num_layers", minimum=1)
-        check_int(in_channels, "in_channels", minimum=1)
         out_channels = in_channels if out_channels is None else out_channels
-        check_int(out_channels, "out_channels", minimum=1)
+        check_ints(
+            scale=scale,
+            hidden_channels=hidden_channels,
+            num_layers=num_layers,
+            in_channels=in_channels,
+            out_channels=out_channels,
+        )
         if kernel_size is None:
             kernel_size = 3 if scale >= 4 else 5
         kernels = [kernel_size] * num_layers if isinstance(kernel_size, int) else list(kernel_size)
@@ -89,9 +91,8 @@ class ConvDownsampler(_CheckedDownsampler):
                 f"kernel_size must give one size per layer ({num_layers}), got {kernels}"
             )
         for k in kernels:
-            check_int(k, "kernel_size", minimum=1)
-            if k % 2 == 0:
-                raise ValueError(f"kernel_size must be odd so the output size is exact, got {k}")
+            _check_odd_kernel(k)
+        self.scale = scale
         self.in_channels = in_channels
         self.out_channels = out_channels
         self.final_activation = final_activation

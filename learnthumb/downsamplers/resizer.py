@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from learnthumb._checks import check_choice, check_int
+from learnthumb._checks import check_choice, check_int, check_ints
 from learnthumb.downsamplers._base import _CheckedDownsampler, _interpolate_down, _thumbnail_hw
 
 #: Negative slope of the learned resizer's LeakyReLUs (the value Talebi & Milanfar use).
@@ -91,11 +91,10 @@ class LearnedResizer(_CheckedDownsampler):
         in_channels: int = 3,
     ) -> None:
         super().__init__()
-        self.scale = check_int(scale, "scale", minimum=1)
-        check_int(channels, "channels", minimum=1)
+        check_ints(scale=scale, channels=channels, in_channels=in_channels)
         check_int(num_blocks, "num_blocks", minimum=0)
-        check_int(in_channels, "in_channels", minimum=1)
         check_choice(mode, "mode", _RESIZER_MODES)
+        self.scale = scale
         self.channels = channels
         self.num_blocks = num_blocks
         self.mode = mode

@@ -6,8 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from learnthumb._checks import check_int
-from learnthumb.downsamplers._base import _CheckedDownsampler
+from learnthumb._checks import check_ints
+from learnthumb.downsamplers._base import _check_odd_kernel, _CheckedDownsampler
 
 
 class SpaceToDepthDownsampler(_CheckedDownsampler):
@@ -57,14 +57,9 @@ class SpaceToDepthDownsampler(_CheckedDownsampler):
         self, scale: int = 4, out_channels: int = 3, kernel_size: int = 1, in_channels: int = 3
     ) -> None:
         super().__init__()
-        self.scale = check_int(scale, "scale", minimum=1)
-        check_int(out_channels, "out_channels", minimum=1)
-        check_int(kernel_size, "kernel_size", minimum=1)
-        check_int(in_channels, "in_channels", minimum=1)
-        if kernel_size % 2 == 0:
-            raise ValueError(
-                f"kernel_size must be odd so the output size is exact, got {kernel_size}"
-            )
+        check_ints(scale=scale, out_channels=out_channels, in_channels=in_channels)
+        _check_odd_kernel(kernel_size)
+        self.scale = scale
         self.in_channels = in_channels
         self.out_channels = out_channels
         self.kernel_size = kernel_size

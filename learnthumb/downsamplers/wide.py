@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from learnthumb._checks import check_choice, check_int
+from learnthumb._checks import check_choice, check_ints
 from learnthumb.downsamplers._base import _INTERPOLATION_MODES, _interpolate_down
 from learnthumb.downsamplers.space_to_depth import SpaceToDepthDownsampler
 
@@ -62,8 +62,7 @@ class WideDownsampler(nn.Module):
         in_channels: int = 3,
     ) -> None:
         super().__init__()
-        check_int(in_channels, "in_channels", minimum=1)
-        check_int(scale, "scale", minimum=1)
+        check_ints(in_channels=in_channels, scale=scale)
         if extra_channels is None:
             # Half of a cell's values in all: 21 learned channels at 4x, 3 at 2x (RGB).
             extra_channels = max(1, in_channels * scale * scale // 2 - in_channels)
