@@ -235,41 +235,35 @@ class ThumbnailDistillation(nn.Module):
                 raise TypeError(f"{name} must be an nn.Module, got {type(module).__name__}")
         if teacher is student:
             raise ValueError("teacher and student must be distinct modules (the teacher is frozen)")
-        weights = _default(weights, DistillWeights, "weights")
-        moment_loss = _default(moment_loss, MomentMatchingLoss, "moment_loss")
-        feature_loss = _default(feature_loss, FeatureDistillationLoss, "feature_loss")
-        logit_loss = _default(logit_loss, LogitDistillationLoss, "logit_loss")
-        safeguards = _default(safeguards, Safeguards, "safeguards")
+        self.downsampler = downsampler
+        self.teacher = teacher
+        self.student = student
+        self.weights = _default(weights, DistillWeights, "weights")
+        self.moment_loss = _default(moment_loss, MomentMatchingLoss, "moment_loss")
+        self.feature_loss = _default(feature_loss, FeatureDistillationLoss, "feature_loss")
+        self.logit_loss = _default(logit_loss, LogitDistillationLoss, "logit_loss")
+        self.safeguards = _default(safeguards, Safeguards, "safeguards")
         if schedule is not None and not isinstance(schedule, TwoStageSchedule):
             raise TypeError(
                 f"schedule must be a TwoStageSchedule or None, got {type(schedule).__name__}"
             )
-        if schedule is not None and schedule.stage1_length > 0 and weights.moment == 0:
+        if schedule is not None and schedule.stage1_length > 0 and self.weights.moment == 0:
             raise ValueError(
                 "stage one trains the downsampler on the moment loss alone: "
                 f"weights.moment must be > 0 with {schedule!r}"
             )
-        if moment_loss.reduction == "none":
+        self.schedule = schedule
+        if self.moment_loss.reduction == "none":
             raise ValueError(
                 "moment_loss must reduce the batch to a scalar: expected reduction 'mean' or "
                 "'sum', got 'none'"
             )
         if feature_layers and features is not None:
             raise ValueError("give feature_layers or features, not both")
-        check_keyword_name(mask_argument, "mask_argument")
-        self.downsampler = downsampler
-        self.teacher = teacher
-        self.student = student
-        self.weights = weights
-        self.schedule = schedule
         self.features = features
         self.logits = logits
-        self.mask_argument = mask_argument
-        self.safeguards = safeguards
-        self.moment_loss = moment_loss
-        self.feature_loss = feature_loss
-        self.logit_loss = logit_loss
-        self.query_filter = _resolve_query_filter(query_filter, logit_loss)
+        self.mask_argument = check_keyword_name(mask_argument, "mask_argument")
+        self.query_filter = _resolve_query_filter(query_filter, self.logit_loss)
         # None (automatic): the Query Filter is a tool for set predictors' (B, N, C) queries.
         self._filter_classifier_logits = query_filter is not None
 
