@@ -307,12 +307,8 @@ class SeparableWarp:
         return self._map_points(points, to_thumbnail=True)
 
     def points_to_image(self, points: Tensor) -> Tensor:
-        """Map thumbnail pixel coordinates ``(x, y[, visibility])`` back to the image's.
-
-        Shape:
-            - points: :math:`(B, *, 2)` or :math:`(B, *, 3)`; a third entry is carried over.
-            - output: same as ``points``.
-        """
+        """Map thumbnail pixel coordinates back to the image's: the inverse of
+        :meth:`points_to_thumbnail`, with the same shapes."""
         self._check_batched(points, "points", (2, 3), "(B, *, 2) or (B, *, 3)")
         return self._map_points(points, to_thumbnail=False)
 
@@ -332,12 +328,8 @@ class SeparableWarp:
         return self._map_boxes(boxes, to_thumbnail=True)
 
     def boxes_to_image(self, boxes: Tensor) -> Tensor:
-        """Map ``xyxy`` boxes predicted on the thumbnail back to image pixels, corner-wise.
-
-        Shape:
-            - boxes: :math:`(B, *, 4)`.
-            - output: same as ``boxes``.
-        """
+        """Map ``xyxy`` boxes predicted on the thumbnail back to image pixels: the inverse of
+        :meth:`boxes_to_thumbnail`, with the same shapes."""
         return self._map_boxes(boxes, to_thumbnail=False)
 
     # ---------------------------------------------------------------------------- dense maps
