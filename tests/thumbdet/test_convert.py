@@ -161,7 +161,9 @@ def test_official_category_selection_keeps_those_logits(refine, two_stage):
     images, padding_mask = _images()
     logits, boxes = _outputs(converted.build(), images, padding_mask)
     expected_logits, expected_boxes = _outputs(source, images, padding_mask)
-    assert torch.equal(logits, expected_logits[..., [3, 7]])
+    # Two output rows instead of nine is another matrix product shape: the BLAS may sum in
+    # another order (it does on AMD EPYC with torch 2.14.1), so equal up to float rounding.
+    torch.testing.assert_close(logits, expected_logits[..., [3, 7]], rtol=0, atol=1e-5)
     assert torch.equal(boxes, expected_boxes)
 
 
