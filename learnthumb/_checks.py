@@ -22,6 +22,7 @@ __all__ = [
     "check_ints",
     "check_keyword_name",
     "check_ndim",
+    "check_non_negative",
     "check_positive",
     "check_tensor",
 ]
@@ -110,12 +111,24 @@ def check_finite(tensor: torch.Tensor, name: str) -> None:
     )
 
 
-def check_positive(value: float, name: str) -> float:
-    """Raise ``ValueError`` unless ``value`` is a number > 0."""
+def _check_number(value: object, name: str) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"{name} must be a number, got {type(value).__name__} ({value!r})")
+
+
+def check_positive(value: float, name: str) -> float:
+    """Raise ``ValueError`` unless ``value`` is a number > 0 (``TypeError``: not a number)."""
+    _check_number(value, name)
     if not value > 0:
         raise ValueError(f"{name} must be > 0, got {value}")
+    return float(value)
+
+
+def check_non_negative(value: float, name: str) -> float:
+    """Raise ``ValueError`` unless ``value`` is a number >= 0 (``TypeError``: not a number)."""
+    _check_number(value, name)
+    if not value >= 0:
+        raise ValueError(f"{name} must be >= 0, got {value}")
     return float(value)
 
 

@@ -193,3 +193,13 @@ def test_empty_batch_is_refused(reduction):
         moment_matching_loss(torch.rand(0, 3, 8, 8), torch.rand(0, 3, 2, 2), reduction=reduction)
     with pytest.raises(ValueError, match="B=0"):
         MomentMatchingLoss()(torch.rand(0, 3, 8, 8), torch.rand(0, 3, 2, 2))
+
+
+def test_lam_is_checked_alike_by_the_function_and_the_module():
+    x, y = torch.rand(2, 3, 8, 8), torch.rand(2, 3, 2, 2)
+    assert MomentMatchingLoss(lam=0).lam == 0.0  # lambda = 0: the means alone
+    for make in (lambda lam: moment_matching_loss(x, y, lam), MomentMatchingLoss):
+        with pytest.raises(ValueError, match=r"lam must be >= 0, got -1"):
+            make(-1.0)
+        with pytest.raises(TypeError, match=r"lam must be a number, got str"):
+            make("0.1")

@@ -10,7 +10,7 @@ from learnthumb._checks import (
     check_choice,
     check_floating,
     check_ndim,
-    check_positive,
+    check_non_negative,
 )
 from learnthumb.downsamplers._base import _scale_between, downsample_padding_mask
 
@@ -132,8 +132,7 @@ def moment_matching_loss(
     if original.shape[0] == 0:
         # The moments of no image are 0/0: refuse rather than return NaN.
         raise ValueError("original: expected a non-empty batch, got B=0")
-    if isinstance(lam, bool) or not isinstance(lam, (int, float)) or lam < 0:
-        raise ValueError(f"lam must be a number >= 0, got {lam!r}")
+    check_non_negative(lam, "lam")
     check_choice(statistic, "statistic", _STATISTICS)
     check_choice(reduction, "reduction", _REDUCTIONS)
     batch = original.shape[0]
@@ -186,9 +185,7 @@ class MomentMatchingLoss(nn.Module):
 
     def __init__(self, lam: float = 0.1, statistic: str = "std", reduction: str = "mean") -> None:
         super().__init__()
-        if lam != 0:
-            check_positive(lam, "lam")
-        self.lam = float(lam)
+        self.lam = check_non_negative(lam, "lam")
         self.statistic = check_choice(statistic, "statistic", _STATISTICS)
         self.reduction = check_choice(reduction, "reduction", _REDUCTIONS)
 
