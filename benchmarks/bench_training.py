@@ -109,7 +109,9 @@ def build_steps(
     from thumbdet.models import build_model
     from thumbdet.models.thumbnail_detector import ThumbnailDetector
     from thumbdet.training.criterion import build_criterion
+    from thumbdet.training.groups import OptimSettings
 
+    optim = OptimSettings()  # thumbdet train's defaults
     torch.manual_seed(0)
     generator = torch.Generator().manual_seed(0)
     images = torch.rand(batch, 3, *size, generator=generator).to(device)
@@ -124,7 +126,8 @@ def build_steps(
     criterion = build_criterion(config)
 
     def plain_step(model: nn.Module, detector: nn.Module) -> Any:
-        optimizer = torch.optim.AdamW(detector.param_groups(), weight_decay=1e-4)
+        groups = detector.param_groups(optim.lr, optim.lr_backbone)
+        optimizer = torch.optim.AdamW(groups, weight_decay=optim.weight_decay)
         model.train()
 
         def step() -> None:
@@ -149,9 +152,9 @@ def build_steps(
             query_filter=filter_,
             mask_argument="padding_mask",
         )
-        groups = student.param_groups()
-        groups.append({"params": list(downsampler.parameters()), "lr": config.lr})
-        optimizer = torch.optim.AdamW(groups, weight_decay=1e-4)
+        groups = student.param_groups(optim.lr, optim.lr_backbone)
+        groups.append({"params": list(downsampler.parameters()), "lr": optim.lr})
+        optimizer = torch.optim.AdamW(groups, weight_decay=optim.weight_decay)
         distillation.train()
 
         def step() -> None:

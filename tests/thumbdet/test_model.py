@@ -176,6 +176,9 @@ def test_config_round_trip_and_overrides():
     config = get_config("tiny", num_classes=5, d_model=96, backbone_channels=[8, 16, 32, 64])
     assert config.backbone_channels == (8, 16, 32, 64)
     assert DetectorConfig.from_dict(config.to_dict()) == config
+    # Earlier versions stored the training's optimiser settings too: dropped when read.
+    older = {**config.to_dict(), "lr": 2e-4, "lr_backbone": 2e-5, "weight_decay": 1e-4}
+    assert DetectorConfig.from_dict(older) == config
     model = thumbdet.build_model(config)
     assert model.config.preset == "tiny" and model.config.num_classes == 5
     assert model.backbone.num_channels == [16, 32, 64]

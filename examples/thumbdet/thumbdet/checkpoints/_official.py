@@ -24,7 +24,7 @@ _OFFICIAL_SAME_NAMES = (
     "nheads", "enc_layers", "dec_layers", "dim_feedforward", "dropout", "enc_n_points",
     "dec_n_points", "num_queries", "with_box_refine", "two_stage", "aux_loss", "focal_alpha",
     "cls_loss_coef", "bbox_loss_coef", "giou_loss_coef", "set_cost_class", "set_cost_bbox",
-    "set_cost_giou", "lr", "lr_backbone", "lr_linear_proj_mult",
+    "set_cost_giou", "lr_linear_proj_mult",
 )  # fmt: skip
 
 

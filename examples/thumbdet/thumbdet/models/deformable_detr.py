@@ -119,7 +119,7 @@ class DeformableDETR(nn.Module):
             nn.init.xavier_uniform_(projection[0].weight, gain=1)
             nn.init.zeros_(projection[0].bias)
 
-    def param_groups(self, lr: float | None = None, lr_backbone: float | None = None) -> list[dict]:
+    def param_groups(self, lr: float, lr_backbone: float) -> list[dict]:
         """AdamW parameter groups of Deformable DETR.
 
         Backbone parameters get ``lr_backbone``; sampling offsets and reference-point
@@ -127,11 +127,9 @@ class DeformableDETR(nn.Module):
         parameters are left out.
 
         Args:
-            lr: base learning rate (default ``config.lr``).
-            lr_backbone: backbone learning rate (default ``config.lr_backbone``).
+            lr: base learning rate (``thumbdet train --lr``).
+            lr_backbone: backbone learning rate (``--lr-backbone``).
         """
-        lr = self.config.lr if lr is None else lr
-        lr_backbone = self.config.lr_backbone if lr_backbone is None else lr_backbone
         main, backbone, linear_proj = [], [], []
         for name, parameter in self.named_parameters():
             if not parameter.requires_grad:

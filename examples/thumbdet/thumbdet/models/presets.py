@@ -13,14 +13,17 @@ from dataclasses import dataclass
 __all__ = ["PRESETS", "DetectorConfig", "get_config", "list_presets"]
 
 
-#: ``DetectorConfig`` keys of thumbdet 0.1.0 that nothing read (the training configuration
-#: holds them); old checkpoints and pretrained folders still carry them.
-_NO_LONGER_STORED = ("weight_decay", "clip_max_norm")
+#: ``DetectorConfig`` keys of earlier versions that the training configuration holds instead
+#: (``--lr``, ``--weight-decay``, ...); old checkpoints and pretrained folders still carry them.
+_NO_LONGER_STORED = ("weight_decay", "clip_max_norm", "lr", "lr_backbone")
 
 
 @dataclass
 class DetectorConfig:
-    """Every hyper-parameter of a Deformable-DETR detector, its loss and its optimiser.
+    """Every hyper-parameter of a Deformable-DETR detector and its loss.
+
+    The learning rates are training settings (``thumbdet train --lr``, ``--lr-backbone``);
+    the detector only says which of its parameters get ``lr_linear_proj_mult`` times ``lr``.
 
     Attributes:
         preset: name of the preset the config started from.
@@ -52,8 +55,6 @@ class DetectorConfig:
         set_cost_class: class cost of the Hungarian matcher.
         set_cost_bbox: L1 cost of the Hungarian matcher.
         set_cost_giou: GIoU cost of the Hungarian matcher.
-        lr: AdamW learning rate of the transformer and heads.
-        lr_backbone: learning rate of the backbone.
         lr_linear_proj_mult: factor on ``lr`` for sampling offsets and reference points.
     """
 
@@ -87,8 +88,6 @@ class DetectorConfig:
     set_cost_class: float = 2.0
     set_cost_bbox: float = 5.0
     set_cost_giou: float = 2.0
-    lr: float = 2e-4
-    lr_backbone: float = 2e-5
     lr_linear_proj_mult: float = 0.1
 
     def to_dict(self) -> dict:
@@ -102,8 +101,8 @@ class DetectorConfig:
     def from_dict(cls, values: dict) -> DetectorConfig:
         """Inverse of :meth:`to_dict`; unknown keys raise ``TypeError``.
 
-        Keys that older versions stored and nothing reads (``weight_decay``,
-        ``clip_max_norm``: the training configuration holds them) are dropped.
+        Keys that older versions stored and the training configuration holds instead
+        (``lr``, ``lr_backbone``, ``weight_decay``, ``clip_max_norm``) are dropped.
         """
         values = {k: v for k, v in values.items() if k not in _NO_LONGER_STORED}
         return cls(**_normalise_overrides(values))

@@ -15,7 +15,8 @@ __all__ = [
 ]
 
 
-#: ``DetectorConfig`` fields that ``--model`` does not set, and what sets them instead.
+#: Keys that ``--model`` refuses, and what sets them instead: ``DetectorConfig`` fields with
+#: their own flag or source, and the learning rates that earlier versions kept there.
 MODEL_KEYS_SET_ELSEWHERE = {
     "preset": "--preset",
     "num_classes": "the training data's categories",
