@@ -201,6 +201,20 @@ def test_every_subcommand_has_a_description_and_every_flag_a_help():
         subparser.format_help()  # every %(default)s expands
 
 
+def test_help_says_what_each_mode_and_augmentation_does_from_their_owners():
+    from thumbdet.data import AUGMENTATIONS
+    from thumbdet.training.modes import get_mode, list_modes
+
+    helps = {
+        action.dest: action.help
+        for action in subcommand_parsers(build_parser("train"))["train"]._actions
+    }
+    for name in list_modes():
+        assert f"{name}: {get_mode(name).summary}" in helps["mode"]
+    for name, meaning in AUGMENTATIONS.items():
+        assert f"{name}: {meaning}" in helps["augmentation"]
+
+
 @pytest.mark.parametrize("command", [*COMMANDS, ""])
 def test_each_subcommand_builds_with_the_others_listed(command):
     subcommands = subcommand_parsers(build_parser(command))

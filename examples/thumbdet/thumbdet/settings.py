@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import typing
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,7 +45,7 @@ def setting(
     default: Any,
     help: str,
     *,
-    choices: Sequence[Any] | Callable[[], Sequence[Any]] | None = None,
+    choices: Sequence[Any] | Mapping[str, str] | Callable[[], Any] | None = None,
     flag: str | None = None,
     aliases: Sequence[str] = (),
     switches: dict[str, tuple[Any, str]] | None = None,
@@ -62,8 +62,9 @@ def setting(
     Args:
         default: Default value (a list or dict default is copied for each instance).
         help: One-line description, shown by ``--help`` (lower case, no final period).
-        choices: Allowed values, or a callable returning them (imported only when needed, so
-            the module that owns the values stays their only definition).
+        choices: Allowed values, or a mapping of each to what it means (which ``--help``
+            appends to ``help``), or a callable returning either (imported only when needed,
+            so the module that owns the values stays their only definition).
         flag: Command-line flag; default ``--`` + the name with dashes.
         aliases: Other flags setting the same field (e.g. the paper's symbol, ``--gamma``).
         switches: Extra flags that store a fixed value, ``{"--one-stage": (0, "help")}``.
@@ -121,12 +122,30 @@ class Leaf:
         """The command-line flag of the setting."""
         return self.meta.get("flag") or flag(self.name)
 
+    def _declared_choices(self) -> Sequence[Any] | Mapping[str, str] | None:
+        choices = self.meta.get("choices")
+        return choices() if callable(choices) else choices
+
     def choices(self) -> tuple[Any, ...] | None:
         """The allowed values (resolving a callable), or ``None``."""
-        choices = self.meta.get("choices")
-        if callable(choices):
-            choices = choices()
+        choices = self._declared_choices()
         return tuple(choices) if choices is not None else None
+
+    def help(self) -> str:
+        """The ``help`` text, followed by what each choice means where the choices say it.
+
+        Example:
+            >>> @dataclass
+            ... class Options:
+            ...     size: str = setting("s", "model size", choices={"s": "small", "l": "large"})
+            >>> next(leaves(Options)).help()
+            'model size (s: small; l: large)'
+        """
+        choices = self._declared_choices()
+        if not isinstance(choices, Mapping):
+            return self.meta["help"]
+        meanings = "; ".join(f"{value}: {meaning}" for value, meaning in choices.items())
+        return f"{self.meta['help']} ({meanings})"
 
     def check_choice(self, label: str, value: Any) -> None:
         """Refuse a value (not ``None``) outside the declared choices.

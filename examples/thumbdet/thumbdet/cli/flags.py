@@ -58,7 +58,7 @@ def add_settings(
         target = groups[leaf.group]
         kind, _ = unwrap_optional(leaf.kind)
         default = defaults.get(leaf.name, _default(leaf))
-        options: dict[str, Any] = {"dest": leaf.name, "help": meta["help"]}
+        options: dict[str, Any] = {"dest": leaf.name, "help": leaf.help()}
         if meta["metavar"]:
             options["metavar"] = meta["metavar"]
         if kind is bool:

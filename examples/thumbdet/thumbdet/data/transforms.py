@@ -37,8 +37,13 @@ DEFAULT_SHORT_SIDES = (480, 512, 544, 576, 608, 640, 672, 704, 736, 768, 800)
 DEFAULT_MAX_SIZE = 1333
 _REFERENCE_SHORT_SIDE = 800  # the crop branch below is stated for this short side
 
-#: Training augmentations of :func:`make_transforms`.
-AUGMENTATIONS = ("deformable_detr", "flip", "hflip", "none")
+#: Training augmentations of :func:`make_transforms`, each with what it does.
+AUGMENTATIONS = {
+    "deformable_detr": "flip + multi-scale resize + random crop",
+    "flip": "flip + multi-scale resize, no crop",
+    "hflip": "flip only, no resizing",
+    "none": "resize as for evaluation",
+}
 
 
 def resized_size(width: int, height: int, short_side: int, max_size: int | None) -> tuple[int, int]:
@@ -205,7 +210,9 @@ def make_transforms(
         A callable ``(PIL image, target) -> (image tensor (3, H, W) in [0, 1], target)``.
     """
     if augmentation not in AUGMENTATIONS:
-        raise ValueError(f"augmentation must be one of {AUGMENTATIONS}, got {augmentation!r}")
+        raise ValueError(
+            f"augmentation must be one of {', '.join(AUGMENTATIONS)}, got {augmentation!r}"
+        )
     sides = [int(side) for side in (short_sides or DEFAULT_SHORT_SIDES)]
     if split == "val" or (split == "train" and augmentation == "none"):
         return Compose([RandomResize([max(sides)], max_size=max_size), ToTensor()])

@@ -35,10 +35,10 @@ __all__ = [
 ]
 
 
-def _modes() -> tuple[str, ...]:
-    from thumbdet.training.modes import list_modes
+def _modes() -> dict[str, str]:
+    from thumbdet.training.modes import get_mode, list_modes
 
-    return tuple(list_modes())
+    return {name: get_mode(name).summary for name in list_modes()}
 
 
 #: ``TrainConfig`` keys of thumbdet 0.1.0 checkpoints and config files, and their new names.
@@ -67,12 +67,7 @@ class TrainConfig:
         0.0005
     """
 
-    mode: str = setting(
-        "teacher",
-        "teacher: full-size images; bicubic: bicubic thumbnails; thumbdet: learned thumbnails "
-        "distilled from --teacher",
-        choices=_modes,
-    )
+    mode: str = setting("teacher", "what to train", choices=_modes)
     scale: int = setting(4, "thumbnail scale of the students (2 or 4)", minimum=1)
     output: str = setting(
         "runs/thumbdet", "folder for checkpoint.pth, log.jsonl and config.json", resumable=True

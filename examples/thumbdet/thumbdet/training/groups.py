@@ -17,7 +17,7 @@ from thumbdet.training.model_overrides import parse_model_overrides
 __all__ = ["DataSettings", "DistillSettings", "ModelSettings", "OptimSettings", "ScheduleSettings"]
 
 
-def _augmentations() -> tuple[str, ...]:
+def _augmentations() -> dict[str, str]:
     from thumbdet.data.transforms import AUGMENTATIONS
 
     return AUGMENTATIONS
@@ -66,12 +66,7 @@ class DataSettings:
         minimum=1,
     )
     max_size: int = setting(1333, "longest side after resizing", minimum=1)
-    augmentation: str = setting(
-        "deformable_detr",
-        "deformable_detr: flip + multi-scale resize + random crop; flip: no crop; hflip: flip "
-        "only, no resizing; none: resize as for evaluation",
-        choices=_augmentations,
-    )
+    augmentation: str = setting("deformable_detr", "training augmentation", choices=_augmentations)
     batch_size: int = setting(2, "images per process and step", minimum=1)
     num_workers: int = setting(
         2, "data loader worker processes per process", minimum=0, resumable=True

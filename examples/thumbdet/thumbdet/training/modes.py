@@ -104,12 +104,14 @@ class TrainingMode:
 
     Attributes:
         name: The ``--mode`` value.
+        summary: What the mode trains, in a few words (``thumbdet train --help``).
         needs_teacher: The mode distils from ``--teacher``.
         has_unused_parameters: Some steps leave parameters without gradients (stage one), so
             ``DistributedDataParallel`` must look for them.
     """
 
     name = ""
+    summary = ""
     needs_teacher = False
     has_unused_parameters = False
 
@@ -214,6 +216,7 @@ class TeacherMode(FixedThumbnailMode):
     """Deformable DETR on full-size images: the teacher."""
 
     name = "teacher"
+    summary = "full-size images"
 
     def thumbnail_scale(self, config: TrainConfig) -> int | None:  # noqa: ARG002 (the mode interface)
         return None
@@ -226,6 +229,7 @@ class BicubicMode(FixedThumbnailMode):
     """The same detector on fixed bicubic thumbnails (the paper's "Bicubic" row)."""
 
     name = "bicubic"
+    summary = "bicubic thumbnails"
 
     def downsampler_name(self, config: TrainConfig) -> str | None:  # noqa: ARG002 (the mode interface)
         return "bicubic"
@@ -235,6 +239,7 @@ class ThumbDetMode(TrainingMode):
     """A learned downsampler and a student distilled from a frozen teacher (Algorithm 2)."""
 
     name = "thumbdet"
+    summary = "learned thumbnails distilled from --teacher"
     needs_teacher = True
     has_unused_parameters = True  # stage one never runs the student
 
