@@ -24,6 +24,31 @@ Sizes sizes_of(const at::Tensor& value, const at::Tensor& sampling_locations) {
           sampling_locations.size(1), sampling_locations.size(3), sampling_locations.size(4)};
 }
 
+// The five (checked, contiguous) inputs of the op as the kernels read them, with their sizes.
+template <typename scalar_t>
+struct Inputs {
+  Sizes s;
+  const scalar_t* value;      // (N, S, M, D)
+  const int64_t* shapes;      // (L, 2): H, W of each level
+  const int64_t* starts;      // (L,): first pixel of each level along S
+  const scalar_t* locations;  // (N, Lq, M, L, P, 2)
+  const scalar_t* weights;    // (N, Lq, M, L, P)
+  int64_t pixel_stride;       // elements between two pixels of one head: M * D
+  int64_t samples;            // sampling points per (n, q, m): L * P
+
+  Inputs(const at::Tensor& value_, const at::Tensor& spatial_shapes,
+         const at::Tensor& level_start_index, const at::Tensor& sampling_locations,
+         const at::Tensor& attention_weights)
+      : s(sizes_of(value_, sampling_locations)),
+        value(value_.data_ptr<scalar_t>()),
+        shapes(spatial_shapes.data_ptr<int64_t>()),
+        starts(level_start_index.data_ptr<int64_t>()),
+        locations(sampling_locations.data_ptr<scalar_t>()),
+        weights(attention_weights.data_ptr<scalar_t>()),
+        pixel_stride(s.heads * s.channels),
+        samples(s.levels * s.points) {}
+};
+
 // The four bilinear neighbours of one sampling point. An out-of-map corner gets weight 0 and
 // points at `fallback` so loops over channels stay branch-free.
 template <typename scalar_t, typename acc_t>
@@ -68,19 +93,9 @@ inline bool find_corners(const scalar_t* level_value, int64_t pixel_stride, int6
 }
 
 template <typename scalar_t>
-void forward_kernel(const at::Tensor& value, const at::Tensor& spatial_shapes,
-                    const at::Tensor& level_start_index, const at::Tensor& sampling_locations,
-                    const at::Tensor& attention_weights, at::Tensor& output) {
+void forward_kernel(const Inputs<scalar_t> in, scalar_t* output_data) {
   using acc_t = at::opmath_type<scalar_t>;
-  const Sizes s = sizes_of(value, sampling_locations);
-  const scalar_t* value_data = value.data_ptr<scalar_t>();
-  const int64_t* shape_data = spatial_shapes.data_ptr<int64_t>();
-  const int64_t* start_data = level_start_index.data_ptr<int64_t>();
-  const scalar_t* location_data = sampling_locations.data_ptr<scalar_t>();
-  const scalar_t* weight_data = attention_weights.data_ptr<scalar_t>();
-  scalar_t* output_data = output.data_ptr<scalar_t>();
-  const int64_t pixel_stride = s.heads * s.channels;
-  const int64_t samples = s.levels * s.points;
+  const Sizes s = in.s;
 
   // One task per (n, q, m): each writes its own D outputs.
   at::parallel_for(0, s.batch * s.queries * s.heads, 16, [&](int64_t begin, int64_t end) {
@@ -90,18 +105,18 @@ void forward_kernel(const at::Tensor& value, const at::Tensor& spatial_shapes,
       const int64_t head = task % s.heads;
       const int64_t batch = task / (s.queries * s.heads);
       std::fill(accumulator.begin(), accumulator.end(), acc_t(0));
-      const scalar_t* locations = location_data + task * samples * 2;
-      const scalar_t* weights = weight_data + task * samples;
+      const scalar_t* locations = in.locations + task * in.samples * 2;
+      const scalar_t* weights = in.weights + task * in.samples;
       for (int64_t level = 0; level < s.levels; ++level) {
-        const int64_t height = shape_data[2 * level];
-        const int64_t width = shape_data[2 * level + 1];
+        const int64_t height = in.shapes[2 * level];
+        const int64_t width = in.shapes[2 * level + 1];
         const scalar_t* level_value =
-            value_data + ((batch * s.pixels + start_data[level]) * s.heads + head) * s.channels;
+            in.value + ((batch * s.pixels + in.starts[level]) * s.heads + head) * s.channels;
         for (int64_t point = 0; point < s.points; ++point) {
           const int64_t sample = level * s.points + point;
           const acc_t x = static_cast<acc_t>(locations[2 * sample]);
           const acc_t y = static_cast<acc_t>(locations[2 * sample + 1]);
-          if (!find_corners(level_value, pixel_stride, height, width, x, y, corners)) continue;
+          if (!find_corners(level_value, in.pixel_stride, height, width, x, y, corners)) continue;
           const acc_t attention = static_cast<acc_t>(weights[sample]);
           const acc_t w0 = attention * corners.weight[0], w1 = attention * corners.weight[1];
           const acc_t w2 = attention * corners.weight[2], w3 = attention * corners.weight[3];
@@ -123,25 +138,14 @@ void forward_kernel(const at::Tensor& value, const at::Tensor& spatial_shapes,
   });
 }
 
+// grad_value_data is in acc_t (float for half/bfloat16): samples scatter-add into it.
 template <typename scalar_t>
-void backward_kernel(const at::Tensor& grad_output, const at::Tensor& value,
-                     const at::Tensor& spatial_shapes, const at::Tensor& level_start_index,
-                     const at::Tensor& sampling_locations, const at::Tensor& attention_weights,
-                     at::Tensor& grad_value_acc, at::Tensor& grad_locations,
-                     at::Tensor& grad_weights) {
+void backward_kernel(const scalar_t* grad_data, const Inputs<scalar_t> in,
+                     at::opmath_type<scalar_t>* grad_value_data, scalar_t* grad_location_data,
+                     scalar_t* grad_weight_data) {
   using acc_t = at::opmath_type<scalar_t>;
-  const Sizes s = sizes_of(value, sampling_locations);
-  const scalar_t* grad_data = grad_output.data_ptr<scalar_t>();
-  const scalar_t* value_data = value.data_ptr<scalar_t>();
-  const int64_t* shape_data = spatial_shapes.data_ptr<int64_t>();
-  const int64_t* start_data = level_start_index.data_ptr<int64_t>();
-  const scalar_t* location_data = sampling_locations.data_ptr<scalar_t>();
-  const scalar_t* weight_data = attention_weights.data_ptr<scalar_t>();
-  acc_t* grad_value_data = grad_value_acc.data_ptr<acc_t>();
-  scalar_t* grad_location_data = grad_locations.data_ptr<scalar_t>();
-  scalar_t* grad_weight_data = grad_weights.data_ptr<scalar_t>();
-  const int64_t pixel_stride = s.heads * s.channels;
-  const int64_t samples = s.levels * s.points;
+  const Sizes s = in.s;
+  const int64_t samples = in.samples;
 
   // Tasks are (n, m) pairs, or (n, m, l) triples when there are too few pairs to keep every
   // thread busy. Only samples of the same batch item, head and level scatter into the same
@@ -164,19 +168,19 @@ void backward_kernel(const at::Tensor& grad_output, const at::Tensor& value,
         for (int64_t channel = 0; channel < s.channels; ++channel) {
           grad[channel] = static_cast<acc_t>(grad_row[channel]);
         }
-        const scalar_t* locations = location_data + row * samples * 2;
-        const scalar_t* weights = weight_data + row * samples;
+        const scalar_t* locations = in.locations + row * samples * 2;
+        const scalar_t* weights = in.weights + row * samples;
         for (int64_t level = first_level; level < first_level + levels_per_group; ++level) {
-          const int64_t height = shape_data[2 * level];
-          const int64_t width = shape_data[2 * level + 1];
+          const int64_t height = in.shapes[2 * level];
+          const int64_t width = in.shapes[2 * level + 1];
           const int64_t level_offset =
-              ((batch * s.pixels + start_data[level]) * s.heads + head) * s.channels;
+              ((batch * s.pixels + in.starts[level]) * s.heads + head) * s.channels;
           for (int64_t point = 0; point < s.points; ++point) {
             const int64_t sample = level * s.points + point;
             const int64_t out_index = row * samples + sample;
             const acc_t x = static_cast<acc_t>(locations[2 * sample]);
             const acc_t y = static_cast<acc_t>(locations[2 * sample + 1]);
-            if (!find_corners(value_data + level_offset, pixel_stride, height, width, x, y,
+            if (!find_corners(in.value + level_offset, in.pixel_stride, height, width, x, y,
                               corners)) {
               grad_weight_data[out_index] = scalar_t(0);
               grad_location_data[2 * out_index] = scalar_t(0);
@@ -189,7 +193,7 @@ void backward_kernel(const at::Tensor& grad_output, const at::Tensor& value,
               if (!corners.valid[corner]) continue;
               const scalar_t* __restrict__ pixel = corners.pixel[corner];
               // The same pixel offset in grad_value as in value.
-              acc_t* __restrict__ grad_pixel = grad_value_data + (pixel - value_data);
+              acc_t* __restrict__ grad_pixel = grad_value_data + (pixel - in.value);
               const acc_t* __restrict__ grad_channels = grad.data();
               const acc_t scale = attention * corners.weight[corner];
               acc_t sum = 0;
@@ -230,13 +234,12 @@ at::Tensor ms_deform_attn_cpu(const at::Tensor& value, const at::Tensor& spatial
   TORCH_CHECK(value.device().is_cpu(), "ms_deform_attn_cpu needs CPU tensors");
   const Sizes s = sizes_of(value, sampling_locations);
   at::Tensor output = at::empty({s.batch, s.queries, s.heads * s.channels}, value.options());
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, value.scalar_type(),
-                                  "ms_deform_attn_cpu", [&] {
-                                    forward_kernel<scalar_t>(value, spatial_shapes,
-                                                             level_start_index,
-                                                             sampling_locations,
-                                                             attention_weights, output);
-                                  });
+  AT_DISPATCH_FLOATING_TYPES_AND2(
+      at::kHalf, at::kBFloat16, value.scalar_type(), "ms_deform_attn_cpu", [&] {
+        const Inputs<scalar_t> in(value, spatial_shapes, level_start_index, sampling_locations,
+                                  attention_weights);
+        forward_kernel<scalar_t>(in, output.data_ptr<scalar_t>());
+      });
   return output;
 }
 
@@ -261,9 +264,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> ms_deform_attn_backward_cpu(
   at::Tensor grad_weights = at::empty(attention_weights.sizes(), value.options());
   AT_DISPATCH_FLOATING_TYPES_AND2(
       at::kHalf, at::kBFloat16, value.scalar_type(), "ms_deform_attn_backward_cpu", [&] {
-        backward_kernel<scalar_t>(grad, value, spatial_shapes, level_start_index,
-                                  sampling_locations, attention_weights, grad_value_acc,
-                                  grad_locations, grad_weights);
+        const Inputs<scalar_t> in(value, spatial_shapes, level_start_index, sampling_locations,
+                                  attention_weights);
+        backward_kernel<scalar_t>(grad.data_ptr<scalar_t>(), in,
+                                  grad_value_acc.data_ptr<at::opmath_type<scalar_t>>(),
+                                  grad_locations.data_ptr<scalar_t>(),
+                                  grad_weights.data_ptr<scalar_t>());
       });
   return {grad_value_acc.to(value.scalar_type()), grad_locations, grad_weights};
 }
