@@ -253,6 +253,28 @@ def test_compiled_operator_rejects_non_contiguous_tensors():
         )
 
 
+def test_compiled_operator_names_the_bad_shape_in_the_project_vocabulary():
+    require_backend("cpu")
+    value, spatial_shapes, level_start_index, locations, weights = make_inputs(
+        2, [(4, 5)], 2, 6, 5, 2
+    )
+    with pytest.raises(
+        RuntimeError, match=r"value must have shape \(N, S, M, D\), got \[20, 2, 6\]"
+    ):
+        torch.ops.thumbdet.ms_deform_attn(
+            value[0], spatial_shapes, level_start_index, locations, weights
+        )
+    with pytest.raises(RuntimeError, match=r"grad_output must have shape \(N, Lq, M \* D\), got"):
+        torch.ops.thumbdet.ms_deform_attn_backward(
+            torch.zeros(2, 3, 5, dtype=value.dtype),
+            value,
+            spatial_shapes,
+            level_start_index,
+            locations,
+            weights,
+        )
+
+
 def _bad_input_cases():
     value, shapes, starts, locations, weights = make_inputs(2, [(4, 5), (2, 3)], 2, 6, 5, 3)
     return {

@@ -230,7 +230,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> ms_deform_attn_backward_cuda(
   TORCH_CHECK(grad_output.dim() == 3 && grad_output.size(0) == s.batch &&
                   grad_output.size(1) == s.queries &&
                   grad_output.size(2) == s.heads * s.channels,
-              "grad_output must have shape (N, Lq, M * D), received ", grad_output.sizes());
+              "grad_output must have shape (N, Lq, M * D), got ", grad_output.sizes());
   TORCH_CHECK(grad_output.scalar_type() == value.scalar_type() &&
                   grad_output.device() == value.device(),
               "grad_output must have the dtype and device of value");
