@@ -201,9 +201,9 @@ def test_every_subcommand_has_a_description_and_every_flag_a_help():
         subparser.format_help()  # every %(default)s expands
 
 
-def test_help_says_what_each_mode_and_augmentation_does_from_their_owners():
+def test_help_says_what_each_choice_means_from_the_choices_owners():
     from thumbdet.data import AUGMENTATIONS
-    from thumbdet.training.modes import get_mode, list_modes
+    from thumbdet.training.modes import STUDENT_INITS, get_mode, list_modes
 
     helps = {
         action.dest: action.help
@@ -213,6 +213,8 @@ def test_help_says_what_each_mode_and_augmentation_does_from_their_owners():
         assert f"{name}: {get_mode(name).summary}" in helps["mode"]
     for name, meaning in AUGMENTATIONS.items():
         assert f"{name}: {meaning}" in helps["augmentation"]
+    for name, meaning in STUDENT_INITS.items():
+        assert f"{name}: {meaning}" in helps["student_init"]
 
 
 @pytest.mark.parametrize("command", [*COMMANDS, ""])

@@ -23,7 +23,7 @@ def _augmentations() -> dict[str, str]:
     return AUGMENTATIONS
 
 
-def _student_inits() -> tuple[str, ...]:
+def _student_inits() -> dict[str, str]:
     from thumbdet.training.modes import STUDENT_INITS
 
     return STUDENT_INITS
@@ -172,11 +172,7 @@ class DistillSettings:
     downsampler: str = setting(
         "thumbdet", "learned downsampler from learnthumb's registry", choices=_downsamplers
     )
-    student_init: str = setting(
-        "random",
-        "random (the paper) or teacher (start from the teacher's weights)",
-        choices=_student_inits,
-    )
+    student_init: str = setting("random", "how the student starts", choices=_student_inits)
     moment_weight: float = _loss_weight(1.0, "gamma", "moment", "moment-matching loss L_mm", 10)
     logit_weight: float = _loss_weight(0.5, "alpha", "logit", "logit distillation L_cls", 9)
     feature_weight: float = _loss_weight(0.1, "beta", "feature", "feature distillation L_fm", 9)

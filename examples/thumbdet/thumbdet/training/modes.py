@@ -40,8 +40,8 @@ __all__ = [
     "register_mode",
 ]
 
-#: How a distilled student starts: from random weights (the paper) or the teacher's.
-STUDENT_INITS = ("random", "teacher")
+#: How a distilled student starts (``--student-init``), each with what it means.
+STUDENT_INITS = {"random": "random weights (the paper)", "teacher": "the teacher's weights"}
 #: Output losses, e.g. ``{"moment": ..., "logit": ...}``, already weighted.
 Losses = dict[str, torch.Tensor]
 
