@@ -16,6 +16,7 @@ __all__ = [
     "barrier",
     "cleanup_distributed",
     "init_distributed",
+    "launch_rank",
     "reduce_mean",
     "unwrap",
     "world_size",
@@ -46,6 +47,14 @@ class DistributedContext:
         return self.rank == 0
 
 
+def launch_rank() -> int:
+    """The global rank ``torchrun`` gave this process (its ``RANK``; 0 without torchrun).
+
+    Readable before the process group starts, e.g. to let only rank 0 lock the output folder.
+    """
+    return int(os.environ.get("RANK", "0"))
+
+
 def init_distributed(device: str | None = None) -> DistributedContext:
     """Start the process group when launched by ``torchrun`` (``WORLD_SIZE`` > 1).
 
@@ -60,7 +69,7 @@ def init_distributed(device: str | None = None) -> DistributedContext:
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
+    rank = launch_rank()
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     use_cuda = torch.device(device).type == "cuda"
     if use_cuda and not torch.cuda.is_available():

@@ -17,10 +17,11 @@ __all__ = ["COMMAND"]
 
 
 def _run(config: TrainConfig) -> int:
+    from thumbdet.distributed import launch_rank
     from thumbdet.training.trainer import train
 
     path = train(config)
-    if int(os.environ.get("RANK", "0")) == 0:
+    if launch_rank() == 0:
         print(path)
     return 0
 

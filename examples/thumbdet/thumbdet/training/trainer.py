@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import random
 import time
 from pathlib import Path
@@ -40,6 +39,7 @@ from thumbdet.distributed import (
     barrier,
     cleanup_distributed,
     init_distributed,
+    launch_rank,
 )
 from thumbdet.evaluation import evaluate
 from thumbdet.files import write_json
@@ -94,7 +94,7 @@ class Trainer:
         self.output = Path(config.output)
         self.checkpoint_path = self.output / CHECKPOINT_NAME
         self._lock: OutputLock | None = None
-        if int(os.environ.get("RANK", "0")) == 0:  # the rank that writes
+        if launch_rank() == 0:  # the rank that writes
             self._lock = OutputLock(self.output)
         try:
             self._build()
