@@ -248,3 +248,24 @@ def test_config_json_of_a_run_round_trips_through_config(tmp_path, monkeypatch):
     path = tmp_path / "config.json"
     path.write_text(config.to_json())
     assert _parsed_by_main(["train", "--config", str(path)], monkeypatch) == config
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"short_side": [96, 900], "max_size": 800}, "expected sizes <= --max-size 800"),
+        ({"batch_size": 0}, "--batch-size: expected an integer >= 1, got 0"),
+        ({"num_workers": -1}, "--num-workers: expected an integer >= 0, got -1"),
+    ],
+)
+def test_train_and_eval_check_the_loading_settings_alike(tmp_path, data, message):
+    from thumbdet.evaluation import evaluate_checkpoint
+
+    paths = {"train_images": "i", "train_ann": "a", "output": str(tmp_path / "run")}
+    with pytest.raises(ValueError, match=message):
+        TrainConfig.from_dict({**paths, **data}).validate()
+    loading = {"batch_size": 1, "num_workers": 0, **data}
+    with pytest.raises(ValueError, match=message):  # before the checkpoint is even read
+        evaluate_checkpoint(str(tmp_path / "missing.pth"), "i", "a", **loading)
+    with pytest.raises(ValueError, match="--short-side: expected at least one size, got none"):
+        evaluate_checkpoint(str(tmp_path / "missing.pth"), "i", "a", short_side=[])

@@ -16,11 +16,11 @@ if TYPE_CHECKING:
     import torch
 
 __all__ = [
-    "check_data_settings",
     "check_device",
     "check_number",
     "check_output_file",
     "check_output_folder",
+    "check_short_sides",
     "flag",
 ]
 
@@ -79,26 +79,17 @@ def check_number(
         raise ValueError(f"{name}: expected {expected}, got {value!r}")
 
 
-def check_data_settings(
-    batch_size: int,
-    num_workers: int,
-    short_side: Sequence[int] | None,
-    max_size: int | None,
-) -> None:
-    """Check the data flags common to ``train`` and ``eval``."""
-    check_number("--batch-size", batch_size, minimum=1, integer=True)
-    check_number("--num-workers", num_workers, minimum=0, integer=True)
-    if max_size is not None:
-        check_number("--max-size", max_size, minimum=1, integer=True)
-    if short_side is not None:
-        if not short_side:
-            raise ValueError("--short-side: expected at least one size, got none")
-        for side in short_side:
-            check_number("--short-side", side, minimum=1, integer=True)
-        if max_size is not None and max(short_side) > max_size:
-            raise ValueError(
-                f"--short-side: expected sizes <= --max-size {max_size}, got {list(short_side)}"
-            )
+def check_short_sides(short_side: Sequence[int] | None, max_size: int | None) -> None:
+    """The rules between ``--short-side`` and ``--max-size`` (their ranges are declared on
+    the settings): at least one short side, none longer than ``max_size``."""
+    if short_side is None:
+        return
+    if not short_side:
+        raise ValueError("--short-side: expected at least one size, got none")
+    if max_size is not None and max(short_side) > max_size:
+        raise ValueError(
+            f"--short-side: expected sizes <= --max-size {max_size}, got {list(short_side)}"
+        )
 
 
 def check_device(device: str | None) -> torch.device | None:

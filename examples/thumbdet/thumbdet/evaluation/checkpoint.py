@@ -14,10 +14,22 @@ from thumbdet.data import CocoDetection, DetectionCollator, make_transforms
 from thumbdet.evaluation.coco import write_metrics
 from thumbdet.evaluation.loop import evaluate
 from thumbdet.models.postprocess import PostProcess
+from thumbdet.settings import check_ranges
 from thumbdet.training.config import DataSettings, TrainConfig
-from thumbdet.validation import check_data_settings, check_device, check_output_file
+from thumbdet.validation import check_device, check_output_file, check_short_sides
 
 __all__ = ["evaluate_checkpoint"]
+
+
+def _check_loading(
+    batch_size: int, num_workers: int, short_side: list[int] | None, max_size: int | None
+) -> None:
+    """The loading settings within the ranges ``DataSettings`` declares, and consistent."""
+    settings = DataSettings(
+        batch_size=batch_size, num_workers=num_workers, short_side=short_side, max_size=max_size
+    )
+    check_ranges(settings)
+    check_short_sides(short_side, max_size)
 
 
 def evaluate_checkpoint(
@@ -62,7 +74,7 @@ def evaluate_checkpoint(
             than the checkpoint's, unreadable images (each one line, checked before the
             evaluation runs).
     """
-    check_data_settings(batch_size, num_workers, short_side, max_size)
+    _check_loading(batch_size, num_workers, short_side, max_size)
     device = str(check_device(device) or ("cuda" if torch.cuda.is_available() else "cpu"))
     if output is not None:
         check_output_file(output)
@@ -83,7 +95,7 @@ def evaluate_checkpoint(
         trained_short_side, trained_max_size = data.short_side, data.max_size
     short_side = short_side if short_side is not None else trained_short_side
     max_size = max_size if max_size is not None else trained_max_size
-    check_data_settings(batch_size, num_workers, short_side, max_size)
+    _check_loading(batch_size, num_workers, short_side, max_size)
     dataset = CocoDetection(
         images_dir,
         annotation_file,

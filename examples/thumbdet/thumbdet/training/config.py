@@ -23,7 +23,7 @@ from thumbdet.training.groups import (
     ScheduleSettings,
 )
 from thumbdet.training.model_overrides import check_model_overrides
-from thumbdet.validation import check_data_settings, check_device
+from thumbdet.validation import check_device, check_short_sides
 
 __all__ = [
     "DataSettings",
@@ -93,7 +93,7 @@ class TrainConfig:
             raise ValueError("--train-images and --train-ann are required (or --coco-root)")
         if (data.val_images is None) != (data.val_ann is None):
             raise ValueError("--val-images and --val-ann must be given together")
-        check_data_settings(data.batch_size, data.num_workers, data.short_side, data.max_size)
+        check_short_sides(data.short_side, data.max_size)
         check_device(self.device)
         get_mode(self.mode).check(self)
         self._check_model()
