@@ -92,7 +92,7 @@ def test_student_round_trip_gives_identical_outputs(tmp_path, name):
     _assert_same_outputs(student, loaded)
 
 
-def test_train_writes_pretrained_that_eval_teacher_and_thumbnail_accept(tmp_path, capsys):
+def test_train_writes_pretrained_that_eval_teacher_and_thumbnail_accept(tmp_path, capsys, caplog):
     data = write_tiny_coco(tmp_path / "data", num_images=4, size=(40, 52))
     teacher_run = tiny_train_config(data, tmp_path / "teacher")
     checkpoint = train(teacher_run)
@@ -124,6 +124,18 @@ def test_train_writes_pretrained_that_eval_teacher_and_thumbnail_accept(tmp_path
     argv = ["thumbnail", "--checkpoint", str(student_folder), str(next(images.iterdir()))]
     assert main([*argv, "--output", str(tmp_path / "thumbnails")]) == 0
     assert len(list((tmp_path / "thumbnails").iterdir())) == 1
+
+    # A run that ends inside stage one has no trained student: it warns and publishes none;
+    # resumed with more epochs it reaches stage two and writes its folder.
+    stage_one = tiny_train_config(
+        data, tmp_path / "stage_one", mode="thumbdet", teacher=str(folder), stage1_epochs=1
+    )
+    with caplog.at_level("WARNING", logger="thumbdet.training.trainer"):
+        train(stage_one)
+    assert "--epochs 1 ends in stage one (--stage1-epochs 1)" in caplog.text
+    assert not (tmp_path / "stage_one" / PRETRAINED_DIR).exists()
+    train(stage_one.replace(epochs=2, resume=True))
+    assert is_pretrained_folder(tmp_path / "stage_one" / PRETRAINED_DIR)
 
     # A student is no teacher: refused in one line, as a student checkpoint is.
     refused = tiny_train_config(

@@ -139,8 +139,8 @@ class ScheduleSettings:
     )
     eval_every: int = setting(
         1,
-        "evaluate every N epochs (0: only after the last epoch, which is always evaluated when "
-        "validation data is given)",
+        "evaluate every N epochs of stage two (0: only after the last epoch, which is always "
+        "evaluated when validation data is given)",
         minimum=0,
         resumable=True,
     )

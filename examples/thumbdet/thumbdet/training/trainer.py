@@ -213,6 +213,17 @@ class Trainer:
                 }
             )
         show = context.is_main
+        # Stage one trains the downsampler alone: a run that ends there has no student to
+        # evaluate or publish (--resume with more --epochs continues into stage two).
+        ends_in_stage2 = self.mode.stage(config, config.schedule.epochs - 1) == 2
+        if not ends_in_stage2 and show:
+            logger.warning(
+                "--epochs %d ends in stage one (--stage1-epochs %d): only the downsampler "
+                "trains, nothing is evaluated and no pretrained folder is written; --resume "
+                "with more --epochs continues into stage two",
+                config.schedule.epochs,
+                config.schedule.stage1_epochs,
+            )
         for epoch in range(self.start_epoch, config.schedule.epochs):
             started = time.perf_counter()
             # Augmentation draws from python's `random`; seed it per epoch and rank.
@@ -246,7 +257,7 @@ class Trainer:
                     save_checkpoint(
                         self._checkpoint_state(epoch + 1, rng_states), self.checkpoint_path
                     )
-                    if last:
+                    if last and ends_in_stage2:
                         self._save_pretrained()
                     record = {
                         "event": "epoch",
