@@ -216,6 +216,41 @@ def test_checkpoint_without_meta_or_model_config_is_one_line(data, teacher, tmp_
         _one_error_line(capsys, "incomplete.pth", key)
 
 
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        (
+            ["--model", "num_queries=7"],
+            ["--model num_queries", "expected the teacher's 30", "got 7"],
+        ),
+        (
+            [
+                "--model",
+                "num_queries=7",
+                "--logit-pairing",
+                "hungarian",
+                "--student-init",
+                "teacher",
+            ],
+            ["--student-init teacher", "num_queries: teacher 30, student 7"],
+        ),
+        (
+            ["--model", "backbone_channels=8,16,32,64"],
+            ["--feature-weight 0.1", "teacher's feature channels [32, 64, 128], got [16, 32, 64]"],
+        ),
+    ],
+)
+def test_a_student_that_cannot_pair_with_its_teacher_is_refused_before_training(
+    data, teacher, tmp_path, capsys, extra, expected
+):
+    _, flags = data
+    output = tmp_path / "student"
+    argv = ["--mode", "thumbdet", "--teacher", str(teacher), "--scale", "2", "--one-stage"]
+    assert _train(output, flags, *argv, *extra) == 1
+    _one_error_line(capsys, *expected)
+    assert not (output / "checkpoint.pth").exists()
+
+
 def test_eval_output_pointing_at_a_folder_is_refused_before_evaluating(
     data, teacher, tmp_path, capsys
 ):

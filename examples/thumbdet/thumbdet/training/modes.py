@@ -266,6 +266,7 @@ class ThumbDetMode(TrainingMode):
             )
         teacher = load_teacher(distill.teacher, config.detector.preset, category_ids)
         student = build_model(config.detector.preset, **model_overrides)
+        _check_teacher_fits(teacher, student, config)
         if distill.student_init == "teacher":
             student.load_state_dict(teacher.state_dict())
         widen_stem(student, downsampler)
@@ -298,6 +299,45 @@ class ThumbDetMode(TrainingMode):
         inference = ThumbnailDetector(student, downsampler)
         step = DistillationStep(distillation)
         return TrainingParts(step, student, downsampler, inference, groups, frozen)
+
+
+def _architecture_differences(teacher: nn.Module, student: nn.Module) -> str:
+    """``"num_queries: teacher 5, student 7; ..."`` over the detector settings that differ."""
+    ignored = {"preset", "pretrained_backbone", "backbone_weights"}
+    teacher_config, student_config = teacher.config.to_dict(), student.config.to_dict()
+    return "; ".join(
+        f"{key}: teacher {value}, student {student_config[key]}"
+        for key, value in teacher_config.items()
+        if key not in ignored and student_config[key] != value
+    )
+
+
+def _check_teacher_fits(teacher: nn.Module, student: nn.Module, config: TrainConfig) -> None:
+    """Refuse, before any step, a student that the distillation or its start cannot pair with
+    the teacher (one line naming what differs)."""
+    distill = config.distill
+    if distill.student_init == "teacher":
+        shapes = {key: value.shape for key, value in student.state_dict().items()}
+        if shapes != {key: value.shape for key, value in teacher.state_dict().items()}:
+            raise ValueError(
+                "--student-init teacher: expected a student of the teacher's architecture, got "
+                f"{_architecture_differences(teacher, student)} (set --model like the teacher)"
+            )
+    if distill.logit_pairing == "index" and distill.logit_weight > 0:
+        ours, theirs = student.config.num_queries, teacher.config.num_queries
+        if ours != theirs:
+            raise ValueError(
+                f"--model num_queries: expected the teacher's {theirs} with --logit-pairing "
+                f"index (or use --logit-pairing hungarian), got {ours}"
+            )
+    if distill.feature_weight > 0:
+        ours, theirs = student.backbone.num_channels, teacher.backbone.num_channels
+        if ours != theirs:
+            raise ValueError(
+                f"--feature-weight {distill.feature_weight:g}: expected a student backbone with "
+                f"the teacher's feature channels {theirs}, got {ours} (set --model like the "
+                "teacher, or --no-feature)"
+            )
 
 
 def _schedule(config: TrainConfig) -> TwoStageSchedule:
