@@ -94,17 +94,22 @@ def _has_area_pooling(module: nn.Module) -> bool:
 
 
 class _EvalMode:
-    """Put a module in eval mode for an export and restore its mode afterwards."""
+    """Put a module in eval mode for an export and restore its mode afterwards.
+
+    Each submodule gets its own flag back: a frozen BatchNorm kept in eval mode inside a
+    training model stays in eval mode.
+    """
 
     def __init__(self, module: nn.Module) -> None:
         self.module = module
-        self.training = module.training
+        self.modes = [(sub, sub.training) for sub in module.modules()]
 
     def __enter__(self) -> None:
         self.module.eval()
 
     def __exit__(self, *exc: object) -> None:
-        self.module.train(self.training)
+        for sub, training in self.modes:
+            sub.training = training
 
 
 def export_program(

@@ -101,6 +101,15 @@ def test_export_keeps_the_training_mode(tmp_path):
     assert down.training
 
 
+def test_export_restores_each_submodules_own_mode():
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8))
+    student = Thumbnailed(model, create_downsampler("thumbdet", SCALE)).train()
+    model[1].eval()  # a frozen BatchNorm inside a training student
+    export_program(student)
+    assert student.training and model[0].training
+    assert not model[1].training
+
+
 # ---------------------------------------------------------------------------- torch.export
 @pytest.mark.parametrize("name", list_downsamplers())
 def test_exported_program_matches_pytorch_at_three_sizes(name):
