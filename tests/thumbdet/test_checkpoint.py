@@ -151,6 +151,7 @@ def test_refuses_to_overwrite_or_resume_another_preset(tiny_data, tmp_path):
     with pytest.raises(FileExistsError, match="--resume"):
         Trainer(_config(tiny_data, output, epochs=2))
     checkpoint = load_checkpoint(path)
+    meta = dict(checkpoint["meta"])
     checkpoint["meta"]["preset"] = "paper_r50"
     save_checkpoint(checkpoint, path)
     with pytest.raises(IncompatibleCheckpointError, match="preset"):
@@ -158,5 +159,13 @@ def test_refuses_to_overwrite_or_resume_another_preset(tiny_data, tmp_path):
     checkpoint["meta"].update(preset="tiny", num_classes=5)
     save_checkpoint(checkpoint, path)
     with pytest.raises(IncompatibleCheckpointError, match="num_classes"):
+        Trainer(_config(tiny_data, output, epochs=2, resume=True))
+    # Saved by two processes (torchrun), resumed by one: the data order would differ.
+    checkpoint["meta"] = meta
+    checkpoint["rng"] = checkpoint["rng"] * 2
+    save_checkpoint(checkpoint, path)
+    with pytest.raises(
+        ValueError, match=r"expected a checkpoint of 1 process\(es\) like this run, got one of 2"
+    ):
         Trainer(_config(tiny_data, output, epochs=2, resume=True))
     assert load_checkpoint(path)["epoch"] == 1 and len(before) > 0

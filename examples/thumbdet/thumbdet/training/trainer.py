@@ -159,7 +159,14 @@ class Trainer:
             self.parts.downsampler.load_state_dict(checkpoint["downsampler"])
         self.optimizer.load_state_dict(checkpoint["optimizer"])
         self.scheduler.load_state_dict(checkpoint["scheduler"])
-        rng = checkpoint["rng"]
+        rng = checkpoint["rng"]  # one state per process of the run that saved it
+        processes = self.context.world_size
+        if isinstance(rng, list) and len(rng) != processes:
+            raise ValueError(
+                f"cannot --resume {self.checkpoint_path} exactly: expected a checkpoint of "
+                f"{processes} process(es) like this run, got one of {len(rng)} (resume with "
+                f"{len(rng)} processes, or train into a new --output)"
+            )
         restore_rng_state(rng[self.context.rank] if isinstance(rng, list) else rng)
         self.start_epoch = int(checkpoint["epoch"])
         logger.info("resumed %s at epoch %d", self.checkpoint_path, self.start_epoch)
