@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from learnthumb._checks import check_int
@@ -111,8 +112,15 @@ class DistillWeights:
     def __post_init__(self) -> None:
         for name in ("moment", "logit", "feature"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-                raise ValueError(f"DistillWeights.{name} must be a number >= 0, got {value!r}")
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, (int, float))
+                or not math.isfinite(value)
+                or value < 0
+            ):
+                raise ValueError(
+                    f"DistillWeights.{name} must be a finite number >= 0, got {value!r}"
+                )
 
 
 @dataclass(frozen=True)

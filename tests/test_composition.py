@@ -75,6 +75,12 @@ def test_schedule_and_weights():
         DistillWeights(lam=0.1)  # the losses' hyper-parameters live in their modules
 
 
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -float("inf")])
+def test_distill_weights_refuse_non_finite(value):
+    with pytest.raises(ValueError, match=r"DistillWeights.feature must be a finite number >= 0"):
+        DistillWeights(feature=value)
+
+
 def test_safeguards_defaults_and_checks():
     assert Safeguards() == Safeguards(
         check_finite=True, check_health=True, health_patience=100, min_stage1_steps=100
