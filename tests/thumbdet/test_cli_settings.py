@@ -143,6 +143,16 @@ def test_flags_override_the_config_file(tmp_path, monkeypatch):
     assert config.detector.model_overrides["with_box_refine"] is True
 
 
+def test_a_flag_switches_off_a_boolean_of_the_config_file(tmp_path, monkeypatch):
+    path = tmp_path / "settings.json"
+    path.write_text(json.dumps({**SETTINGS, "skip_bad_images": True, "resume": True}))
+    on = _parsed_by_main(["train", "--config", str(path)], monkeypatch)
+    assert on.data.skip_bad_images and on.resume
+    argv = ["train", "--config", str(path), "--no-skip-bad-images", "--no-resume"]
+    off = _parsed_by_main(argv, monkeypatch)
+    assert not off.data.skip_bad_images and not off.resume
+
+
 @pytest.mark.parametrize(
     ("settings", "fragments"),
     [

@@ -61,8 +61,8 @@ def add_settings(
         options: dict[str, Any] = {"dest": leaf.name, "help": leaf.help()}
         if meta["metavar"]:
             options["metavar"] = meta["metavar"]
-        if kind is bool:
-            options.update(action="store_true", default=default)
+        if kind is bool:  # --x and --no-x, so that a flag can undo a --config file's true
+            options.update(action=argparse.BooleanOptionalAction, default=default)
         elif meta["parse"] is not None:  # a mapping set by a repeatable KEY=VALUE flag
             options.update(action="append", default=[], metavar=meta["metavar"] or "KEY=VALUE")
         else:
