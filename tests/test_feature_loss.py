@@ -59,6 +59,18 @@ def test_padding_mask_excludes_padded_positions():
     assert feature_distillation_loss([student], [teacher]).item() > 0
 
 
+def test_float16_with_a_padding_mask_does_not_overflow():
+    g = torch.Generator().manual_seed(0)
+    student = torch.rand(2, 256, 25, 25, generator=g)
+    teacher = torch.rand(2, 256, 100, 100, generator=g)
+    mask = torch.zeros(2, 400, 400, dtype=torch.bool)
+    mask[:, :, 300:] = True
+    expected = feature_distillation_loss(student, teacher, padding_mask=mask)
+    half = feature_distillation_loss(student.half(), teacher.half(), padding_mask=mask)
+    assert half.dtype == torch.float32
+    torch.testing.assert_close(half, expected, atol=1e-3, rtol=1e-2)
+
+
 def test_gradcheck():
     student, teacher = _maps(dtype=torch.float64)
     student = [s.requires_grad_() for s in student]

@@ -82,13 +82,17 @@ def _check_pair(student: torch.Tensor, teacher: torch.Tensor, level: str) -> Non
 def _level_mse(
     student: torch.Tensor, teacher: torch.Tensor, padding_mask: torch.Tensor | None
 ) -> torch.Tensor:
-    squared = (student - teacher).square()  # (B, C, H, W)
-    if padding_mask is None:
-        return squared.mean()
-    valid = ~F.interpolate(padding_mask[:, None].float(), size=squared.shape[-2:]).bool()
-    valid = valid.to(squared.dtype)  # (B, 1, H, W)
-    count = (valid.sum() * squared.shape[1]).clamp(min=1.0)
-    return (squared * valid).sum() / count
+    # In float32 (float64 stays float64): a half-precision sum of squares, or the count of
+    # valid positions times C, overflows float16 on detector-sized maps.
+    dtype = torch.promote_types(torch.promote_types(student.dtype, teacher.dtype), torch.float32)
+    with torch.autocast(student.device.type, enabled=False):
+        squared = (student.to(dtype) - teacher.to(dtype)).square()  # (B, C, H, W)
+        if padding_mask is None:
+            return squared.mean()
+        valid = ~F.interpolate(padding_mask[:, None].float(), size=squared.shape[-2:]).bool()
+        valid = valid.to(dtype)  # (B, 1, H, W)
+        count = (valid.sum() * squared.shape[1]).clamp(min=1.0)
+        return (squared * valid).sum() / count
 
 
 def _pair_levels(
@@ -159,7 +163,9 @@ def feature_distillation_loss(
 
     Each student map is resized to its teacher map's size (or, with ``"pool_teacher"``, the
     teacher is pooled down), then the squared error is averaged over ``C * H * W`` (and the
-    batch) per level, then over levels. The teacher maps are detached.
+    batch) per level, then over levels. The teacher maps are detached. The squared errors are
+    summed in float32 (float64 inputs stay float64) even under autocast, so half-precision
+    maps cannot overflow.
 
     Args:
         student_features: one map, a sequence of maps, or a dict (paired in order).
