@@ -111,6 +111,35 @@ def test_hungarian_pairing_undoes_a_query_permutation(activation):
     assert paired.item() == pytest.approx(0.0, abs=1e-9)
 
 
+@pytest.mark.parametrize("activation", ["softmax", "sigmoid"])
+def test_hungarian_leaves_teacher_queries_without_a_student_query_out(activation):
+    from learnthumb.losses import match_queries
+
+    torch.manual_seed(0)
+    t = torch.tensor([[[5.0, -5.0], [-5.0, 5.0], [5.0, -5.0], [-5.0, 5.0]]])  # (1, 4, 2)
+    s = t[:, :2].clone().requires_grad_()  # 2 student queries, a perfect match for 2 of 4
+    paired = match_queries(s, t, activation=activation)
+    assert sorted(paired[0].tolist()) == [-1, -1, 0, 1]  # each student query used once
+    loss = logit_distillation_loss(s, t, activation=activation, pairing="hungarian")
+    assert loss.item() == 0.0  # the 2 pairs only: the 2 left over are not compared to anything
+    # With keep: the average runs over the kept teacher queries that found a student query.
+    s2 = torch.randn(3, 2, 5)
+    t2 = torch.randn(3, 4, 5)
+    keep = torch.tensor([[True, True, True, False], [False, True, False, False], [True] * 4])
+    paired = match_queries(s2, t2, activation=activation, keep=keep)
+    assert ((paired >= 0) <= keep).all() and ((paired >= 0).sum(1) == torch.tensor([2, 1, 2])).all()
+    gathered = s2.gather(1, paired.clamp(min=0)[..., None].expand(-1, -1, 5))
+    got = logit_distillation_loss(s2, t2, keep=keep, activation=activation, pairing="hungarian")
+    want = logit_distillation_loss(gathered, t2, keep=paired >= 0, activation=activation)
+    torch.testing.assert_close(got, want)
+    # No student query at all: nothing is paired, an exact 0 that still back-propagates.
+    empty = torch.zeros(1, 0, 2, requires_grad=True)
+    assert (match_queries(empty, t) == -1).all()
+    loss = logit_distillation_loss(empty, t, pairing="hungarian", activation=activation)
+    assert loss.item() == 0.0
+    loss.backward()
+
+
 def test_query_filter_algorithm_1():
     # sigmoid: independent class probabilities (Deformable-DETR's focal loss, the paper)
     logits = torch.logit(torch.tensor([[[0.9, 0.1], [0.3, 0.4], [0.2, 0.51]]]))

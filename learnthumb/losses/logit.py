@@ -47,7 +47,9 @@ def match_queries(
 
     The cost of pairing teacher query ``i`` with student query ``j`` is the cross-entropy of
     the student's distribution under the teacher's (KL up to a per-teacher constant). Only
-    kept teacher queries are matched; each gets a distinct student query.
+    kept teacher queries are matched; each gets a distinct student query. With fewer student
+    queries than kept teacher queries, only ``N_s`` of them are paired (those whose pairing
+    costs least in total) and the others get ``-1``.
 
     Args:
         student_logits: the student's class logits (already divided by the temperature).
@@ -58,8 +60,9 @@ def match_queries(
     Shape:
         - student_logits: :math:`(B, N_s, C)`; teacher_logits: :math:`(B, N_t, C)`
         - keep: :math:`(B, N_t)`
-        - output: :math:`(B, N_t)`, int64: the student query paired with each teacher query
-          (the teacher query's own index where it is not kept or cannot be paired).
+        - output: :math:`(B, N_t)`, int64: the student query paired with each teacher query,
+          ``-1`` where none is (the teacher query is not kept, or is left over when there are
+          fewer student queries than kept teacher queries).
     """
     # scipy only for this optional pairing: `import learnthumb` must not pay for it.
     from scipy.optimize import linear_sum_assignment
@@ -81,10 +84,10 @@ def match_queries(
             keep.cpu() if keep is not None else torch.ones(batch, num_teacher, dtype=torch.bool)
         )
         cost = cost.cpu()
-    paired = torch.arange(num_teacher).clamp(max=num_student - 1).repeat(batch, 1)  # (B, N_t)
+    paired = torch.full((batch, num_teacher), -1, dtype=torch.long)  # (B, N_t)
     for b in range(batch):
         rows = rows_kept[b].nonzero().flatten()
-        if rows.numel() == 0:
+        if rows.numel() == 0 or num_student == 0:
             continue
         teacher_rows, student_cols = linear_sum_assignment(cost[b, rows].numpy())
         paired[b, rows[torch.as_tensor(teacher_rows)]] = torch.as_tensor(
@@ -130,7 +133,9 @@ def logit_distillation_loss(
         activation: ``"softmax"`` or ``"sigmoid"``.
         pairing: ``"index"`` compares query ``i`` with query ``i`` (a student initialised from
             its teacher); ``"hungarian"`` first pairs each kept teacher query with the student
-            query whose distribution is closest (:func:`match_queries`).
+            query whose distribution is closest (:func:`match_queries`); with fewer student
+            queries than kept teacher queries, those left unpaired are left out of the loss,
+            as if not kept.
 
     Shape:
         - student_logits, teacher_logits: :math:`(B, N, C)`, or :math:`(B, C)` for classifiers
@@ -189,7 +194,14 @@ def logit_distillation_loss(
     teacher = teacher_logits.detach() / temperature
     if pairing == "hungarian":
         paired = match_queries(student, teacher, activation=activation, keep=keep)  # (B, N_t)
-        index = paired.unsqueeze(-1).expand(-1, -1, student.shape[-1])  # (B, N_t, C)
+        matched = paired >= 0
+        if not bool(matched.all()):
+            # Unkept or left over (N_s < kept N_t): out of the loss. Kept and matched ones stay.
+            keep = matched
+        # The unpaired point at an appended row of zeros: a valid index even when N_s = 0.
+        num_student = student.shape[1]
+        student = torch.cat([student, student.new_zeros(student.shape[0], 1, student.shape[2])], 1)
+        index = paired.where(matched, num_student).unsqueeze(-1).expand(-1, -1, student.shape[-1])
         student = student.gather(1, index)  # (B, N_t, C)
     per_query = _per_query_kl(student, teacher, activation)  # (B, N)
     if keep is None:
