@@ -8,7 +8,7 @@ object sizes follow the source photos (a coin is drawn at 0.5-1x its size in
 Each source photo is split by rows: crops for training come from its top 65%, crops for
 testing from its bottom 30%, so no test pixel was seen in training. (Scenes of the dense tasks
 take their backgrounds from the photos whose split holds a whole scene: in the test split,
-the seven 512-pixel-high ones.) The 24 coins of
+ten photos, all but ``chelsea`` and ``coffee``.) The 24 coins of
 ``skimage.data.coins`` are split 18 / 6 the same way: test scenes show coins never trained on.
 
 Tasks (images in ``[0, 1]``, float32, ``(N, 3, S, S)``):

@@ -65,7 +65,10 @@ def compare(
     with feature distillation from the teacher (a control); a student on learned thumbnails
     (``ConvDownsampler``: moment matching, then task + moment + feature distillation).
 
-    All students start from the same random weights and see the same batches.
+    All students start from the same random weights and train the same number of joint
+    steps. The learned student also has its stage one (``stage1_steps`` downsampler-only steps,
+    which the others do not get) and draws those batches from the same generator, so its joint
+    steps see other batches than the bicubic students'.
     """
 
     def score(name: str, model: nn.Module, downsampler: nn.Module, seconds: float) -> Trained:
