@@ -13,13 +13,16 @@ with one line:
         "library_version": "0.1.0",
         "kind": "downsampler",            # or "thumbnailed"
         "downsampler": {"name": "residual", "scale": 4, "kwargs": {"hidden_channels": 8}},
-        "model": {"source": "timm", "name": "resnet18", "kwargs": {"num_classes": 10}},
+        "model": {"source": "timm", "name": "resnet18", "kwargs": {"num_classes": 10},
+                  "mask_argument": null},
         "extra": {"category_names": ["cat", "dog"]}
       }
 
   ``"model"`` is present for ``"thumbnailed"`` only; its ``"source"`` is ``"timm"`` (rebuilt
   with ``timm.create_model(name, pretrained=False, **kwargs)``) or ``"factory"`` (rebuilt by
-  the ``model_factory(**kwargs)`` given to :func:`from_pretrained`).
+  the ``model_factory(**kwargs)`` given to :func:`from_pretrained`). Its ``"mask_argument"``
+  is the student's :class:`learnthumb.Thumbnailed` ``mask_argument`` (``null`` when absent,
+  as in folders written before it was recorded).
 
 A downsampler is rebuilt from its registry name and constructor arguments, which
 :func:`learnthumb.create_downsampler` records on the module it returns (``learnthumb_config``).
@@ -114,6 +117,7 @@ def _build_config(
         if timm_model is not None:
             model["name"] = timm_model
         model["kwargs"] = _json_value(dict(model_kwargs or {}), "model_kwargs")
+        model["mask_argument"] = module.mask_argument
         config["model"] = model
     else:
         if timm_model is not None or model_kwargs is not None:
@@ -465,8 +469,17 @@ def from_pretrained(
     state = _read_weights(folder)
     downsampler = _build_downsampler(config.get("downsampler"))
     if config["kind"] == "thumbnailed":
-        model = _build_model(config.get("model"), model_factory)
-        module: nn.Module = Thumbnailed(model, downsampler, restore=restore)
+        record = config.get("model")
+        model = _build_model(record, model_factory)
+        mask_argument = record.get("mask_argument")  # absent from older folders: None
+        if mask_argument is not None and (not isinstance(mask_argument, str) or not mask_argument):
+            raise ValueError(
+                f'{CONFIG_NAME}: "model.mask_argument" must be a keyword name (str) or null, '
+                f"got {mask_argument!r}"
+            )
+        module: nn.Module = Thumbnailed(
+            model, downsampler, restore=restore, mask_argument=mask_argument
+        )
     else:
         module = downsampler
     _load_weights(module, state, folder)

@@ -96,6 +96,38 @@ def test_a_factory_student_round_trips_with_its_model_kwargs_and_restore(tmp_pat
         from_pretrained(tmp_path)
 
 
+class _MaskedModel(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 3, 1)
+
+    def forward(self, _images, padding_mask=None):
+        return padding_mask
+
+
+def test_a_student_keeps_its_mask_argument(tmp_path):
+    student = Thumbnailed(
+        _MaskedModel(), create_downsampler("thumbdet", 4), mask_argument="padding_mask"
+    )
+    save_pretrained(student, tmp_path)
+    assert load_pretrained_config(tmp_path)["model"]["mask_argument"] == "padding_mask"
+    loaded = from_pretrained(tmp_path, model_factory=_MaskedModel)
+    assert loaded.mask_argument == "padding_mask"
+    mask = torch.zeros(1, 32, 32, dtype=torch.bool)
+    mask[:, :, 16:] = True
+    images = torch.rand(1, 3, 32, 32)
+    assert torch.equal(loaded(images, padding_mask=mask), student(images, padding_mask=mask))
+    # A folder written before mask_argument was recorded loads with None.
+    config = json.loads((tmp_path / CONFIG_NAME).read_text())
+    del config["model"]["mask_argument"]
+    (tmp_path / CONFIG_NAME).write_text(json.dumps(config))
+    assert from_pretrained(tmp_path, model_factory=_MaskedModel).mask_argument is None
+    config["model"]["mask_argument"] = 3
+    (tmp_path / CONFIG_NAME).write_text(json.dumps(config))
+    with pytest.raises(ValueError, match="model.mask_argument"):
+        from_pretrained(tmp_path, model_factory=_MaskedModel)
+
+
 def test_the_config_records_what_rebuilds_the_module_and_the_extras(tmp_path):
     down = create_downsampler("five_layer", 4, kernel_size=(5, 3, 3, 1, 1))
     save_pretrained(down, tmp_path, category_names=["cat", "dog"])
