@@ -156,3 +156,54 @@ def test_padding_mask_errors():
         downsample_padding_mask(torch.zeros(1, 4, 4), 2)
     with pytest.raises(ValueError, match="mask must be 3-D"):
         downsample_padding_mask(torch.zeros(4, 4, dtype=torch.bool), 2)
+
+
+def test_inferred_scale_considers_every_scale_that_fits():
+    from torch import nn
+
+    from learnthumb import SpaceToDepthDownsampler, Thumbnailed, moment_matching_loss
+    from learnthumb.downsamplers._base import _scale_between
+
+    # Sizes the height alone got wrong: one integer scale fits, s = 4.
+    for size, thumbnail in [((5, 7), (2, 2)), ((9, 12), (3, 3)), ((37, 50), (10, 13))]:
+        assert _scale_between(size, thumbnail) == 4
+    assert _scale_between((3, 5), (1, 1)) == 5  # one cell: every s >= 5 reduces alike
+    assert _scale_between((5, 7), (3, 3)) is None
+    # moment_matching_loss infers the thumbnail's mask instead of demanding it.
+    x = torch.rand(1, 3, 5, 7)
+    mask = torch.zeros(1, 5, 7, dtype=torch.bool)
+    mask[:, :, 4:] = True
+    y = SpaceToDepthDownsampler(4)(x)
+    explicit = downsample_padding_mask(mask, 4)
+    torch.testing.assert_close(
+        moment_matching_loss(x, y, original_padding_mask=mask),
+        moment_matching_loss(x, y, original_padding_mask=mask, thumbnail_padding_mask=explicit),
+    )
+    # 9 -> 3 fits s = 3 and s = 4, which cut the image differently: no guess.
+    x = torch.rand(1, 3, 9, 9)
+    mask = torch.zeros(1, 9, 9, dtype=torch.bool)
+    mask[:, :, 4:] = True
+    y = SpaceToDepthDownsampler(4)(x)
+    with pytest.raises(ValueError, match=r"thumbnail_padding_mask must be given.*\(3, 4\)"):
+        moment_matching_loss(x, y, original_padding_mask=mask)
+
+    class NoScale(nn.Module):  # a downsampler without a `scale` attribute
+        def __init__(self):
+            super().__init__()
+            self.inner = SpaceToDepthDownsampler(4)
+
+        def forward(self, images):
+            return self.inner(images)
+
+    class MaskOut(nn.Module):
+        def forward(self, _images, padding_mask=None):
+            return padding_mask
+
+    net = Thumbnailed(MaskOut(), NoScale(), mask_argument="padding_mask")
+    with pytest.raises(ValueError, match="NoScale has no `scale` attribute.*several integer s"):
+        net(x, padding_mask=mask)
+    unpadded = torch.zeros(1, 9, 9, dtype=torch.bool)  # reduced alike at s = 3 and 4
+    assert not net(x, padding_mask=unpadded).any()
+    assert net(
+        torch.rand(1, 3, 9, 12), padding_mask=torch.zeros(1, 9, 12, dtype=torch.bool)
+    ).shape == (1, 3, 3)

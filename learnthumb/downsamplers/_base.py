@@ -36,13 +36,61 @@ def thumbnail_size(size: Sequence[int], scale: int) -> tuple[int, int]:
     return math.ceil(height / scale), math.ceil(width / scale)
 
 
-def _scale_between(size: Sequence[int], thumbnail: Sequence[int]) -> int | None:
-    """The integer factor ``s`` with ``thumbnail == ceil(size / s)``, or ``None`` if none fits."""
-    height, width = (int(v) for v in size)
-    scale = max(1, round(height / int(thumbnail[0])))
-    if thumbnail_size((height, width), scale) != tuple(int(v) for v in thumbnail):
+def _candidate_scales(size: Sequence[int], thumbnail: Sequence[int]) -> list[int]:
+    """Every integer ``s`` with ``ceil(size / s) == thumbnail``, in increasing order.
+
+    For a ``(1, 1)`` thumbnail every ``s >= max(H, W)`` fits and reduces any mask alike (one
+    cell holds the whole image): only ``max(H, W)`` is listed.
+    """
+    bounds = []
+    for full, reduced in zip((int(v) for v in size), (int(v) for v in thumbnail), strict=True):
+        if reduced < 1:
+            return []
+        # ceil(full / s) == reduced  <=>  (reduced - 1) * s < full <= reduced * s.
+        lowest = -(-full // reduced)
+        highest = (full - 1) // (reduced - 1) if reduced > 1 else None
+        bounds.append((lowest, highest))
+    lowest = max(low for low, _ in bounds)
+    highs = [high for _, high in bounds if high is not None]
+    highest = min(highs) if highs else lowest
+    return list(range(lowest, highest + 1))
+
+
+def _masks_agree(mask: torch.Tensor, scales: Sequence[int]) -> bool:
+    """Whether ``mask`` reduces to the same thumbnail mask at every one of ``scales``."""
+    if not bool(mask.any()) or bool(mask.all()):
+        return True  # no padding, or nothing but padding, at any scale
+    first = downsample_padding_mask(mask, scales[0])
+    return all(torch.equal(first, downsample_padding_mask(mask, s)) for s in scales[1:])
+
+
+def _scales_text(scales: Sequence[int]) -> str:
+    return ", ".join(map(str, scales)) if len(scales) <= 3 else f"{scales[0]} to {scales[-1]}"
+
+
+def _scale_between(
+    size: Sequence[int], thumbnail: Sequence[int], mask: torch.Tensor | None = None
+) -> int | None:
+    """The integer factor ``s`` with ``thumbnail == ceil(size / s)``, or ``None`` if none fits.
+
+    Every such ``s`` is considered. When several fit (small images: 9 -> 3 at ``s`` = 3 or 4)
+    they cut the image into different cells, so one is returned only if ``mask`` (the
+    padding mask to reduce) gives the same thumbnail mask at all of them.
+
+    Raises:
+        ValueError: several scales fit and they reduce ``mask`` (any mask, without one)
+            differently.
+    """
+    scales = _candidate_scales(size, thumbnail)
+    if not scales:
         return None
-    return scale
+    if len(scales) > 1 and (mask is None or not _masks_agree(mask, scales)):
+        raise ValueError(
+            f"thumbnail_padding_mask must be given: the thumbnail size {tuple(thumbnail)} is "
+            f"ceil((H, W) / s) of {tuple(size)} for several integer scales s "
+            f"({_scales_text(scales)}) that reduce the padding mask differently, got none"
+        )
+    return scales[0]
 
 
 def downsample_padding_mask(mask: torch.Tensor, scale: int) -> torch.Tensor:
@@ -85,12 +133,23 @@ def _thumbnail_padding_mask(
     """``padding_mask`` reduced to the thumbnail of ``downsampler``: True where a whole cell is.
 
     The factor is the downsampler's ``scale`` attribute, or else the one that maps the mask's
-    size to ``thumbnail_shape`` (``ceil(H / s)``). The one place where masks are reduced, for
-    :class:`learnthumb.Thumbnailed` and :class:`learnthumb.ThumbnailDistillation`.
+    size to ``thumbnail_shape`` (``ceil(H / s)``); where several do (small images), they must
+    all reduce ``padding_mask`` alike, or a ``ValueError`` asks for a ``scale``. The one place
+    where masks are reduced, for :class:`learnthumb.Thumbnailed` and
+    :class:`learnthumb.ThumbnailDistillation`.
     """
     scale = getattr(downsampler, "scale", None)
     if scale is None:
-        scale = _scale_between(padding_mask.shape[-2:], thumbnail_shape)
+        size = tuple(padding_mask.shape[-2:])
+        scales = _candidate_scales(size, thumbnail_shape)
+        if len(scales) > 1 and not _masks_agree(padding_mask, scales):
+            raise ValueError(
+                f"{type(downsampler).__name__} has no `scale` attribute and its thumbnail size "
+                f"{tuple(thumbnail_shape)} is ceil((H, W) / s) of the images' {size} for "
+                f"several integer s ({_scales_text(scales)}) that reduce padding_mask "
+                "differently: expected a downsampler with a `scale` attribute, got none"
+            )
+        scale = scales[0] if scales else None
         if scale is None:
             raise ValueError(
                 f"{type(downsampler).__name__} has no `scale` attribute and its thumbnail size "
