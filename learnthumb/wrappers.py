@@ -60,7 +60,9 @@ class Thumbnailed(nn.Module):
     keyword in ``mask_argument``: the mask given for the full-size images is then reduced to the
     thumbnail (:func:`learnthumb.downsample_padding_mask`: a thumbnail pixel is padding when its
     whole cell is) before it reaches the model, with the downsampler's ``scale`` (else the
-    factor between the image and thumbnail sizes).
+    factor between the image and thumbnail sizes). A warping downsampler's mask goes through
+    its own warp instead (:meth:`learnthumb.SeparableWarp.padding_mask_to_thumbnail`), from the
+    same ``sample`` call that made the thumbnail.
 
     Args:
         model: any module that accepts a ``(B, C, h, w)`` image batch first.
@@ -168,6 +170,9 @@ class Thumbnailed(nn.Module):
     def thumbnail_mask(self, padding_mask: Tensor, thumbnail_size: Sequence[int]) -> Tensor:
         """``padding_mask`` reduced to a thumbnail of ``thumbnail_size`` (True = padded).
 
+        The uniform reduction of a plain downsampler; a warping downsampler's thumbnail needs
+        its warp's ``padding_mask_to_thumbnail`` (what ``forward`` uses) instead.
+
         Shape:
             - padding_mask: :math:`(B, H, W)`, bool.
             - output: :math:`(B, h, w)` with ``(h, w) = thumbnail_size``, bool.
@@ -175,15 +180,21 @@ class Thumbnailed(nn.Module):
         return _thumbnail_padding_mask(padding_mask, self.downsampler, thumbnail_size)
 
     def forward(self, images: Tensor, *args: Any, **kwargs: Any) -> Any:
-        if self._restore_takes_warp:
+        mask = kwargs.get(self.mask_argument) if self.mask_argument is not None else None
+        warping = _warps(self.downsampler)
+        # One sampler call: a warping downsampler's warp also reduces the padding mask.
+        if self._restore_takes_warp or (mask is not None and warping):
             thumbnail, warp = self.thumbnail_and_warp(images)
         else:
             thumbnail = self.thumbnail(images)
-        mask = kwargs.get(self.mask_argument) if self.mask_argument is not None else None
         if mask is not None:
             name = self.mask_argument
             check_bool_mask(mask, name, (images.shape[0], *images.shape[-2:]))
-            kwargs[name] = self.thumbnail_mask(mask, thumbnail.shape[-2:])  # (B, h, w)
+            kwargs[name] = (  # (B, h, w)
+                warp.padding_mask_to_thumbnail(mask)
+                if warping
+                else self.thumbnail_mask(mask, thumbnail.shape[-2:])
+            )
         output = self.model(thumbnail, *args, **kwargs)
         if self.restore is None:
             return output

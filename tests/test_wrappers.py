@@ -14,6 +14,7 @@ from torch import nn
 from learnthumb import (
     ConvDownsampler,
     InterpolateDownsampler,
+    SaliencySampler,
     Thumbnailed,
     downsample_padding_mask,
     rescale_boxes,
@@ -116,6 +117,42 @@ def test_thumbnailed_reduces_the_padding_mask_to_the_thumbnail(downsampler):
     # Without mask_argument every argument reaches the model untouched.
     Thumbnailed(model, downsampler)(torch.rand(2, 3, 37, 50), padding_mask=mask)
     assert model.seen[-1] is mask
+
+
+def _trained_saliency_sampler() -> SaliencySampler:
+    """A sampler whose warp is far from uniform, counting its ``sample`` calls."""
+    torch.manual_seed(0)
+    down = SaliencySampler(4)
+    with torch.no_grad():
+        for parameter in down.parameters():
+            parameter.normal_(0, 1.0)
+    down.calls = 0
+    sample = down.sample
+
+    def counted(images):
+        down.calls += 1
+        return sample(images)
+
+    down.sample = counted
+    return down
+
+
+@pytest.mark.parametrize("with_restore", [False, True])
+def test_thumbnailed_reduces_the_padding_mask_through_a_warping_downsampler(with_restore):
+    down = _trained_saliency_sampler()
+    model = _MaskedModel()
+    restore = (lambda output, _, __, *, warp: (output, warp)) if with_restore else None
+    net = Thumbnailed(model, down, restore=restore, mask_argument="padding_mask")
+    images = torch.rand(1, 3, 32, 32)
+    images[..., 16:] = 0
+    mask = torch.zeros(1, 32, 32, dtype=torch.bool)
+    mask[:, :, 16:] = True
+    net(images, padding_mask=mask)
+    assert down.calls == 1  # the thumbnail and its mask come from one sampler call
+    _, warp = down.sample(images)
+    expected = warp.padding_mask_to_thumbnail(mask)
+    assert not torch.equal(expected, downsample_padding_mask(mask, 4))  # the warp is not uniform
+    assert torch.equal(model.seen[-1], expected)
 
 
 def test_thumbnailed_mask_argument_bad_input():
