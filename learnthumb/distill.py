@@ -394,8 +394,12 @@ class ThumbnailDistillation(nn.Module):
             losses["feature"] = weights.feature * self.feature_loss(
                 student_maps, teacher_maps, padding_mask
             )
-        elif self._student_tap is not None:
-            self._student_tap.clear()
+        else:
+            # The teacher may have run for its logits: drop what its tap kept, a batch at full
+            # resolution, as well as the student's.
+            for tap in (self._student_tap, self._teacher_tap):
+                if tap is not None:
+                    tap.clear()
         if weights.logit > 0 and self.logits is not None:
             teacher_logits = _select(teacher_output, self.logits, "logits")
             student_logits = _select(student_output, self.logits, "logits")

@@ -166,6 +166,21 @@ def test_zero_weights_switch_terms_off():
         ThumbnailDistillation(ConvDownsampler(4), model, model)
 
 
+def test_taps_keep_nothing_when_the_teacher_runs_for_logits_only():
+    distill = ThumbnailDistillation(
+        ConvDownsampler(4),
+        _SetPredictor(),
+        _SetPredictor(),
+        feature_layers=["trunk.layer3"],
+        logits="pred_logits",
+        weights=DistillWeights(feature=0.0),
+    )
+    _, _, losses = distill(torch.rand(2, 3, 32, 32))
+    assert set(losses) == {"moment", "logit"}
+    # No full-resolution teacher batch (nor student one) stays referenced after forward.
+    assert distill._teacher_tap.features == {} and distill._student_tap.features == {}
+
+
 def test_end_to_end_training_moves_student_and_downsampler_not_teacher():
     torch.manual_seed(0)
     teacher = _SetPredictor()
