@@ -97,7 +97,7 @@ def saliency_sample(
     batch, _, cells_y, cells_x = saliency.shape
     # Float32 at least: the knots accumulate the marginals.
     logits = saliency.to(torch.promote_types(saliency.dtype, torch.float32))
-    probability = torch.softmax(logits.reshape(batch, -1), dim=1)
+    probability = torch.softmax(logits.flatten(1), dim=1)  # flatten: also for B = 0
     probability = probability.reshape(batch, cells_y, cells_x)  # (B, n_y, n_x)
     thumb_h, thumb_w = _thumbnail_hw(images, scale)
     warp = SeparableWarp.from_densities(
@@ -188,8 +188,7 @@ class SaliencySampler(nn.Module):
     def saliency(self, images: Tensor) -> Tensor:
         """The saliency distribution (softmax over all cells), ``(B, 1, n_y, n_x)``."""
         logits = self.saliency_logits(images)
-        batch = logits.shape[0]
-        return torch.softmax(logits.reshape(batch, -1), dim=1).reshape(logits.shape)
+        return torch.softmax(logits.flatten(1), dim=1).reshape(logits.shape)
 
     def sample(self, images: Tensor) -> tuple[Tensor, SeparableWarp]:
         """The thumbnail and the warp that made it.

@@ -280,8 +280,8 @@ class SeparableWarp:
             )
 
     def _map_points(self, points: Tensor, to_thumbnail: bool) -> Tensor:
-        batch = points.shape[0]
-        flat = points.reshape(batch, -1, points.shape[-1])  # (B, M, k)
+        # flatten, not reshape(B, -1, k): that is ambiguous for an empty batch.
+        flat = points.unsqueeze(1).flatten(1, -2)  # (B, M, k)
         image_h, image_w = self.image_size
         thumb_h, thumb_w = self.thumbnail_size
         knots_x = self.knots_x.to(points.dtype)

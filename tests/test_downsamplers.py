@@ -207,3 +207,19 @@ def test_inferred_scale_considers_every_scale_that_fits():
     assert net(
         torch.rand(1, 3, 9, 12), padding_mask=torch.zeros(1, 9, 12, dtype=torch.bool)
     ).shape == (1, 3, 3)
+
+
+@pytest.mark.parametrize("name", list_downsamplers())
+def test_empty_batch_gives_an_empty_thumbnail(name):
+    down = create_downsampler(name, 4).eval()
+    one = down(torch.rand(1, 3, 9, 10))
+    assert down(torch.rand(0, 3, 9, 10)).shape == (0, *one.shape[1:])
+
+
+def test_saliency_sampler_warp_of_an_empty_batch_maps_points_and_boxes():
+    from learnthumb import SaliencySampler
+
+    thumbnail, warp = SaliencySampler(4).sample(torch.rand(0, 3, 9, 10))
+    assert thumbnail.shape == (0, 3, 3, 3) and warp.batch_size == 0
+    assert warp.points_to_thumbnail(torch.rand(0, 5, 2)).shape == (0, 5, 2)
+    assert warp.boxes_to_image(torch.rand(0, 5, 4)).shape == (0, 5, 4)

@@ -88,6 +88,11 @@ class SpaceToDepthDownsampler(_CheckedDownsampler):
         pad_bottom = (self.scale - height % self.scale) % self.scale
         pad_right = (self.scale - width % self.scale) % self.scale
         x = F.pad(images, [0, pad_right, 0, pad_bottom])
+        if x.shape[0] == 0:
+            # pixel_unshuffle returns an empty batch as it is, without the cells' channels.
+            size = [0, x.shape[1] * self.scale * self.scale]
+            size += [x.shape[2] // self.scale, x.shape[3] // self.scale]
+            return self.mix(x.new_zeros(size))
         return self.mix(F.pixel_unshuffle(x, self.scale))
 
     def extra_repr(self) -> str:
