@@ -114,8 +114,12 @@ def test_onnx_export_with_dynamic_height_and_width_matches_pytorch():
 def test_bad_input():
     with pytest.raises(ValueError, match="scale must be >= 1, got 0"):
         WideDownsampler(0)
-    with pytest.raises(ValueError, match="out_channels must be >= 1"):
+    with pytest.raises(ValueError, match="extra_channels must be >= 1, got 0"):
         WideDownsampler(4, extra_channels=0)
+    with pytest.raises(ValueError, match="extra_channels must be >= 1, got -1"):
+        WideDownsampler(4, extra_channels=-1)
+    with pytest.raises(TypeError, match=r"extra_channels must be an int, got float \(2.0\)"):
+        WideDownsampler(4, extra_channels=2.0)
     with pytest.raises(ValueError, match="kernel_size must be odd"):
         WideDownsampler(4, kernel_size=2)
     with pytest.raises(ValueError, match="in_channels must be >= 1"):

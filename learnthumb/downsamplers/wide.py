@@ -66,6 +66,7 @@ class WideDownsampler(nn.Module):
         if extra_channels is None:
             # Half of a cell's values in all: 21 learned channels at 4x, 3 at 2x (RGB).
             extra_channels = max(1, in_channels * scale * scale // 2 - in_channels)
+        check_ints(extra_channels=extra_channels)
         self.detail = SpaceToDepthDownsampler(
             scale, out_channels=extra_channels, kernel_size=kernel_size, in_channels=in_channels
         )
