@@ -142,9 +142,12 @@ class ThumbnailDistillation(nn.Module):
         teacher: the full-resolution model; frozen here.
         student: the model that sees thumbnails.
         feature_layers: submodule names tapped in both models, or a mapping
-            ``{student_name: teacher_name}`` for different architectures.
-        features: alternatively, a key of (or a callable on) the models' outputs giving a
-            list of feature maps, e.g. ``"backbone_features"``.
+            ``{student_name: teacher_name}`` for different architectures. The tapped maps
+            reach ``feature_loss`` as lists in this order or, when it has a ``mapping``, as
+            dicts ``{layer_name: map}`` of each model's layers.
+        features: alternatively, a key of (or a callable on) the models' outputs giving
+            their feature maps, e.g. ``"backbone_features"``: a list or tuple, a dict or a
+            single tensor, passed to ``feature_loss`` as is.
         logits: a key of (or callable on) the models' outputs giving class logits,
             :math:`(B, N, C)` or :math:`(B, C)`; for a classifier that returns its logits,
             ``lambda output: output``. ``None`` disables logit distillation.
@@ -311,13 +314,21 @@ class ThumbnailDistillation(nn.Module):
             return 2
         return self.schedule.stage(epoch, step)
 
-    def _model_features(self, output: Any, tap: FeatureTap | None) -> list[torch.Tensor] | None:
+    def _model_features(self, output: Any, tap: FeatureTap | None) -> Any:
+        """A model's feature maps in a form :class:`FeatureDistillationLoss` takes.
+
+        A tap gives a list in ``feature_layers`` order, or a dict by layer name for a loss
+        with a ``mapping`` (which pairs names); ``features`` selects whatever the model
+        returns (list, tuple, dict or one tensor) and passes it through unchanged.
+        """
         if tap is not None:
             values = tap.values()
             tap.clear()
+            if self.feature_loss.mapping is not None:
+                return dict(zip(tap.names, values, strict=True))
             return values
         if self.features is not None:
-            return list(_select(output, self.features, "features"))
+            return _select(output, self.features, "features")
         return None
 
     def forward(

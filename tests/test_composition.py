@@ -181,6 +181,54 @@ def test_taps_keep_nothing_when_the_teacher_runs_for_logits_only():
     assert distill._teacher_tap.features == {} and distill._student_tap.features == {}
 
 
+class _TwoLevels(nn.Module):
+    """Returns its two feature maps as a dict (``kind="dict"``) or its last one alone."""
+
+    def __init__(self, kind):
+        super().__init__()
+        self.kind = kind
+        self.a = nn.Conv2d(3, 8, 3, padding=1)
+        self.b = nn.Conv2d(8, 8, 3, stride=2, padding=1)
+
+    def forward(self, images):
+        first = torch.relu(self.a(images))
+        second = self.b(first)
+        return {"feats": {"p1": first, "p2": second} if self.kind == "dict" else second}
+
+
+@pytest.mark.parametrize("kind", ["dict", "tensor"])
+def test_selected_features_reach_the_loss_as_the_model_returns_them(kind):
+    torch.manual_seed(0)
+    teacher = _TwoLevels(kind)
+    distill = ThumbnailDistillation(
+        ConvDownsampler(4), teacher, _TwoLevels(kind), features="feats"
+    ).eval()
+    images = torch.rand(2, 3, 32, 32)
+    _, student_output, losses = distill(images)
+    with torch.no_grad():
+        expected = distill.feature_loss(student_output["feats"], teacher(images)["feats"])
+    torch.testing.assert_close(losses["feature"], distill.weights.feature * expected)
+
+
+def test_feature_layers_reach_a_mapping_loss_by_name():
+    torch.manual_seed(0)
+    teacher, student = _TwoLevels("tensor"), _TwoLevels("tensor")
+    distill = ThumbnailDistillation(
+        ConvDownsampler(4),
+        teacher,
+        student,
+        feature_layers={"a": "b"},
+        feature_loss=FeatureDistillationLoss(mapping={"a": "b"}),
+    ).eval()
+    images = torch.rand(2, 3, 32, 32)
+    thumbnail, _, losses = distill(images)
+    with torch.no_grad():
+        student_a = student.a(thumbnail)  # what the tap on "a" records
+        teacher_b = teacher.b(torch.relu(teacher.a(images)))
+        expected = distill.feature_loss({"a": student_a}, {"b": teacher_b})
+    torch.testing.assert_close(losses["feature"], distill.weights.feature * expected)
+
+
 def test_end_to_end_training_moves_student_and_downsampler_not_teacher():
     torch.manual_seed(0)
     teacher = _SetPredictor()
