@@ -29,6 +29,7 @@ from learnthumb.losses.moment import MomentMatchingLoss
 from learnthumb.query_filter import QueryFilter
 from learnthumb.schedule import DistillWeights, Safeguards, TwoStageSchedule
 from learnthumb.taps import FeatureTap
+from learnthumb.wrappers import _warps
 
 __all__ = ["DistillationOutput", "ThumbnailDistillation"]
 
@@ -342,7 +343,9 @@ class ThumbnailDistillation(nn.Module):
 
         Args:
             images: full-size images.
-            padding_mask: bool, True = padded.
+            padding_mask: bool, True = padded. Reduced to the thumbnail for the student and
+                the moment loss as :class:`~learnthumb.Thumbnailed` does: through the warp of
+                a warping downsampler (one with ``sample``), uniformly otherwise.
             epoch: the epoch, from 0, for an epoch schedule.
             step: the global optimiser step, from 0, for a step schedule.
 
@@ -366,12 +369,17 @@ class ThumbnailDistillation(nn.Module):
         if self.training:
             self._track_stage(stage, epoch, step)
         weights = self.weights
-        thumbnail = self.downsampler(images)
-        thumbnail_mask = (
-            _thumbnail_padding_mask(padding_mask, self.downsampler, thumbnail.shape[-2:])
-            if padding_mask is not None
-            else None
-        )  # (B, h, w)
+        thumbnail_mask = None  # (B, h, w)
+        if padding_mask is not None and _warps(self.downsampler):
+            # A warping downsampler's thumbnail mask comes from its warp, of the same call.
+            thumbnail, warp = self.downsampler.sample(images)
+            thumbnail_mask = warp.padding_mask_to_thumbnail(padding_mask)
+        else:
+            thumbnail = self.downsampler(images)
+            if padding_mask is not None:
+                thumbnail_mask = _thumbnail_padding_mask(
+                    padding_mask, self.downsampler, thumbnail.shape[-2:]
+                )
         losses: dict[str, torch.Tensor] = {}
         if weights.moment > 0 or stage == 1:
             losses["moment"] = weights.moment * self.moment_loss(

@@ -16,8 +16,10 @@ from learnthumb import (
     MomentMatchingLoss,
     QueryFilter,
     Safeguards,
+    SaliencySampler,
     ThumbnailDistillation,
     TwoStageSchedule,
+    downsample_padding_mask,
     logit_distillation_loss,
     moment_matching_loss,
     query_filter,
@@ -377,3 +379,37 @@ def test_mask_factor_from_sizes_without_a_scale_attribute():
     distill(torch.rand(1, 3, 30, 40), mask)
     assert student.seen_masks[0].shape == (1, 8, 10)
     assert student.seen_masks[0][:, :, 9:].all() and not student.seen_masks[0][:, :, :9].any()
+
+
+def test_a_warping_downsampler_reduces_the_mask_through_its_warp():
+    torch.manual_seed(0)
+    down = SaliencySampler(4)
+    with torch.no_grad():
+        for parameter in down.parameters():
+            parameter.normal_(0, 1.0)  # a trained, far from uniform, warp
+    calls = []
+    sample = down.sample
+    down.sample = lambda images: calls.append(1) or sample(images)
+    moment_masks = []
+    moment_loss = MomentMatchingLoss()
+    moment_loss.register_forward_pre_hook(lambda _, args: moment_masks.append(args[3]))
+    teacher, student = _SetPredictor(), _SetPredictor()
+    distill = ThumbnailDistillation(
+        down,
+        teacher,
+        student,
+        logits="pred_logits",
+        moment_loss=moment_loss,
+        mask_argument="padding_mask",
+        safeguards=Safeguards(check_health=False),
+    ).eval()
+    images = torch.rand(1, 3, 32, 32)
+    images[..., 16:] = 0
+    mask = torch.zeros(1, 32, 32, dtype=torch.bool)
+    mask[:, :, 16:] = True
+    distill(images, mask)
+    assert len(calls) == 1  # the thumbnail and its mask come from one sampler call
+    expected = sample(images)[1].padding_mask_to_thumbnail(mask)
+    assert not torch.equal(expected, downsample_padding_mask(mask, 4))  # the warp is not uniform
+    assert torch.equal(student.seen_masks[0], expected)
+    assert torch.equal(moment_masks[0], expected)
