@@ -100,7 +100,8 @@ def saliency_sample(
     probability = torch.softmax(logits.flatten(1), dim=1)  # flatten: also for B = 0
     probability = probability.reshape(batch, cells_y, cells_x)  # (B, n_y, n_x)
     thumb_h, thumb_w = _thumbnail_hw(images, scale)
-    warp = SeparableWarp.from_densities(
+    # Softmax marginals are >= 0 and sum to 1, and uniform_weight > 0: no check of the values.
+    warp = SeparableWarp._from_valid_densities(
         probability.sum(1),  # (B, n_x): column marginals
         probability.sum(2),  # (B, n_y): row marginals
         (images.shape[-2], images.shape[-1]),

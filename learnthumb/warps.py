@@ -124,6 +124,16 @@ def _check_knots(knots: object, name: str) -> Tensor:
     return knots
 
 
+def _check_density(density: Tensor, name: str, positive: bool) -> None:
+    """Raise unless ``density`` is finite, >= 0 (> 0 if ``positive``) and no row sums to 0."""
+    bad = ~torch.isfinite(density) | (density <= 0 if positive else density < 0)
+    if bool(bad.any()):
+        rule = "> 0 (uniform_weight=0)" if positive else ">= 0"
+        raise ValueError(f"{name} must be finite and {rule}, got {density[bad][0].item()}")
+    if bool((density.sum(1) <= 0).any()):
+        raise ValueError(f"{name} must have a positive sum in every row, got a row of zeros")
+
+
 def _check_size(size: object, name: str) -> tuple[int, int]:
     if isinstance(size, Tensor) or not isinstance(size, Sequence) or len(size) != 2:
         raise ValueError(f"{name} must be a (H, W) pair of positive ints, got {size!r}")
@@ -202,12 +212,18 @@ class SeparableWarp:
         ``(W / w) / uniform_weight`` image pixels.
 
         Args:
-            density_x: ``(B, n_x)`` non-negative weights of ``n_x`` equal image columns' cells.
-            density_y: ``(B, n_y)`` weights of the rows' cells.
+            density_x: ``(B, n_x)`` finite, non-negative weights of ``n_x`` equal image columns'
+                cells, not all zero in any row.
+            density_y: ``(B, n_y)`` weights of the rows' cells, likewise.
             image_size: ``(H, W)``.
             thumbnail_size: ``(h, w)``.
             uniform_weight: share of the uniform density, in ``[0, 1]``; with 0 every density
-                entry must be positive.
+                entry must be positive (a zero would give a cell no share of the thumbnail).
+
+        Raises:
+            ValueError: a density breaks the rules above (checked on the values, which
+                synchronises with the device; :class:`learnthumb.SaliencySampler`'s softmax
+                marginals need no check and skip it).
 
         Returns:
             The warp.
@@ -226,6 +242,22 @@ class SeparableWarp:
             raise TypeError(f"uniform_weight must be a number, got {uniform_weight!r}")
         if not 0 <= uniform_weight <= 1:
             raise ValueError(f"uniform_weight must lie in [0, 1], got {uniform_weight}")
+        for density, name in ((density_x, "density_x"), (density_y, "density_y")):
+            _check_density(density, name, positive=uniform_weight == 0)
+        return cls._from_valid_densities(
+            density_x, density_y, image_size, thumbnail_size, uniform_weight
+        )
+
+    @classmethod
+    def _from_valid_densities(
+        cls,
+        density_x: Tensor,
+        density_y: Tensor,
+        image_size: Sequence[int],
+        thumbnail_size: Sequence[int],
+        uniform_weight: float,
+    ) -> SeparableWarp:
+        """:meth:`from_densities` without the checks of the densities' values (no sync)."""
 
         def knots(density: Tensor) -> Tensor:
             share = density / density.sum(1, keepdim=True)  # (B, n)

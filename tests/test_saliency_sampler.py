@@ -436,3 +436,26 @@ def test_bad_warp_arguments():
         SeparableWarp(torch.tensor([[0.0, 1.0]]), torch.tensor([[0.0, 1.0]] * 2), (4, 4), (2, 2))
     with pytest.raises(ValueError, match="uniform_weight must lie in"):
         SeparableWarp.from_densities(torch.ones(1, 2), torch.ones(1, 2), (4, 4), (2, 2), 1.5)
+
+
+def test_from_densities_refuses_densities_that_break_the_warp():
+    ones = torch.ones(1, 3)
+    for bad, rule in [
+        (torch.tensor([[1.0, 0.0, 1.0]]), r"> 0 \(uniform_weight=0\), got 0.0"),  # NaN before
+        (torch.tensor([[1.0, -0.5, 1.0]]), r">= 0, got -0.5"),  # non-monotone knots before
+        (torch.tensor([[1.0, float("nan"), 1.0]]), ">= 0, got nan"),
+        (torch.tensor([[1.0, float("inf"), 1.0]]), ">= 0, got inf"),
+    ]:
+        weight = 0.0 if "uniform_weight=0" in rule else 0.5
+        with pytest.raises(ValueError, match=f"density_x must be finite and {rule}"):
+            SeparableWarp.from_densities(bad, ones, (30, 30), (10, 10), weight)
+        with pytest.raises(ValueError, match=f"density_y must be finite and {rule}"):
+            SeparableWarp.from_densities(ones, bad, (30, 30), (10, 10), weight)
+    with pytest.raises(ValueError, match="density_x must have a positive sum in every row"):
+        SeparableWarp.from_densities(torch.zeros(1, 3), ones, (30, 30), (10, 10), 0.5)
+    # A zero is fine with a uniform share: every cell keeps part of the thumbnail.
+    warp = SeparableWarp.from_densities(
+        torch.tensor([[1.0, 0.0, 1.0]]), ones, (30, 30), (10, 10), 0.5
+    )
+    assert (warp.knots_x.diff(dim=1) > 0).all()
+    assert torch.isfinite(warp.points_to_image(torch.tensor([[[5.0, 5.0]]]))).all()
