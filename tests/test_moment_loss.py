@@ -203,3 +203,16 @@ def test_lam_is_checked_alike_by_the_function_and_the_module():
             make(-1.0)
         with pytest.raises(TypeError, match=r"lam must be a number, got str"):
             make("0.1")
+
+
+def test_an_ambiguous_size_needs_no_thumbnail_mask_when_every_scale_reduces_alike():
+    generator = torch.Generator().manual_seed(0)
+    x = torch.rand(1, 3, 9, 9, generator=generator)  # 9 -> 3 at s = 3 and at s = 4
+    y = torch.rand(1, 3, 3, 3, generator=generator)
+    unpadded = torch.zeros(1, 9, 9, dtype=torch.bool)
+    masked = moment_matching_loss(x, y, original_padding_mask=unpadded)
+    torch.testing.assert_close(masked, moment_matching_loss(x, y))  # the masked sums round apart
+    padded = unpadded.clone()
+    padded[..., 8:] = True  # a whole cell at s = 4, part of one at s = 3
+    with pytest.raises(ValueError, match=r"thumbnail_padding_mask must be given.*\(3, 4\)"):
+        moment_matching_loss(x, y, original_padding_mask=padded)

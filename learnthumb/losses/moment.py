@@ -60,7 +60,7 @@ def _infer_thumbnail_mask(
     original_padding_mask: torch.Tensor, thumbnail_shape: tuple[int, int]
 ) -> torch.Tensor:
     height, width = original_padding_mask.shape[-2:]
-    scale = _scale_between((height, width), thumbnail_shape)
+    scale = _scale_between((height, width), thumbnail_shape, original_padding_mask)
     if scale is None:
         raise ValueError(
             "thumbnail_padding_mask is needed: the thumbnail size "
