@@ -26,7 +26,8 @@ ALLOWED = {
     "models": {"ops", "checkpoints"},
     "checkpoints": {"thumbdet", "models", "training"},
     "evaluation": {
-        "checkpoints", "data", "distributed", "files", "models", "training", "validation",
+        "checkpoints", "data", "distributed", "files", "models", "settings", "training",
+        "validation",
     },
     "training": {
         "checkpoints", "data", "distributed", "evaluation", "files", "models", "settings",
