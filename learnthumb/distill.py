@@ -361,6 +361,8 @@ class ThumbnailDistillation(nn.Module):
         """
         check_ndim(images, 4, "images", "(B, C, H, W)")
         check_floating(images, "images")
+        if images.shape[0] == 0:  # the moments of no image are 0/0
+            raise ValueError("images: expected a non-empty batch, got B=0")
         if padding_mask is not None:
             check_bool_mask(padding_mask, "padding_mask", (images.shape[0], *images.shape[-2:]))
         if self.safeguards.check_finite:

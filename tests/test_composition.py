@@ -413,3 +413,9 @@ def test_a_warping_downsampler_reduces_the_mask_through_its_warp():
     assert not torch.equal(expected, downsample_padding_mask(mask, 4))  # the warp is not uniform
     assert torch.equal(student.seen_masks[0], expected)
     assert torch.equal(moment_masks[0], expected)
+
+
+def test_an_empty_batch_is_refused_naming_the_argument():
+    distill = ThumbnailDistillation(ConvDownsampler(4), _SetPredictor(), _SetPredictor())
+    with pytest.raises(ValueError, match="images: expected a non-empty batch, got B=0"):
+        distill(torch.rand(0, 3, 32, 32))

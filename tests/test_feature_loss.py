@@ -137,3 +137,9 @@ def test_batch_mismatch_does_not_suggest_adapters():
 def test_empty_batch_is_refused():
     with pytest.raises(ValueError, match="expected a non-empty batch, got B=0"):
         feature_distillation_loss([torch.rand(0, 4, 3, 3)], [torch.rand(0, 4, 6, 6)])
+
+
+def test_an_empty_mapping_is_refused_in_one_line():
+    maps = {"a": torch.rand(1, 2, 4, 4)}
+    with pytest.raises(ValueError, match="mapping must pair at least one"):
+        FeatureDistillationLoss(mapping={})(maps, maps)

@@ -101,6 +101,8 @@ def _pair_levels(
     mapping: Mapping[str, str] | None,
 ) -> list[tuple[str, torch.Tensor, torch.Tensor]]:
     if mapping is not None:
+        if not mapping:
+            raise ValueError("mapping must pair at least one student and teacher feature, got {}")
         if not isinstance(student_features, Mapping) or not isinstance(teacher_features, Mapping):
             raise TypeError("with a mapping, student_features and teacher_features must be dicts")
         pairs = []
