@@ -144,15 +144,19 @@ def test_masks_reach_both_models_at_their_sizes():
     assert student.seen_masks[0][1, :, 5:].all() and not student.seen_masks[0][1, :, :5].any()
 
 
-def test_zero_weights_switch_terms_off():
-    distill = ThumbnailDistillation(
+def _tapped_distillation(weights: DistillWeights) -> ThumbnailDistillation:
+    return ThumbnailDistillation(
         ConvDownsampler(4),
         _SetPredictor(),
         _SetPredictor(),
         feature_layers=["trunk.layer3"],
         logits="pred_logits",
-        weights=DistillWeights(moment=0.0, feature=0.0),
+        weights=weights,
     )
+
+
+def test_zero_weights_switch_terms_off():
+    distill = _tapped_distillation(DistillWeights(moment=0.0, feature=0.0))
     _, _, losses = distill(torch.rand(2, 3, 32, 32))
     assert set(losses) == {"logit"}
     with pytest.raises(ValueError, match="weights.moment must be > 0"):
@@ -169,14 +173,7 @@ def test_zero_weights_switch_terms_off():
 
 
 def test_taps_keep_nothing_when_the_teacher_runs_for_logits_only():
-    distill = ThumbnailDistillation(
-        ConvDownsampler(4),
-        _SetPredictor(),
-        _SetPredictor(),
-        feature_layers=["trunk.layer3"],
-        logits="pred_logits",
-        weights=DistillWeights(feature=0.0),
-    )
+    distill = _tapped_distillation(DistillWeights(feature=0.0))
     _, _, losses = distill(torch.rand(2, 3, 32, 32))
     assert set(losses) == {"moment", "logit"}
     # No full-resolution teacher batch (nor student one) stays referenced after forward.
