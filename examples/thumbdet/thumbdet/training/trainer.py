@@ -154,11 +154,6 @@ class Trainer:
     def _resume(self) -> None:
         checkpoint = load_checkpoint(self.checkpoint_path)
         check_resumable(checkpoint, self.checkpoint_path, self.meta, self.config)
-        self.parts.detector.load_state_dict(checkpoint["model"])
-        if self.parts.downsampler is not None and checkpoint.get("downsampler") is not None:
-            self.parts.downsampler.load_state_dict(checkpoint["downsampler"])
-        self.optimizer.load_state_dict(checkpoint["optimizer"])
-        self.scheduler.load_state_dict(checkpoint["scheduler"])
         rng = checkpoint["rng"]  # one state per process of the run that saved it
         processes = self.context.world_size
         if isinstance(rng, list) and len(rng) != processes:
@@ -167,6 +162,11 @@ class Trainer:
                 f"{processes} process(es) like this run, got one of {len(rng)} (resume with "
                 f"{len(rng)} processes, or train into a new --output)"
             )
+        self.parts.detector.load_state_dict(checkpoint["model"])
+        if self.parts.downsampler is not None and checkpoint.get("downsampler") is not None:
+            self.parts.downsampler.load_state_dict(checkpoint["downsampler"])
+        self.optimizer.load_state_dict(checkpoint["optimizer"])
+        self.scheduler.load_state_dict(checkpoint["scheduler"])
         restore_rng_state(rng[self.context.rank] if isinstance(rng, list) else rng)
         self.start_epoch = int(checkpoint["epoch"])
         logger.info("resumed %s at epoch %d", self.checkpoint_path, self.start_epoch)
