@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from benchmarks.quality.data import build_dataset
+from benchmarks.quality.data import SOURCES, UNSEEN_SOURCES, build_dataset
 from benchmarks.quality.runner import Budget, load_data, run_arm, train_teacher
 from benchmarks.quality.stats import paired_difference, summarize
 from benchmarks.quality.tasks import _centernet_targets, _soft_argmax, task_spec
@@ -48,6 +48,25 @@ def test_datasets_are_images_with_valid_targets(task):
         assert set(train.targets.unique().tolist()) <= {0, 1} and train.targets.sum() > 0
     with pytest.raises(ValueError, match="task must be one of"):
         build_dataset("pose", "train", 1, 8)
+
+
+@pytest.mark.parametrize("task", ["detect", "segment", "keypoints"])
+def test_the_unseen_split_draws_scenes_on_other_photos(task):
+    size = task_spec(task).image_size
+    unseen = build_dataset(task, "unseen", 4, size, seed=1)
+    test = build_dataset(task, "test", 4, size, seed=1)
+    assert unseen.images.shape == (4, 3, size, size)
+    assert unseen.images.min() >= 0.0 and unseen.images.max() <= 1.0
+    assert not torch.equal(unseen.images, test.images)
+    assert set(UNSEEN_SOURCES).isdisjoint(SOURCES)
+
+
+@pytest.mark.parametrize("task", ["classify", "mechanism"])
+def test_the_unseen_split_refuses_tasks_without_scenes(task):
+    with pytest.raises(ValueError, match="split 'unseen' takes a scene task"):
+        build_dataset(task, "unseen", 1, 64)
+    with pytest.raises(ValueError, match="split must be one of"):
+        build_dataset(task, "validation", 1, 64)
 
 
 def test_detection_metric_of_perfect_predictions_is_100():
@@ -108,8 +127,24 @@ def test_the_command_writes_its_summary_and_resumes(tmp_path, monkeypatch):
     again = cli.main(argv)  # everything is read back, nothing retrained
     assert [path.stat().st_mtime_ns for path in runs] == before
     assert again["results"] == payload["results"]
+    # Scored on the unseen photos: the same teacher weights, its record and the runs per split.
+    unseen = cli.main([*argv, "--test-split", "unseen"])
+    assert unseen["benchmark"] == "quality-quick-unseen"
+    assert unseen["settings"]["test_split"] == "unseen"
+    assert (tmp_path / "out" / "quality-quick-unseen.json").is_file()
+    assert len(list((tmp_path / "work" / "teachers").glob("*.pt"))) == 1
+    assert len(list((tmp_path / "work" / "teachers").glob("*-unseen.json"))) == 1
+    assert len(list((tmp_path / "work" / "runs").iterdir())) == 10
+    assert unseen["results"] != payload["results"]
+    # Other code (an edited library, say) never reads back these runs: it trains again.
+    monkeypatch.setattr(runner, "code_version", lambda: "other code")
+    cli.main(argv)
+    assert len(list((tmp_path / "work" / "runs").iterdir())) == 15
+    assert len(list((tmp_path / "work" / "teachers").glob("*.pt"))) == 2
     with pytest.raises(SystemExit):
         cli.main(["--seeds", "0"])
+    with pytest.raises(SystemExit):
+        cli.main(["--test-split", "unseen", "--tasks", "classify"])
 
 
 def test_downsampler_costs_match_the_convolutions(monkeypatch):

@@ -5,12 +5,15 @@ Usage (from the repository root, after ``pip install -e ".[dev,quality]" -e exam
     python -m benchmarks.quality --quick                 # a few minutes: a check, not a result
     python -m benchmarks.quality                         # the full suite quoted in docs/quality.md
     python -m benchmarks.quality --tasks classify --seeds 10 --arms bicubic residual
+    python -m benchmarks.quality --test-split unseen --tasks detect keypoints segment \
+        --arms bicubic wide                              # scored on photos no task uses
 
 Runs go to ``--jobs`` worker processes (2 by default, one torch thread each: on a 2-core CPU
 that is faster than one process with two threads). Every finished run is kept in
 ``--work-dir`` (one JSON file each, teachers as weights), so an
-interrupted suite resumes where it stopped; ``--fresh`` starts over. The summary goes to
-``--output-dir``: ``quality.json`` (or ``quality-quick.json``), a Markdown table and a plot.
+interrupted suite resumes where it stopped (runs made by other code are trained again, see
+``runner.code_version``); ``--fresh`` starts over. The summary goes to ``--output-dir``:
+``quality.json`` (``quality-quick.json``, ``quality-unseen.json``), a Markdown table and a plot.
 """
 
 from __future__ import annotations
@@ -28,8 +31,9 @@ from pathlib import Path
 import torch
 
 from benchmarks._harness import RESULTS_DIR, describe_environment, git_commit
+from benchmarks.quality.data import SCENE_TASKS
 from benchmarks.quality.report import render_table, save_plot
-from benchmarks.quality.runner import ARMS, DEFAULT_ARMS, Budget, run_job
+from benchmarks.quality.runner import ARMS, DEFAULT_ARMS, Budget, code_version, run_job
 from benchmarks.quality.stats import paired_difference, summarize
 from benchmarks.quality.tasks import TASKS, task_spec
 
@@ -64,7 +68,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--quick", action="store_true", help="short budgets, 2 seeds, 4 arms")
     parser.add_argument(
-        "--tasks", nargs="+", choices=sorted(TASKS), default=sorted(TASKS), help="tasks to run"
+        "--tasks",
+        nargs="+",
+        choices=sorted(TASKS),
+        help="tasks to run (default: all; with --test-split unseen, the scene tasks)",
     )
     parser.add_argument(
         "--arms",
@@ -79,6 +86,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=0,
         help="the seeds are first-seed, first-seed + 1, ... (0); a later block is a held-out "
         "check of a setting chosen on the first seeds",
+    )
+    parser.add_argument(
+        "--test-split",
+        choices=("test", "unseen"),
+        default="test",
+        help="score on the test split (default), or on scenes drawn on photos that no task "
+        f"trains or tests on (unseen: the scene tasks {' '.join(SCENE_TASKS)} only)",
     )
     parser.add_argument(
         "--scales", nargs="+", type=_positive_int, default=[4], help="downsampling factors"
@@ -98,6 +112,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if BASELINE not in (args.arms or [BASELINE]):
         parser.error(f"--arms must include the baseline {BASELINE!r}, got {args.arms}")
+    if args.test_split == "unseen":
+        args.tasks = args.tasks or list(SCENE_TASKS)
+        others = " ".join(sorted(set(args.tasks) - set(SCENE_TASKS)))
+        if others:
+            parser.error(f"--test-split unseen takes the tasks {SCENE_TASKS}, got {others}")
+    args.tasks = args.tasks or sorted(TASKS)
     args.arms = args.arms or list(QUICK_ARMS if args.quick else DEFAULT_ARMS)
     args.seeds = args.seeds or (2 if args.quick else 5)
     return args
@@ -152,6 +172,7 @@ def main(argv: list[str] | None = None) -> dict:
         "budget": asdict(budget),
         "threads": args.threads,
         "fresh": args.fresh,
+        "test_split": args.test_split,
     }
     seeds = range(args.first_seed, args.first_seed + args.seeds)
     # Teachers first (one per task, in parallel), then every student run.
@@ -200,16 +221,20 @@ def main(argv: list[str] | None = None) -> dict:
             }
     if bar is not None:
         bar.close()
+    name = "quality-quick" if args.quick else "quality"
     payload = {
-        "benchmark": "quality-quick" if args.quick else "quality",
+        "benchmark": name if args.test_split == "test" else f"{name}-{args.test_split}",
         "environment": environment,
         "git": git_commit(),
+        # Every run in the tables was made by this code (see runner.code_version).
+        "code_version": code_version(),
         "command": "python -m benchmarks.quality "
         + " ".join(sys.argv[1:] if argv is None else argv),
         "settings": {
             "budget": asdict(budget),
             "seeds": args.seeds,
             "first_seed": args.first_seed,
+            "test_split": args.test_split,
             "scales": args.scales,
             "baseline": BASELINE,
             "tasks": {name: _task_settings(name) for name in args.tasks},

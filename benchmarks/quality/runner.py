@@ -7,7 +7,11 @@ Protocol (the same for every arm, so differences come from the thumbnail alone):
   optimiser steps of AdamW with the same one-cycle schedule, learning rate and batches (a
   seed fixes the batch order and the downsampler's initialisation); a learned downsampler's
   stage one, when its recipe has one, counts inside those steps;
-- the metric is computed at the original resolution on held-out images.
+- the metric is computed at the original resolution on held-out images: the test split, or
+  the unseen split of the scene tasks (photos that no task trains or tests on).
+
+Every result kept in the work folder is keyed by its settings and by :func:`code_version`, so
+a run made by other code is never read back as if it were this code's.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from benchmarks._harness import REPO_ROOT
 from benchmarks.quality.data import Dataset, build_dataset
 from benchmarks.quality.tasks import TaskSpec, task_spec
 from examples._common.training import _batches, _optimizer
@@ -45,6 +50,7 @@ __all__ = [
     "Arm",
     "Budget",
     "cached_run",
+    "code_version",
     "fingerprint",
     "load_data",
     "run_arm",
@@ -177,39 +183,87 @@ def fingerprint(*parts: object) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def load_data(spec: TaskSpec) -> tuple[Dataset, Dataset]:
-    """The task's train and test splits (fixed: the same for every seed and arm)."""
+# What a run computes besides its settings: the library, the suite's data, tasks and training,
+# and the examples' models and loop. Editing the report or the command line keeps the runs.
+_CODE = ("learnthumb", "examples/_common", "benchmarks/quality/data.py",
+         "benchmarks/quality/runner.py", "benchmarks/quality/tasks.py")  # fmt: skip
+
+
+@functools.cache
+def code_version() -> str:
+    """A hash of the source files in :data:`_CODE` and the torch version.
+
+    Part of every key in the work folder: after an edit to the library or the suite, earlier
+    runs are trained again instead of being mixed with new ones.
+    """
+    digest = hashlib.sha256(torch.__version__.encode())
+    for entry in _CODE:
+        path = REPO_ROOT / entry
+        for file in sorted(path.rglob("*.py")) if path.is_dir() else [path]:
+            digest.update(file.relative_to(REPO_ROOT).as_posix().encode() + b"\0")
+            digest.update(file.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def _write_json(path: Path, value: dict) -> None:
+    """Write ``value`` to ``path`` atomically (a reader never sees half a file)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    temp.write_text(json.dumps(value))
+    temp.replace(path)
+
+
+def load_data(spec: TaskSpec, test_split: str = "test") -> tuple[Dataset, Dataset]:
+    """The task's train split and its ``test_split`` (fixed: the same for every seed and arm).
+
+    ``test_split`` is ``"test"`` or, for a scene task, ``"unseen"`` (see
+    :func:`~benchmarks.quality.data.build_dataset`).
+    """
     train = build_dataset(spec.name, "train", spec.train_count, spec.image_size)
-    test = build_dataset(spec.name, "test", spec.test_count, spec.image_size)
+    test = build_dataset(spec.name, test_split, spec.test_count, spec.image_size)
     return train, test
 
 
 def train_teacher(
-    spec: TaskSpec, data: tuple[Dataset, Dataset], budget: Budget, cache: Path, seed: int = 0
+    spec: TaskSpec,
+    data: tuple[Dataset, Dataset],
+    budget: Budget,
+    cache: Path,
+    seed: int = 0,
+    test_split: str = "test",
 ) -> tuple[nn.Module, dict]:
-    """The full-resolution teacher of ``spec`` (trained once, then read from ``cache``)."""
-    key = fingerprint(spec.key, spec.image_size, spec.train_count, asdict(budget), seed)
+    """The full-resolution teacher of ``spec`` (trained once, then read from ``cache``).
+
+    Returns:
+        The teacher and its record: the metrics on ``data``'s test images (``test_split``
+        names them, to keep one record per split) and the training seconds.
+    """
+    key = fingerprint(spec.key, spec.image_size, spec.train_count, asdict(budget), seed,
+                      code_version())  # fmt: skip
     weights_path = cache / f"teacher-{spec.name}-{key}.pt"
-    record_path = weights_path.with_suffix(".json")
+    trained_path = weights_path.with_suffix(".json")  # {"seconds": training time}
+    record_path = cache / f"teacher-{spec.name}-{key}-{test_split}.json"
     train, test = data
-    model = spec.make_model()
-    identity = nn.Identity()
-    if weights_path.is_file() and record_path.is_file():
+    if weights_path.is_file() and trained_path.is_file():
+        model = spec.make_model()
         model.load_state_dict(torch.load(weights_path, map_location="cpu", weights_only=True))
-        return model, json.loads(record_path.read_text())
-    generator = _seed_everything(seed)
-    model = spec.make_model()
-    start = time.perf_counter()
-    _fit(model, identity, train, spec, budget, budget.teacher_steps, generator, teacher=True)
-    seconds = time.perf_counter() - start
-    record = dict(spec.evaluate(_predict(model, identity, test.images), test), seconds=seconds)
-    cache.mkdir(parents=True, exist_ok=True)
-    temp = weights_path.with_name(f".{weights_path.name}.{os.getpid()}.tmp")
-    torch.save(model.state_dict(), temp)
-    temp.replace(weights_path)
-    temp = record_path.with_name(f".{record_path.name}.{os.getpid()}.tmp")
-    temp.write_text(json.dumps(record))
-    temp.replace(record_path)
+        if record_path.is_file():
+            return model, json.loads(record_path.read_text())
+        seconds = json.loads(trained_path.read_text())["seconds"]
+    else:
+        generator = _seed_everything(seed)
+        model = spec.make_model()  # after seeding: a seeded initialisation
+        start = time.perf_counter()
+        _fit(model, nn.Identity(), train, spec, budget, budget.teacher_steps, generator,
+             teacher=True)  # fmt: skip
+        seconds = time.perf_counter() - start
+        cache.mkdir(parents=True, exist_ok=True)
+        temp = weights_path.with_name(f".{weights_path.name}.{os.getpid()}.tmp")
+        torch.save(model.state_dict(), temp)
+        temp.replace(weights_path)
+        _write_json(trained_path, {"seconds": seconds})
+    record = dict(spec.evaluate(_predict(model, nn.Identity(), test.images), test), seconds=seconds)
+    _write_json(record_path, record)
     return model, record
 
 
@@ -356,28 +410,32 @@ def run_arm(
 
 
 @functools.cache
-def _task_data(name: str) -> tuple[TaskSpec, tuple[Dataset, Dataset]]:
+def _task_data(name: str, test_split: str = "test") -> tuple[TaskSpec, tuple[Dataset, Dataset]]:
     spec = task_spec(name)
-    return spec, load_data(spec)
+    return spec, load_data(spec, test_split)
 
 
 def run_job(job: dict) -> dict:
     """One unit of work of the suite, run in a worker process (see ``--jobs``).
 
-    ``job`` holds ``task``, ``work_dir``, ``budget`` (a dict), ``threads``, ``fresh`` and, for a
-    student, ``arm``, ``scale`` and ``seed`` (without them: the task's teacher). Results are
-    kept in ``work_dir`` exactly as a one-process run keeps them.
+    ``job`` holds ``task``, ``test_split``, ``work_dir``, ``budget`` (a dict), ``threads``,
+    ``fresh`` and, for a student, ``arm``, ``scale`` and ``seed`` (without them: the task's
+    teacher). Results are kept in ``work_dir`` exactly as a one-process run keeps them.
     """
     torch.set_num_threads(job["threads"])
-    spec, data = _task_data(job["task"])
+    test_split = job.get("test_split", "test")
+    spec, data = _task_data(job["task"], test_split)
     budget = Budget(**job["budget"])
     work_dir = Path(job["work_dir"])
-    teacher, record = train_teacher(spec, data, budget, work_dir / "teachers")
+    teacher, record = train_teacher(
+        spec, data, budget, work_dir / "teachers", test_split=test_split
+    )
     if "arm" not in job:
         return record
     return cached_run(
-        work_dir, budget, spec, data, teacher, job["arm"], job["scale"], job["seed"], job["fresh"]
-    )
+        work_dir, budget, spec, data, teacher, job["arm"], job["scale"], job["seed"], job["fresh"],
+        test_split,
+    )  # fmt: skip
 
 
 def cached_run(
@@ -390,15 +448,18 @@ def cached_run(
     scale: int,
     seed: int,
     fresh: bool = False,
+    test_split: str = "test",
 ) -> dict:
-    """:func:`run_arm`, read back from ``work_dir/runs`` when it already ran (unless ``fresh``)."""
-    key = fingerprint(spec.key, scale, asdict(ARMS[arm]), seed, asdict(budget))
-    path = work_dir / "runs" / f"{spec.name}-x{scale}-{arm}-s{seed}-{key}.json"
+    """:func:`run_arm`, read back from ``work_dir/runs`` when it already ran (unless ``fresh``).
+
+    ``test_split`` names the split of ``data``'s test images, part of the key with the
+    settings and :func:`code_version`.
+    """
+    key = fingerprint(spec.key, scale, asdict(ARMS[arm]), seed, asdict(budget), code_version())
+    split = "" if test_split == "test" else f"-{test_split}"
+    path = work_dir / "runs" / f"{spec.name}-x{scale}-{arm}-s{seed}{split}-{key}.json"
     if path.is_file() and not fresh:
         return json.loads(path.read_text())
     record = run_arm(spec, data, teacher, arm, scale, seed, budget)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    temp.write_text(json.dumps(record))
-    temp.replace(path)
+    _write_json(path, record)
     return record
