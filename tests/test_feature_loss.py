@@ -96,6 +96,18 @@ def test_module_equals_function_and_adapters():
     assert loss.adapters[0].weight.grad is not None
 
 
+def test_a_map_its_adapter_cannot_take_is_named():
+    loss = FeatureDistillationLoss([8, 4], [16, 4])
+    teacher = [torch.rand(2, 16, 6, 6), torch.rand(2, 4, 6, 6)]
+    with pytest.raises(ValueError, match=r"student_features\[0\]: expected 8 channels"):
+        loss([torch.rand(2, 6, 3, 3), torch.rand(2, 4, 3, 3)], teacher)
+    with pytest.raises(ValueError, match=r"student_features\[0\] must be 4-D"):
+        loss([torch.rand(6, 3, 3), torch.rand(2, 4, 3, 3)], teacher)
+    # An identity adapter (equal channels) leaves the mismatch to the pairing check.
+    with pytest.raises(ValueError, match=r"same channels C"):
+        loss([torch.rand(2, 8, 3, 3), torch.rand(2, 5, 3, 3)], teacher)
+
+
 def test_explicit_mapping_between_architectures():
     loss = FeatureDistillationLoss([8], [16], mapping={"layer2": "layer3"})
     student = {"layer1": torch.rand(1, 4, 2, 2), "layer2": torch.rand(1, 8, 2, 2)}

@@ -79,6 +79,17 @@ def _check_pair(student: torch.Tensor, teacher: torch.Tensor, level: str) -> Non
         )
 
 
+def _check_adapter_input(student: torch.Tensor, adapter: nn.Module, level: str, index: int) -> None:
+    """A map that its 1x1 adapter cannot take is named before the convolution fails on it."""
+    name = f"student_features[{level}]"
+    check_ndim(student, 4, name, "(B, C, h, w)")
+    if isinstance(adapter, nn.Conv2d) and student.shape[1] != adapter.in_channels:
+        raise ValueError(
+            f"{name}: expected {adapter.in_channels} channels (student_channels[{index}] of "
+            f"the loss), got shape {tuple(student.shape)}"
+        )
+
+
 def _level_mse(
     student: torch.Tensor, teacher: torch.Tensor, padding_mask: torch.Tensor | None
 ) -> torch.Tensor:
@@ -259,10 +270,13 @@ class FeatureDistillationLoss(nn.Module):
         padding_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
         pairs = _pair_levels(student_features, teacher_features, self.mapping)
-        if self.adapters is not None and len(self.adapters) != len(pairs):
-            raise ValueError(
-                f"the loss has {len(self.adapters)} adapters but {len(pairs)} levels were given"
-            )
+        if self.adapters is not None:
+            if len(self.adapters) != len(pairs):
+                raise ValueError(
+                    f"the loss has {len(self.adapters)} adapters but {len(pairs)} levels were given"
+                )
+            for index, (level, student, _) in enumerate(pairs):
+                _check_adapter_input(student, self.adapters[index], level, index)
         return _distill(pairs, self.align, padding_mask, self.adapters)
 
     def extra_repr(self) -> str:
