@@ -216,6 +216,20 @@ def test_empty_batch_gives_an_empty_thumbnail(name):
     assert down(torch.rand(0, 3, 9, 10)).shape == (0, *one.shape[1:])
 
 
+@pytest.mark.parametrize("name", list_downsamplers())
+@pytest.mark.parametrize(("dtype", "tolerance"), [(torch.float16, 4e-3), (torch.bfloat16, 3e-2)])
+def test_every_downsampler_runs_in_half_precision_on_the_cpu(name, dtype, tolerance):
+    # The antialiased CPU resize has no half kernel: those modules resize in float32.
+    torch.manual_seed(0)
+    down = create_downsampler(name, 4).eval()
+    images = torch.rand(2, 3, 19, 22)
+    with torch.no_grad():
+        reference = down(images)
+        thumbnail = down.to(dtype)(images.to(dtype))
+    assert thumbnail.dtype == dtype
+    torch.testing.assert_close(thumbnail.float(), reference, atol=tolerance, rtol=0)
+
+
 def test_saliency_sampler_warp_of_an_empty_batch_maps_points_and_boxes():
     from learnthumb import SaliencySampler
 

@@ -207,9 +207,26 @@ def _thumbnail_hw(images: torch.Tensor, scale: int) -> list[int]:
     return [(height + scale - 1) // scale, (width + scale - 1) // scale]
 
 
+def _resize_smooth(
+    images: torch.Tensor, size: list[int], mode: str, antialias: bool
+) -> torch.Tensor:
+    """Bilinear or bicubic ``F.interpolate`` that also runs in half precision on the CPU.
+
+    PyTorch's CPU kernel of the antialiased resize has no float16 or bfloat16 version; there the
+    resize runs in float32 and the result is cast back.
+    """
+    reduced = images.dtype == torch.float16 or images.dtype == torch.bfloat16
+    if antialias and reduced and images.device.type == "cpu":
+        resized = F.interpolate(
+            images.float(), size=size, mode=mode, align_corners=False, antialias=True
+        )
+        return resized.to(images.dtype)
+    return F.interpolate(images, size=size, mode=mode, align_corners=False, antialias=antialias)
+
+
 def _interpolate_down(images: torch.Tensor, scale: int, mode: str, antialias: bool) -> torch.Tensor:
     size = _thumbnail_hw(images, scale)
     if mode in ("bicubic", "bilinear"):
-        return F.interpolate(images, size=size, mode=mode, align_corners=False, antialias=antialias)
+        return _resize_smooth(images, size, mode, antialias)
     # "area" is adaptive average pooling and "nearest" picks one pixel: no antialias option.
     return F.interpolate(images, size=size, mode=mode)

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from learnthumb._checks import check_choice, check_int, check_ints
-from learnthumb.downsamplers._base import _CheckedDownsampler, _interpolate_down, _thumbnail_hw
+from learnthumb.downsamplers._base import (
+    _CheckedDownsampler,
+    _interpolate_down,
+    _resize_smooth,
+    _thumbnail_hw,
+)
 
 #: Negative slope of the learned resizer's LeakyReLUs (the value Talebi & Milanfar use).
 _RESIZER_SLOPE = 0.2
@@ -124,9 +128,7 @@ class LearnedResizer(_CheckedDownsampler):
         resized = _interpolate_down(images, self.scale, self.mode, self.antialias)
         x = self.act(self.head(images))
         x = self.head_bn(self.act(self.pointwise(x)))
-        features = F.interpolate(
-            x, size=size, mode="bilinear", align_corners=False, antialias=self.antialias
-        )
+        features = _resize_smooth(x, size, "bilinear", self.antialias)
         x = features
         for block in self.blocks:
             x = block(x)
