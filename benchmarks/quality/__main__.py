@@ -166,7 +166,8 @@ def main(argv: list[str] | None = None) -> dict:
     torch.set_num_threads(args.threads)
     budget = QUICK_BUDGET if args.quick else Budget()
     start = time.perf_counter()
-    environment = describe_environment()
+    # Read before any run: the code that the runs below are made (or were kept) with.
+    environment, commit, code = describe_environment(), git_commit(), code_version()
     common = {
         "work_dir": str(args.work_dir),
         "budget": asdict(budget),
@@ -225,9 +226,9 @@ def main(argv: list[str] | None = None) -> dict:
     payload = {
         "benchmark": name if args.test_split == "test" else f"{name}-{args.test_split}",
         "environment": environment,
-        "git": git_commit(),
+        "git": commit,
         # Every run in the tables was made by this code (see runner.code_version).
-        "code_version": code_version(),
+        "code_version": code,
         "command": "python -m benchmarks.quality "
         + " ".join(sys.argv[1:] if argv is None else argv),
         "settings": {
