@@ -131,7 +131,8 @@ def test_the_command_writes_its_summary_and_resumes(tmp_path, monkeypatch):
     unseen = cli.main([*argv, "--test-split", "unseen"])
     assert unseen["benchmark"] == "quality-quick-unseen"
     assert unseen["settings"]["test_split"] == "unseen"
-    assert (tmp_path / "out" / "quality-quick-unseen.json").is_file()
+    table = (tmp_path / "out" / "quality-quick-unseen.md").read_text()
+    assert "#### segment x4: miou, scored on the unseen split" in table
     assert len(list((tmp_path / "work" / "teachers").glob("*.pt"))) == 1
     assert len(list((tmp_path / "work" / "teachers").glob("*-unseen.json"))) == 1
     assert len(list((tmp_path / "work" / "runs").iterdir())) == 10

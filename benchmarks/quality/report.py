@@ -17,6 +17,8 @@ def _interval(diff: dict) -> str:
 def render_table(payload: dict) -> str:
     """One Markdown table per task and scale: mean ± std, paired difference to bicubic."""
     lines = []
+    split = payload["settings"].get("test_split", "test")
+    scored = "" if split == "test" else f", scored on the {split} split"
     for task, scales in payload["results"].items():
         for scale, block in scales.items():
             metric = block["metric"]
@@ -24,7 +26,7 @@ def render_table(payload: dict) -> str:
             full = block["full_size"]["metrics"][metric]
             kind = " (mechanism demonstration, built so that bicubic fails)" * (task == "mechanism")
             lines += [
-                f"#### {task} {scale}: {metric}{kind}",
+                f"#### {task} {scale}: {metric}{scored}{kind}",
                 "",
                 f"Full size (no thumbnail): the teacher {teacher:.2f}; the teacher fine-tuned "
                 f"with the students' budget {full:.2f} (one seed).",
