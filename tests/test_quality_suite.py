@@ -137,6 +137,16 @@ def test_the_command_writes_its_summary_and_resumes(tmp_path, monkeypatch):
     assert len(list((tmp_path / "work" / "teachers").glob("*-unseen.json"))) == 1
     assert len(list((tmp_path / "work" / "runs").iterdir())) == 10
     assert unseen["results"] != payload["results"]
+
+    # Code edited while the suite runs: no summary mixes the two versions.
+    def edited_since_the_start() -> str:
+        return "code at the start"
+
+    edited_since_the_start.__wrapped__ = runner.code_version.__wrapped__  # read at the end
+    monkeypatch.setattr(cli, "code_version", edited_since_the_start)
+    with pytest.raises(SystemExit, match="changed while the suite ran"):
+        cli.main(argv)
+    monkeypatch.setattr(cli, "code_version", runner.code_version)
     # Other code (an edited library, say) never reads back these runs: it trains again.
     monkeypatch.setattr(runner, "code_version", lambda: "other code")
     cli.main(argv)

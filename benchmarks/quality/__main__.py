@@ -191,6 +191,13 @@ def main(argv: list[str] | None = None) -> dict:
     bar = _progress(len(student_jobs))
     teachers = dict(zip(args.tasks, _execute(teacher_jobs, args.jobs, bar), strict=True))
     records = _execute(student_jobs, args.jobs, bar)
+    if code_version.__wrapped__() != code:
+        # Worker processes key runs by the code they find when they start: a summary would mix
+        # teachers and students of two versions. What finished is kept under its own version.
+        raise SystemExit(
+            "the code that computes the runs (runner.code_version) changed while the suite ran: "
+            "no summary written; run the command again"
+        )
     runs = {
         (job["task"], job["arm"], job["scale"], job["seed"]): record
         for job, record in zip(student_jobs, records, strict=True)
