@@ -106,6 +106,11 @@ def test_conv_downsampler_gradcheck():
     assert torch.autograd.gradcheck(down, (x,))
 
 
+def test_conv_downsampler_repr_names_a_missing_final_relu():
+    assert "final_activation=False" in repr(ConvDownsampler(4, final_activation=False))
+    assert "final_activation" not in repr(ConvDownsampler(4))
+
+
 @pytest.mark.parametrize(
     ("name", "kwargs"),
     [

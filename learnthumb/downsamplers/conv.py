@@ -119,4 +119,5 @@ class ConvDownsampler(_CheckedDownsampler):
         return x
 
     def extra_repr(self) -> str:
-        return f"scale={self.scale}"
+        # Only a departure from the paper's module is named, so its repr stays as it was.
+        return f"scale={self.scale}" + ", final_activation=False" * (not self.final_activation)
