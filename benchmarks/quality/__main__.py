@@ -31,9 +31,10 @@ from pathlib import Path
 import torch
 
 from benchmarks._harness import RESULTS_DIR, describe_environment, git_commit
+from benchmarks.quality.arms import ARMS, DEFAULT_ARMS
 from benchmarks.quality.data import SCENE_TASKS
 from benchmarks.quality.report import render_table, save_plot
-from benchmarks.quality.runner import ARMS, DEFAULT_ARMS, Budget, code_version, run_job
+from benchmarks.quality.runner import Budget, code_version, run_job
 from benchmarks.quality.stats import paired_difference, summarize
 from benchmarks.quality.tasks import TASKS, task_spec
 

@@ -23,8 +23,8 @@ import json
 from pathlib import Path
 
 from benchmarks._harness import RESULTS_DIR
+from benchmarks.quality.arms import ARMS
 from benchmarks.quality.report import _interval
-from benchmarks.quality.runner import ARMS
 
 __all__ = ["render_families"]
 

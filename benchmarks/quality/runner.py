@@ -23,13 +23,14 @@ import json
 import os
 import time
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from benchmarks._harness import REPO_ROOT
+from benchmarks.quality.arms import ARMS, Arm
 from benchmarks.quality.data import Dataset, build_dataset
 from benchmarks.quality.tasks import TaskSpec, task_spec
 from examples._common.training import _batches, _optimizer
@@ -45,9 +46,6 @@ from learnthumb import (
 )
 
 __all__ = [
-    "ARMS",
-    "DEFAULT_ARMS",
-    "Arm",
     "Budget",
     "cached_run",
     "code_version",
@@ -77,70 +75,6 @@ class Budget:
     lr: float = 1e-2
     student_lr: float = 2e-3
     weight_decay: float = 1e-4
-
-
-@dataclass(frozen=True)
-class Arm:
-    """One student recipe: a downsampler and how it is trained.
-
-    Attributes:
-        downsampler: registry name of :func:`learnthumb.create_downsampler`.
-        kwargs: its constructor's arguments beyond the scale.
-        distill: train through :class:`learnthumb.ThumbnailDistillation` (moment, feature
-            and, for classifiers, logit distillation) rather than the task loss alone.
-        stage1_fraction: share of the steps spent in stage one (moment matching alone).
-        weights: the distillation weights (``DistillWeights`` fields: moment, logit, feature).
-        downsampler_lr: learning rate of the downsampler, as a multiple of the model's.
-    """
-
-    downsampler: str
-    kwargs: dict = field(default_factory=dict)
-    distill: bool = False
-    stage1_fraction: float = 0.0
-    weights: dict = field(default_factory=dict)
-    downsampler_lr: float = 1.0
-
-
-ARMS: dict[str, Arm] = {
-    "nearest": Arm("nearest"),
-    "area": Arm("area"),
-    "bicubic": Arm("bicubic"),
-    # The control: the same distillation losses on a fixed bicubic thumbnail.
-    "bicubic_kd": Arm("bicubic", distill=True),
-    # The paper's recipe: ConvDownsampler, stage one on the moment loss, then everything.
-    "thumbdet": Arm("thumbdet", distill=True, stage1_fraction=0.2),
-    # The paper's module trained end to end on the task loss only.
-    "thumbdet_task": Arm("thumbdet"),
-    # Bicubic plus a zero-initialised learned residual, end to end on the task loss.
-    "residual": Arm("residual", downsampler_lr=3.0),
-    "residual_kd": Arm("residual", distill=True, downsampler_lr=3.0),
-    # The reference: the teacher fine-tuned with the students' budget at full size (no
-    # thumbnail), so that it has trained as many steps as they have.
-    "full_size": Arm("identity"),
-    # The families of issue 11, end to end on the task loss like "residual".
-    "learned_resizer": Arm("learned_resizer", downsampler_lr=3.0),
-    "space_to_depth": Arm("space_to_depth", downsampler_lr=3.0),
-    # Bicubic plus 21 learned channels of each cell's pixels (24 in all: half of a 4x4 RGB
-    # cell's 48 values); the student's stem is widened (learnthumb.widen_input_conv, new
-    # weights zero) to read them.
-    "wide": Arm("wide", kwargs={"extra_channels": 21}, downsampler_lr=3.0),
-    # Content-adaptive sampling (Recasens et al. 2018), end to end; dense outputs unwarped.
-    "saliency_sampler": Arm("saliency_sampler", downsampler_lr=3.0),
-}
-# Run by default (residual_kd on request: --arms ... residual_kd).
-DEFAULT_ARMS = (
-    "nearest",
-    "area",
-    "bicubic",
-    "bicubic_kd",
-    "thumbdet",
-    "thumbdet_task",
-    "residual",
-    "learned_resizer",
-    "space_to_depth",
-    "saliency_sampler",
-    "wide",
-)
 
 
 def _seed_everything(seed: int) -> torch.Generator:

@@ -19,7 +19,8 @@ from pathlib import Path
 import torch
 
 from benchmarks._harness import REPO_ROOT
-from benchmarks.quality.runner import ARMS, Budget, _task_data, train_arm, train_teacher
+from benchmarks.quality.arms import ARMS
+from benchmarks.quality.runner import Budget, _task_data, train_arm, train_teacher
 from benchmarks.quality.tasks import TASKS
 
 DEFAULT_ARMS = (
