@@ -46,6 +46,8 @@ ARMS: dict[str, Arm] = {
     "thumbdet_task": Arm("thumbdet"),
     # The same without its final ReLU: thumbdet_linear - thumbdet_task isolates the ReLU.
     "thumbdet_linear": Arm("thumbdet", kwargs={"final_activation": False}),
+    # The paper's recipe without stage one: thumbdet - thumbdet_one_stage isolates stage one.
+    "thumbdet_one_stage": Arm("thumbdet", distill=True),
     # Bicubic plus a zero-initialised learned residual, end to end on the task loss.
     "residual": Arm("residual", downsampler_lr=3.0),
     "residual_kd": Arm("residual", distill=True, downsampler_lr=3.0),
@@ -62,7 +64,7 @@ ARMS: dict[str, Arm] = {
     # Content-adaptive sampling (Recasens et al. 2018), end to end; dense outputs unwarped.
     "saliency_sampler": Arm("saliency_sampler", downsampler_lr=3.0),
 }
-# Run by default (residual_kd and thumbdet_linear on request: --arms ... residual_kd).
+# Run by default (residual_kd, thumbdet_linear and thumbdet_one_stage on request: --arms ...).
 DEFAULT_ARMS = (
     "nearest",
     "area",
