@@ -52,6 +52,7 @@ __all__ = [
     "synchronize",
     "time_function",
     "time_interleaved",
+    "write_atomically",
     "write_result",
 ]
 
@@ -385,9 +386,24 @@ def write_result(
     except OSError:
         environment["load_average_at_end"] = None
     payload = {"benchmark": name, "environment": environment, **results}
-    temporary = path.with_suffix(".json.tmp")
-    temporary.write_text(json.dumps(payload, indent=2, sort_keys=False) + "\n")
-    temporary.replace(path)
+    text = json.dumps(payload, indent=2, sort_keys=False) + "\n"
+    return write_atomically(path, lambda temporary: temporary.write_text(text))
+
+
+def write_atomically(path: Path, write: Callable[[Path], object]) -> Path:
+    """Call ``write(temporary)``, then move the temporary file over ``path``.
+
+    A reader, or a run interrupted mid-write, never sees half a file; the temporary file sits
+    in the same folder (so the move stays on one file system) and is named by the process id
+    (so parallel writers stay apart). Parent folders are created. Returns ``path``.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        write(temporary)
+        temporary.replace(path)
+    finally:
+        temporary.unlink(missing_ok=True)
     return path
 
 

@@ -20,7 +20,6 @@ import copy
 import functools
 import hashlib
 import json
-import os
 import time
 import warnings
 from dataclasses import asdict, dataclass
@@ -29,7 +28,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from benchmarks._harness import REPO_ROOT
+from benchmarks._harness import REPO_ROOT, write_atomically
 from benchmarks.quality.arms import ARMS, Arm
 from benchmarks.quality.data import Dataset, build_dataset
 from benchmarks.quality.tasks import TaskSpec, task_spec
@@ -140,11 +139,7 @@ def code_version() -> str:
 
 
 def _write_json(path: Path, value: dict) -> None:
-    """Write ``value`` to ``path`` atomically (a reader never sees half a file)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    temp.write_text(json.dumps(value))
-    temp.replace(path)
+    write_atomically(path, lambda temporary: temporary.write_text(json.dumps(value)))
 
 
 def load_data(spec: TaskSpec, test_split: str = "test") -> tuple[Dataset, Dataset]:
@@ -191,10 +186,7 @@ def train_teacher(
         _fit(model, nn.Identity(), train, spec, budget, budget.teacher_steps, generator,
              teacher=True)  # fmt: skip
         seconds = time.perf_counter() - start
-        cache.mkdir(parents=True, exist_ok=True)
-        temp = weights_path.with_name(f".{weights_path.name}.{os.getpid()}.tmp")
-        torch.save(model.state_dict(), temp)
-        temp.replace(weights_path)
+        write_atomically(weights_path, lambda temporary: torch.save(model.state_dict(), temporary))
         _write_json(trained_path, {"seconds": seconds})
     record = dict(spec.evaluate(_predict(model, nn.Identity(), test.images), test), seconds=seconds)
     _write_json(record_path, record)
@@ -357,7 +349,7 @@ def run_job(job: dict) -> dict:
     teacher). Results are kept in ``work_dir`` exactly as a one-process run keeps them.
     """
     torch.set_num_threads(job["threads"])
-    test_split = job.get("test_split", "test")
+    test_split = job["test_split"]
     spec, data = _task_data(job["task"], test_split)
     budget = Budget(**job["budget"])
     work_dir = Path(job["work_dir"])
