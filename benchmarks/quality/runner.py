@@ -119,7 +119,8 @@ def fingerprint(*parts: object) -> str:
 # What a run computes besides its settings: the library, the suite's data, tasks and training,
 # and the examples' models and loop. Editing the report or the command line keeps the runs.
 _CODE = ("learnthumb", "examples/_common", "benchmarks/quality/data.py",
-         "benchmarks/quality/runner.py", "benchmarks/quality/tasks.py")  # fmt: skip
+         "benchmarks/quality/imagewise.py", "benchmarks/quality/runner.py",
+         "benchmarks/quality/tasks.py")  # fmt: skip
 
 
 @functools.cache
@@ -317,7 +318,11 @@ def run_arm(
     seed: int,
     budget: Budget,
 ) -> dict:
-    """Train one student arm from the teacher's weights and score it on the test split."""
+    """Train one student arm from the teacher's weights and score it on the test split.
+
+    The record holds the metrics and, under ``images``, the per-image statistics
+    (:meth:`~benchmarks.quality.imagewise.ImageStats.to_json`) that resample the test images.
+    """
     _, test = data
     model, downsampler, seconds, caught = train_arm(
         spec, data, teacher, arm_name, scale, seed, budget
@@ -328,6 +333,7 @@ def run_arm(
     health = check_thumbnail_health(thumbnails)
     return {
         "metrics": spec.evaluate(outputs, test),
+        "images": spec.image_stats(outputs, test).to_json(),
         "seconds": seconds,
         "constant_fraction": [round(v, 4) for v in health.constant_fraction],
         "warnings": caught,

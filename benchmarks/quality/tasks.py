@@ -26,12 +26,14 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
 import timm
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from benchmarks.quality.data import Dataset
+from benchmarks.quality.imagewise import ImageStats, detection_stats
 from examples._common.models import DensePredictionNet
 from learnthumb import IMAGENET_MEAN, IMAGENET_STD, normalize_image_channels
 
@@ -63,9 +65,13 @@ def _classify_loss(output: torch.Tensor, targets: torch.Tensor, size: int) -> to
     return F.cross_entropy(output, targets)
 
 
+def _classify_stats(outputs: torch.Tensor, data: Dataset) -> ImageStats:
+    correct = (outputs.argmax(dim=1) == data.targets).numpy().astype(np.int64)
+    return ImageStats("accuracy", len(correct), {"correct": correct})
+
+
 def _classify_metric(outputs: torch.Tensor, data: Dataset) -> dict[str, float]:
-    accuracy = (outputs.argmax(dim=1) == data.targets).float().mean().item()
-    return {"accuracy": 100.0 * accuracy}
+    return {"accuracy": _classify_stats(outputs, data).score()}
 
 
 # -------------------------------------------------------------------------------- detection
@@ -148,7 +154,8 @@ def _decode_boxes(output: torch.Tensor, size: int, top_k: int = 20) -> list[torc
     return results
 
 
-def _detect_metric(outputs: torch.Tensor, data: Dataset) -> dict[str, float]:
+def _coco_evaluation(outputs: torch.Tensor, data: Dataset):
+    """pycocotools' ``COCOeval`` of the decoded boxes, after ``evaluate()``; images 0..N-1."""
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
 
@@ -188,9 +195,19 @@ def _detect_metric(outputs: torch.Tensor, data: Dataset) -> dict[str, float]:
         truth.createIndex()
         evaluation = COCOeval(truth, truth.loadRes(detections), "bbox")
         evaluation.evaluate()
+    return evaluation
+
+
+def _detect_metric(outputs: torch.Tensor, data: Dataset) -> dict[str, float]:
+    evaluation = _coco_evaluation(outputs, data)
+    with contextlib.redirect_stdout(io.StringIO()):
         evaluation.accumulate()
         evaluation.summarize()
     return {"box_ap": 100.0 * evaluation.stats[0], "box_ap50": 100.0 * evaluation.stats[1]}
+
+
+def _detect_stats(outputs: torch.Tensor, data: Dataset) -> ImageStats:
+    return detection_stats(_coco_evaluation(outputs, data), len(data.targets))
 
 
 # ----------------------------------------------------------------------------- segmentation
@@ -201,7 +218,8 @@ def _segment_loss(output: torch.Tensor, targets: torch.Tensor, size: int) -> tor
     return F.cross_entropy(logits, targets)
 
 
-def _segment_metric(outputs: torch.Tensor, data: Dataset) -> dict[str, float]:
+def _segment_stats(outputs: torch.Tensor, data: Dataset) -> ImageStats:
+    """Intersection and union of background (0) and coin (1), per image: ``(N, 2)`` each."""
     truth = data.targets
     predicted = torch.cat(
         [
@@ -211,12 +229,19 @@ def _segment_metric(outputs: torch.Tensor, data: Dataset) -> dict[str, float]:
             for chunk in outputs.split(64)
         ]
     )
-    ious = []
-    for label in (0, 1):
-        intersection = ((predicted == label) & (truth == label)).sum().item()
-        union = ((predicted == label) | (truth == label)).sum().item()
-        ious.append(intersection / max(union, 1))
-    return {"miou": 100.0 * sum(ious) / len(ious), "coin_iou": 100.0 * ious[1]}
+    labels = torch.arange(2).view(1, 2, 1, 1)
+    is_predicted, is_true = predicted[:, None] == labels, truth[:, None] == labels  # (N, 2, H, W)
+    arrays = {
+        "intersection": (is_predicted & is_true).sum(dim=(2, 3)).numpy(),
+        "union": (is_predicted | is_true).sum(dim=(2, 3)).numpy(),
+    }
+    return ImageStats("miou", len(truth), arrays)
+
+
+def _segment_metric(outputs: torch.Tensor, data: Dataset) -> dict[str, float]:
+    stats = _segment_stats(outputs, data)
+    coin = stats.arrays["intersection"][:, 1].sum() / max(stats.arrays["union"][:, 1].sum(), 1)
+    return {"miou": stats.score(), "coin_iou": 100.0 * float(coin)}
 
 
 # -------------------------------------------------------------------------------- keypoints
@@ -264,11 +289,25 @@ def _keypoints_loss(output: torch.Tensor, targets: torch.Tensor, size: int) -> t
     return -(target * log_prob).sum(dim=-1).mean()
 
 
+def _keypoint_errors(outputs: torch.Tensor, data: Dataset) -> torch.Tensor:
+    """Distance of each decoded keypoint to its target, in original pixels: ``(N, K)``."""
+    return (_soft_argmax(outputs, data.images.shape[-1]) - data.targets).norm(dim=-1)
+
+
+def _pck_stats(error: torch.Tensor, size: int) -> ImageStats:
+    hits = (error <= 0.05 * size).sum(dim=1).numpy()
+    keypoints = np.full(len(error), error.shape[1], dtype=np.int64)
+    return ImageStats("pck", len(error), {"hits": hits, "keypoints": keypoints})
+
+
+def _keypoints_stats(outputs: torch.Tensor, data: Dataset) -> ImageStats:
+    return _pck_stats(_keypoint_errors(outputs, data), data.images.shape[-1])
+
+
 def _keypoints_metric(outputs: torch.Tensor, data: Dataset) -> dict[str, float]:
-    size = data.images.shape[-1]
-    error = (_soft_argmax(outputs, size) - data.targets).norm(dim=-1)  # (N, K) pixels
+    error = _keypoint_errors(outputs, data)
     return {
-        "pck": 100.0 * (error <= 0.05 * size).float().mean().item(),
+        "pck": _pck_stats(error, data.images.shape[-1]).score(),
         "mean_error_px": error.mean().item(),
     }
 
@@ -289,6 +328,8 @@ class TaskSpec:
         make_model: builds a fresh (randomly initialised) model.
         loss: ``loss(output, targets, image_size)``, targets at the original resolution.
         evaluate: ``evaluate(outputs, test_data)``, a dict with ``metric`` among its keys.
+        image_stats: ``image_stats(outputs, test_data)``, the per-image statistics from which
+            ``metric`` is recomputed on a resample of the test images.
         logits: how to find the class logits for logit distillation, or ``None``.
         revision: bumped whenever the task's data, model, loss or metric change, so that
             runs kept in the suite's ``--work-dir`` from an earlier definition are not reused.
@@ -303,6 +344,7 @@ class TaskSpec:
     make_model: Callable[[], nn.Module]
     loss: Callable[[torch.Tensor, object, int], torch.Tensor]
     evaluate: Callable[[torch.Tensor, Dataset], dict[str, float]]
+    image_stats: Callable[[torch.Tensor, Dataset], ImageStats]
     logits: Callable[[torch.Tensor], torch.Tensor] | None = None
     revision: int = 1
 
@@ -319,23 +361,24 @@ def _identity(output: torch.Tensor) -> torch.Tensor:
 TASKS: dict[str, TaskSpec] = {
     "classify": TaskSpec(
         "classify", "accuracy", 64, 2400, 1200, 32,
-        lambda: Classifier(12), _classify_loss, _classify_metric, _identity,
+        lambda: Classifier(12), _classify_loss, _classify_metric, _classify_stats, _identity,
     ),
     "mechanism": TaskSpec(
         "mechanism", "accuracy", 64, 2400, 1200, 32,
-        lambda: Classifier(2), _classify_loss, _classify_metric, _identity,
+        lambda: Classifier(2), _classify_loss, _classify_metric, _classify_stats, _identity,
     ),
     "detect": TaskSpec(
         "detect", "box_ap", 128, 1200, 300, 16,
-        CenterNet, _detect_loss, _detect_metric,
+        CenterNet, _detect_loss, _detect_metric, _detect_stats,
     ),
     "segment": TaskSpec(
         "segment", "miou", 128, 1200, 300, 16,
-        lambda: DensePredictionNet(2), _segment_loss, _segment_metric,
+        lambda: DensePredictionNet(2), _segment_loss, _segment_metric, _segment_stats,
     ),
     "keypoints": TaskSpec(
         "keypoints", "pck", 128, 1200, 300, 16,
-        lambda: DensePredictionNet(4), _keypoints_loss, _keypoints_metric, revision=2,
+        lambda: DensePredictionNet(4), _keypoints_loss, _keypoints_metric, _keypoints_stats,
+        revision=2,
     ),
 }  # fmt: skip
 
