@@ -117,6 +117,15 @@ def test_the_command_writes_its_summary_and_resumes(tmp_path, monkeypatch):
     block = payload["results"]["segment"]["x4"]
     assert set(block["arms"]) == {"bicubic", "residual"} and payload["settings"]["seeds"] == 2
     assert block["arms"]["residual"]["vs_bicubic"]["n"] == 2
+    # The test images' error too: the bootstrap's spread widens the seeds' interval.
+    residual = block["arms"]["residual"]
+    assert residual["vs_bicubic_images"]["resamples"] == cli.IMAGE_RESAMPLES
+    combined = residual["vs_bicubic_combined"]
+    assert combined["mean"] == residual["vs_bicubic"]["mean"]
+    assert combined["high"] - combined["low"] >= (
+        residual["vs_bicubic"]["high"] - residual["vs_bicubic"]["low"]
+    )
+    assert "images" not in block["full_size"]  # per-image statistics stay in --work-dir
     assert "miou" in block["full_size"]["metrics"]
     written = json.loads((tmp_path / "out" / "quality-quick.json").read_text())
     assert written["results"] == json.loads(json.dumps(payload["results"]))
@@ -133,6 +142,7 @@ def test_the_command_writes_its_summary_and_resumes(tmp_path, monkeypatch):
     assert unseen["settings"]["test_split"] == "unseen"
     table = (tmp_path / "out" / "quality-quick-unseen.md").read_text()
     assert "#### segment x4: miou, scored on the unseen split" in table
+    assert "| vs bicubic, 95%: seeds | seeds and images |" in table
     assert len(list((tmp_path / "work" / "teachers").glob("*.pt"))) == 1
     assert len(list((tmp_path / "work" / "teachers").glob("*-unseen.json"))) == 1
     assert len(list((tmp_path / "work" / "runs").iterdir())) == 10

@@ -33,14 +33,24 @@ import torch
 from benchmarks._harness import RESULTS_DIR, describe_environment, git_commit
 from benchmarks.quality.arms import ARMS, DEFAULT_ARMS
 from benchmarks.quality.data import SCENE_TASKS
+from benchmarks.quality.imagewise import ImageStats
 from benchmarks.quality.report import render_table, save_plot
 from benchmarks.quality.runner import Budget, code_version, run_job
-from benchmarks.quality.stats import paired_difference, summarize
+from benchmarks.quality.stats import (
+    combined_difference,
+    image_interval,
+    image_resamples,
+    paired_difference,
+    resampled_scores,
+    summarize,
+)
 from benchmarks.quality.tasks import TASKS, task_spec
 
 BASELINE = "bicubic"
 QUICK_ARMS = ("area", "bicubic", "thumbdet", "wide")
 QUICK_BUDGET = Budget(teacher_steps=200, student_steps=100)
+#: bootstrap resamples of the test images behind each arm's image interval
+IMAGE_RESAMPLES = 1000
 
 
 def _int_at_least(minimum: int):
@@ -222,10 +232,16 @@ def main(argv: list[str] | None = None) -> dict:
                 }
             for row in rows.values():
                 row["vs_bicubic"] = paired_difference(row["values"], rows[BASELINE]["values"])
+            _add_image_intervals(rows, {arm: [runs[(name, arm, scale, s)] for s in seeds]
+                                        for arm in args.arms})  # fmt: skip
             results.setdefault(name, {})[f"x{scale}"] = {
                 "metric": spec.metric,
                 "teacher": teachers[name],
-                "full_size": runs[(name, "full_size", 1, 0)],
+                "full_size": {
+                    key: value
+                    for key, value in runs[(name, "full_size", 1, 0)].items()
+                    if key != "images"  # per-image statistics stay in --work-dir
+                },
                 "arms": rows,
             }
     if bar is not None:
@@ -270,6 +286,23 @@ def main(argv: list[str] | None = None) -> dict:
         f"({payload['training_seconds']:.0f} s of training, runs read back included)"
     )
     return payload
+
+
+def _add_image_intervals(rows: dict, records: dict[str, list[dict]]) -> None:
+    """Add each arm's image interval and its combined difference to bicubic to ``rows``.
+
+    Every arm is rescored on the same bootstrap resamples of the test images
+    (:data:`IMAGE_RESAMPLES`), so the comparison stays paired over images as over seeds.
+    """
+    stats = {
+        arm: [ImageStats.from_json(r["images"]) for r in runs] for arm, runs in records.items()
+    }
+    counts = image_resamples(stats[BASELINE][0].num_images, IMAGE_RESAMPLES)
+    baseline = resampled_scores(stats[BASELINE], counts)
+    for arm, row in rows.items():
+        images = image_interval(resampled_scores(stats[arm], counts), baseline)
+        row["vs_bicubic_images"] = images
+        row["vs_bicubic_combined"] = combined_difference(row["vs_bicubic"], images)
 
 
 def _task_settings(name: str) -> dict:

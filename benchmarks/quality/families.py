@@ -24,7 +24,7 @@ from pathlib import Path
 
 from benchmarks._harness import RESULTS_DIR
 from benchmarks.quality.arms import ARMS
-from benchmarks.quality.report import _interval
+from benchmarks.quality.report import _interval, headline_difference
 
 __all__ = ["render_families"]
 
@@ -55,7 +55,7 @@ def render_families(quality: dict, costs: dict, latency: dict | None) -> str:
         cells = [f"`{arm}`"]
         for task in tasks:
             block = next(iter(quality["results"][task].values()))
-            cells.append(_interval(block["arms"][arm]["vs_bicubic"]))
+            cells.append(_interval(headline_difference(block["arms"][arm])))
         row = cost.get(name, {})
         macs = row.get("macs_per_megapixel", 0.0) + row.get("student_macs_per_megapixel", 0.0)
         cells += [f"{row.get('parameters', 0):,}", f"{macs / 1e6:.0f} M"]
