@@ -331,9 +331,10 @@ def run_arm(
     with torch.no_grad():
         thumbnails = downsampler(test.images[:64])
     health = check_thumbnail_health(thumbnails)
+    metrics, stats = spec.measure(outputs, test)
     return {
-        "metrics": spec.evaluate(outputs, test),
-        "images": spec.image_stats(outputs, test).to_json(),
+        "metrics": metrics,
+        "images": stats.to_json(),
         "seconds": seconds,
         "constant_fraction": [round(v, 4) for v in health.constant_fraction],
         "warnings": caught,

@@ -70,8 +70,9 @@ def _classify_stats(outputs: torch.Tensor, data: Dataset) -> ImageStats:
     return ImageStats("accuracy", len(correct), {"correct": correct})
 
 
-def _classify_metric(outputs: torch.Tensor, data: Dataset) -> dict[str, float]:
-    return {"accuracy": _classify_stats(outputs, data).score()}
+def _classify_measure(outputs: torch.Tensor, data: Dataset) -> tuple[dict, ImageStats]:
+    stats = _classify_stats(outputs, data)
+    return {"accuracy": stats.score()}, stats
 
 
 # -------------------------------------------------------------------------------- detection
@@ -198,16 +199,14 @@ def _coco_evaluation(outputs: torch.Tensor, data: Dataset):
     return evaluation
 
 
-def _detect_metric(outputs: torch.Tensor, data: Dataset) -> dict[str, float]:
+def _detect_measure(outputs: torch.Tensor, data: Dataset) -> tuple[dict, ImageStats]:
     evaluation = _coco_evaluation(outputs, data)
+    stats = detection_stats(evaluation, len(data.targets))
     with contextlib.redirect_stdout(io.StringIO()):
         evaluation.accumulate()
         evaluation.summarize()
-    return {"box_ap": 100.0 * evaluation.stats[0], "box_ap50": 100.0 * evaluation.stats[1]}
-
-
-def _detect_stats(outputs: torch.Tensor, data: Dataset) -> ImageStats:
-    return detection_stats(_coco_evaluation(outputs, data), len(data.targets))
+    metrics = {"box_ap": 100.0 * evaluation.stats[0], "box_ap50": 100.0 * evaluation.stats[1]}
+    return metrics, stats
 
 
 # ----------------------------------------------------------------------------- segmentation
@@ -238,10 +237,10 @@ def _segment_stats(outputs: torch.Tensor, data: Dataset) -> ImageStats:
     return ImageStats("miou", len(truth), arrays)
 
 
-def _segment_metric(outputs: torch.Tensor, data: Dataset) -> dict[str, float]:
+def _segment_measure(outputs: torch.Tensor, data: Dataset) -> tuple[dict, ImageStats]:
     stats = _segment_stats(outputs, data)
     coin = stats.arrays["intersection"][:, 1].sum() / max(stats.arrays["union"][:, 1].sum(), 1)
-    return {"miou": stats.score(), "coin_iou": 100.0 * float(coin)}
+    return {"miou": stats.score(), "coin_iou": 100.0 * float(coin)}, stats
 
 
 # -------------------------------------------------------------------------------- keypoints
@@ -289,27 +288,13 @@ def _keypoints_loss(output: torch.Tensor, targets: torch.Tensor, size: int) -> t
     return -(target * log_prob).sum(dim=-1).mean()
 
 
-def _keypoint_errors(outputs: torch.Tensor, data: Dataset) -> torch.Tensor:
-    """Distance of each decoded keypoint to its target, in original pixels: ``(N, K)``."""
-    return (_soft_argmax(outputs, data.images.shape[-1]) - data.targets).norm(dim=-1)
-
-
-def _pck_stats(error: torch.Tensor, size: int) -> ImageStats:
+def _keypoints_measure(outputs: torch.Tensor, data: Dataset) -> tuple[dict, ImageStats]:
+    size = data.images.shape[-1]
+    error = (_soft_argmax(outputs, size) - data.targets).norm(dim=-1)  # (N, K) pixels
     hits = (error <= 0.05 * size).sum(dim=1).numpy()
     keypoints = np.full(len(error), error.shape[1], dtype=np.int64)
-    return ImageStats("pck", len(error), {"hits": hits, "keypoints": keypoints})
-
-
-def _keypoints_stats(outputs: torch.Tensor, data: Dataset) -> ImageStats:
-    return _pck_stats(_keypoint_errors(outputs, data), data.images.shape[-1])
-
-
-def _keypoints_metric(outputs: torch.Tensor, data: Dataset) -> dict[str, float]:
-    error = _keypoint_errors(outputs, data)
-    return {
-        "pck": _pck_stats(error, data.images.shape[-1]).score(),
-        "mean_error_px": error.mean().item(),
-    }
+    stats = ImageStats("pck", len(error), {"hits": hits, "keypoints": keypoints})
+    return {"pck": stats.score(), "mean_error_px": error.mean().item()}, stats
 
 
 # ------------------------------------------------------------------------------------- specs
@@ -327,9 +312,10 @@ class TaskSpec:
         batch_size: mini-batch size of every arm.
         make_model: builds a fresh (randomly initialised) model.
         loss: ``loss(output, targets, image_size)``, targets at the original resolution.
-        evaluate: ``evaluate(outputs, test_data)``, a dict with ``metric`` among its keys.
-        image_stats: ``image_stats(outputs, test_data)``, the per-image statistics from which
-            ``metric`` is recomputed on a resample of the test images.
+        measure: ``measure(outputs, test_data)``: the metrics (a dict with ``metric`` among
+            its keys) and the per-image statistics from which ``metric`` is recomputed on a
+            resample of the test images, computed together (see :meth:`evaluate`,
+            :meth:`image_stats`).
         logits: how to find the class logits for logit distillation, or ``None``.
         revision: bumped whenever the task's data, model, loss or metric change, so that
             runs kept in the suite's ``--work-dir`` from an earlier definition are not reused.
@@ -343,10 +329,17 @@ class TaskSpec:
     batch_size: int
     make_model: Callable[[], nn.Module]
     loss: Callable[[torch.Tensor, object, int], torch.Tensor]
-    evaluate: Callable[[torch.Tensor, Dataset], dict[str, float]]
-    image_stats: Callable[[torch.Tensor, Dataset], ImageStats]
+    measure: Callable[[torch.Tensor, Dataset], tuple[dict[str, float], ImageStats]]
     logits: Callable[[torch.Tensor], torch.Tensor] | None = None
     revision: int = 1
+
+    def evaluate(self, outputs: torch.Tensor, data: Dataset) -> dict[str, float]:
+        """The metrics of ``outputs`` on ``data``."""
+        return self.measure(outputs, data)[0]
+
+    def image_stats(self, outputs: torch.Tensor, data: Dataset) -> ImageStats:
+        """The per-image statistics of the headline metric."""
+        return self.measure(outputs, data)[1]
 
     @property
     def key(self) -> str:
@@ -361,23 +354,23 @@ def _identity(output: torch.Tensor) -> torch.Tensor:
 TASKS: dict[str, TaskSpec] = {
     "classify": TaskSpec(
         "classify", "accuracy", 64, 2400, 1200, 32,
-        lambda: Classifier(12), _classify_loss, _classify_metric, _classify_stats, _identity,
+        lambda: Classifier(12), _classify_loss, _classify_measure, _identity,
     ),
     "mechanism": TaskSpec(
         "mechanism", "accuracy", 64, 2400, 1200, 32,
-        lambda: Classifier(2), _classify_loss, _classify_metric, _classify_stats, _identity,
+        lambda: Classifier(2), _classify_loss, _classify_measure, _identity,
     ),
     "detect": TaskSpec(
         "detect", "box_ap", 128, 1200, 300, 16,
-        CenterNet, _detect_loss, _detect_metric, _detect_stats,
+        CenterNet, _detect_loss, _detect_measure,
     ),
     "segment": TaskSpec(
         "segment", "miou", 128, 1200, 300, 16,
-        lambda: DensePredictionNet(2), _segment_loss, _segment_metric, _segment_stats,
+        lambda: DensePredictionNet(2), _segment_loss, _segment_measure,
     ),
     "keypoints": TaskSpec(
         "keypoints", "pck", 128, 1200, 300, 16,
-        lambda: DensePredictionNet(4), _keypoints_loss, _keypoints_metric, _keypoints_stats,
+        lambda: DensePredictionNet(4), _keypoints_loss, _keypoints_measure,
         revision=2,
     ),
 }  # fmt: skip
