@@ -4,10 +4,18 @@ import dataclasses
 import functools
 import math
 
+import numpy as np
 import pytest
 import torch
 
-from benchmarks.quality.data import SOURCES, UNSEEN_SOURCES, build_dataset
+from benchmarks.quality.data import (
+    EXTERNAL_SOURCES,
+    SOURCES,
+    UNSEEN_SOURCES,
+    build_dataset,
+    external_photos,
+    unseen_photos,
+)
 from benchmarks.quality.runner import Budget, load_data, run_arm, train_teacher
 from benchmarks.quality.stats import paired_difference, summarize
 from benchmarks.quality.tasks import _centernet_targets, _soft_argmax, task_spec
@@ -50,21 +58,41 @@ def test_datasets_are_images_with_valid_targets(task):
         build_dataset("pose", "train", 1, 8)
 
 
+@pytest.mark.parametrize("split", ["unseen", "external"])
 @pytest.mark.parametrize("task", ["detect", "segment", "keypoints"])
-def test_the_unseen_split_draws_scenes_on_other_photos(task):
+def test_the_scene_splits_draw_scenes_on_other_photos(task, split):
     size = task_spec(task).image_size
-    unseen = build_dataset(task, "unseen", 4, size, seed=1)
+    scenes = build_dataset(task, split, 4, size, seed=1)
     test = build_dataset(task, "test", 4, size, seed=1)
-    assert unseen.images.shape == (4, 3, size, size)
-    assert unseen.images.min() >= 0.0 and unseen.images.max() <= 1.0
-    assert not torch.equal(unseen.images, test.images)
-    assert set(UNSEEN_SOURCES).isdisjoint(SOURCES)
+    assert scenes.images.shape == (4, 3, size, size)
+    assert scenes.images.min() >= 0.0 and scenes.images.max() <= 1.0
+    assert not torch.equal(scenes.images, test.images)
+    assert torch.equal(scenes.images, build_dataset(task, split, 4, size, seed=1).images)
+    assert len({*SOURCES, *UNSEEN_SOURCES, *EXTERNAL_SOURCES}) == (
+        len(SOURCES) + len(UNSEEN_SOURCES) + len(EXTERNAL_SOURCES)
+    )
 
 
+def test_the_external_photos_are_other_packages_photos():
+    photos = external_photos()
+    assert tuple(photos) == EXTERNAL_SOURCES
+    for name, photo in photos.items():
+        assert photo.dtype == np.float32 and photo.ndim == 3 and photo.shape[2] == 3, name
+        assert min(photo.shape[:2]) >= task_spec("detect").image_size, name
+        assert photo.min() >= 0.0 and photo.max() <= 1.0 and photo.std() > 0.02, name
+    assert not any(
+        np.array_equal(photo, other)
+        for photo in photos.values()
+        for other in unseen_photos().values()
+        if photo.shape == other.shape
+    )
+
+
+@pytest.mark.parametrize("split", ["unseen", "external"])
 @pytest.mark.parametrize("task", ["classify", "mechanism"])
-def test_the_unseen_split_refuses_tasks_without_scenes(task):
-    with pytest.raises(ValueError, match="split 'unseen' takes a scene task"):
-        build_dataset(task, "unseen", 1, 64)
+def test_the_scene_splits_refuse_tasks_without_scenes(task, split):
+    with pytest.raises(ValueError, match=f"split '{split}' takes a scene task"):
+        build_dataset(task, split, 1, 64)
     with pytest.raises(ValueError, match="split must be one of"):
         build_dataset(task, "validation", 1, 64)
 
@@ -166,6 +194,8 @@ def test_the_command_writes_its_summary_and_resumes(tmp_path, monkeypatch):
         cli.main(["--seeds", "0"])
     with pytest.raises(SystemExit):
         cli.main(["--test-split", "unseen", "--tasks", "classify"])
+    with pytest.raises(SystemExit):
+        cli.main(["--test-split", "external", "--tasks", "mechanism"])
 
 
 def test_downsampler_costs_match_the_convolutions(monkeypatch):

@@ -7,13 +7,15 @@ Usage (from the repository root, after ``pip install -e ".[dev,quality]" -e exam
     python -m benchmarks.quality --tasks classify --seeds 10 --arms bicubic residual
     python -m benchmarks.quality --test-split unseen --tasks detect keypoints segment \
         --arms bicubic wide                              # scored on photos no task uses
+    python -m benchmarks.quality --test-split external   # on other packages' photos
 
 Runs go to ``--jobs`` worker processes (2 by default, one torch thread each: on a 2-core CPU
 that is faster than one process with two threads). Every finished run is kept in
 ``--work-dir`` (one JSON file each, teachers as weights), so an
 interrupted suite resumes where it stopped (runs made by other code are trained again, see
 ``runner.code_version``); ``--fresh`` starts over. The summary goes to ``--output-dir``:
-``quality.json`` (``quality-quick.json``, ``quality-unseen.json``), a Markdown table and a plot.
+``quality.json`` (``quality-quick.json``, ``quality-unseen.json``, ``quality-external.json``), a
+Markdown table and a plot.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ import torch
 
 from benchmarks._harness import RESULTS_DIR, describe_environment, git_commit
 from benchmarks.quality.arms import ARMS, DEFAULT_ARMS
-from benchmarks.quality.data import SCENE_TASKS
+from benchmarks.quality.data import SCENE_SPLITS, SCENE_TASKS
 from benchmarks.quality.imagewise import ImageStats
 from benchmarks.quality.report import render_table, save_plot
 from benchmarks.quality.runner import Budget, code_version, run_job
@@ -100,10 +102,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--test-split",
-        choices=("test", "unseen"),
+        choices=("test", *SCENE_SPLITS),
         default="test",
         help="score on the test split (default), or on scenes drawn on photos that no task "
-        f"trains or tests on (unseen: the scene tasks {' '.join(SCENE_TASKS)} only)",
+        "trains or tests on: unseen (five more scikit-image photos) or external (four photos "
+        f"from matplotlib, mahotas and PyWavelets); those take the scene tasks "
+        f"{' '.join(SCENE_TASKS)} only",
     )
     parser.add_argument(
         "--scales", nargs="+", type=_positive_int, default=[4], help="downsampling factors"
@@ -123,11 +127,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if BASELINE not in (args.arms or [BASELINE]):
         parser.error(f"--arms must include the baseline {BASELINE!r}, got {args.arms}")
-    if args.test_split == "unseen":
+    if args.test_split in SCENE_SPLITS:
         args.tasks = args.tasks or list(SCENE_TASKS)
         others = " ".join(sorted(set(args.tasks) - set(SCENE_TASKS)))
         if others:
-            parser.error(f"--test-split unseen takes the tasks {SCENE_TASKS}, got {others}")
+            parser.error(
+                f"--test-split {args.test_split} takes the tasks {SCENE_TASKS}, got {others}"
+            )
     args.tasks = args.tasks or sorted(TASKS)
     args.arms = args.arms or list(QUICK_ARMS if args.quick else DEFAULT_ARMS)
     args.seeds = args.seeds or (2 if args.quick else 5)

@@ -15,7 +15,10 @@ The scene tasks (``detect``, ``segment``, ``keypoints``) have a third split, ``u
 on five more bundled photos that no task trains or tests on (:data:`UNSEEN_SOURCES`), with the
 test coins. The suite's settings and its recommended downsampler were chosen on the test
 split's numbers; the unseen split checks those choices on images they never saw. (Not for
-``classify``, whose classes are the photos themselves.)
+``classify``, whose classes are the photos themselves.) A fourth split, ``external``, does the
+same on four photos bundled with other packages (matplotlib, mahotas, PyWavelets;
+:data:`EXTERNAL_SOURCES`), added after the test and unseen results were published: no setting
+of the suite was chosen on any image of it.
 
 Tasks (images in ``[0, 1]``, float32, ``(N, 3, S, S)``):
 
@@ -43,11 +46,13 @@ import torch
 from PIL import Image
 
 __all__ = [
+    "EXTERNAL_SOURCES",
     "SOURCES",
     "UNSEEN_SOURCES",
     "Dataset",
     "build_dataset",
     "coin_cutouts",
+    "external_photos",
     "source_photos",
     "unseen_photos",
 ]
@@ -70,9 +75,17 @@ SOURCES = (
 # Bundled photos that no split of SOURCES uses: the backgrounds and cards of the "unseen"
 # split (lunar surface, retina fundus, street scene, microscopy, motion-blurred wall clock).
 UNSEEN_SOURCES = ("moon", "retina", "stereo_motorcycle", "cell", "clock")
+# Photos bundled with other packages, the backgrounds and cards of the "external" split: a
+# portrait (matplotlib's ``grace_hopper.jpg``), a portrait and a fluorescence micrograph
+# (mahotas' demo data), an aerial photo (PyWavelets' ``aero``). Left out of the same folders:
+# mahotas' ``lena.jpg`` (withdrawn by its subject), ``DepartmentStore.jpg`` (a drawing, not a
+# photo) and matplotlib's 128-pixel ``Minduka_Present_Blue_Pack.png`` (too small for a scene).
+EXTERNAL_SOURCES = ("grace_hopper", "luispedro", "nuclear", "aero")
 TRAIN_ROWS = (0.0, 0.65)
 TEST_ROWS = (0.7, 1.0)
-SPLITS = ("train", "test", "unseen")
+SPLITS = ("train", "test", "unseen", "external")
+# Splits of photos that no task trains on: their scenes are drawn on the whole of every photo.
+SCENE_SPLITS = ("unseen", "external")
 # Tasks whose scenes can be drawn on any photo (the unseen split).
 SCENE_TASKS = ("detect", "keypoints", "segment")
 
@@ -87,6 +100,14 @@ def _require(package: str) -> None:
         ) from error
 
 
+def _as_rgb(array: np.ndarray) -> np.ndarray:
+    """A uint8-range photo, grey or RGB(A), as float32 RGB ``(H, W, 3)`` in ``[0, 1]``."""
+    array = np.asarray(array, dtype=np.float32) / 255.0
+    if array.ndim == 2:
+        array = np.repeat(array[..., None], 3, axis=2)
+    return np.ascontiguousarray(array[..., :3])
+
+
 def _load_photos(names: tuple[str, ...]) -> dict[str, np.ndarray]:
     _require("skimage")
     _require("sklearn")
@@ -99,11 +120,35 @@ def _load_photos(names: tuple[str, ...]) -> dict[str, np.ndarray]:
         array = sklearn_images[name] if name in sklearn_images else getattr(data, name)()
         if isinstance(array, tuple):  # stereo_motorcycle: (left, right, disparity)
             array = array[0]
-        array = np.asarray(array, dtype=np.float32) / 255.0
-        if array.ndim == 2:
-            array = np.repeat(array[..., None], 3, axis=2)
-        photos[name] = np.ascontiguousarray(array[..., :3])
+        photos[name] = _as_rgb(array)
     return photos
+
+
+def _package_file(package: str, *parts: str) -> np.ndarray:
+    """An image file shipped inside ``package``, read with PIL as a uint8 array."""
+    from importlib.resources import files
+
+    _require(package)
+    resource = files(package).joinpath(*parts)
+    with resource.open("rb") as handle, Image.open(handle) as image:
+        return np.asarray(image.convert("RGB"))
+
+
+def _aero() -> np.ndarray:
+    _require("pywt")
+    import pywt.data
+
+    return pywt.data.aero()
+
+
+_EXTERNAL_LOADERS = {
+    "grace_hopper": lambda: _package_file(
+        "matplotlib", "mpl-data", "sample_data", "grace_hopper.jpg"
+    ),
+    "luispedro": lambda: _package_file("mahotas", "demos", "data", "luispedro.jpg"),
+    "nuclear": lambda: _package_file("mahotas", "demos", "data", "nuclear.png"),
+    "aero": _aero,
+}
 
 
 @functools.cache
@@ -116,6 +161,12 @@ def source_photos() -> dict[str, np.ndarray]:
 def unseen_photos() -> dict[str, np.ndarray]:
     """The photos of :data:`UNSEEN_SOURCES`, as :func:`source_photos` gives its own."""
     return _load_photos(UNSEEN_SOURCES)
+
+
+@functools.cache
+def external_photos() -> dict[str, np.ndarray]:
+    """The photos of :data:`EXTERNAL_SOURCES`, as :func:`source_photos` gives its own."""
+    return {name: _as_rgb(_EXTERNAL_LOADERS[name]()) for name in EXTERNAL_SOURCES}
 
 
 @functools.cache
@@ -173,9 +224,11 @@ def _rows(photo: np.ndarray, split: str) -> np.ndarray:
 
 def _pool(split: str, size: int) -> list[np.ndarray]:
     """The split's rows of every photo that holds a ``size`` x ``size`` crop there (the
-    whole of every unseen photo for the unseen split)."""
+    whole of every photo of an unseen or external split)."""
     if split == "unseen":
         regions = list(unseen_photos().values())
+    elif split == "external":
+        regions = list(external_photos().values())
     else:
         regions = [_rows(photo, split) for photo in source_photos().values()]
     return [region for region in regions if min(region.shape[:2]) >= size]
@@ -212,7 +265,7 @@ def _coin_scene(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """A scene with 1-3 coins: image ``(S, S, 3)``, instance ids ``(S, S)``, boxes ``(n, 4)``."""
     coins = coin_cutouts()
-    pool = coins[:18] if split == "train" else coins[18:]  # the unseen split: test coins
+    pool = coins[:18] if split == "train" else coins[18:]  # unseen, external: the test coins
     photos = _pool(split, size)
     image = _crop(rng, photos[int(rng.integers(len(photos)))], size).copy()
     instances = np.zeros((size, size), np.int64)
@@ -350,8 +403,8 @@ def build_dataset(task: str, split: str, count: int, size: int, seed: int = 0) -
     Args:
         task: ``"classify"``, ``"detect"``, ``"segment"``, ``"keypoints"`` or ``"mechanism"``.
         split: ``"train"`` or ``"test"`` (disjoint rows of every photo, disjoint coins), or
-            ``"unseen"`` for a scene task (:data:`SCENE_TASKS`): scenes on photos that no
-            other split uses, with the test coins.
+            ``"unseen"`` or ``"external"`` for a scene task (:data:`SCENE_TASKS`): scenes on
+            photos that no other split uses, with the test coins.
         count: number of images.
         size: side of the square images, in pixels.
         seed: seed of the crops and placements (the same seed gives the same data).
@@ -360,11 +413,11 @@ def build_dataset(task: str, split: str, count: int, size: int, seed: int = 0) -
         raise ValueError(f"task must be one of {sorted(_BUILDERS)}, got {task!r}")
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
-    if split == "unseen" and task not in SCENE_TASKS:
+    if split in SCENE_SPLITS and task not in SCENE_TASKS:
         raise ValueError(
-            f"split 'unseen' takes a scene task {SCENE_TASKS}, got {task!r} (classify's "
+            f"split {split!r} takes a scene task {SCENE_TASKS}, got {task!r} (classify's "
             "classes are the suite's photos; mechanism's images are generated)"
         )
-    offset = {"train": 0, "test": 1_000_003, "unseen": 2_000_003}[split]
+    offset = {"train": 0, "test": 1_000_003, "unseen": 2_000_003, "external": 3_000_017}[split]
     rng = np.random.default_rng(seed + offset + 7919 * sorted(_BUILDERS).index(task))
     return _BUILDERS[task](rng, count, split, size)

@@ -146,7 +146,7 @@ def _write_json(path: Path, value: dict) -> None:
 def load_data(spec: TaskSpec, test_split: str = "test") -> tuple[Dataset, Dataset]:
     """The task's train split and its ``test_split`` (fixed: the same for every seed and arm).
 
-    ``test_split`` is ``"test"`` or, for a scene task, ``"unseen"`` (see
+    ``test_split`` is ``"test"`` or, for a scene task, ``"unseen"`` or ``"external"`` (see
     :func:`~benchmarks.quality.data.build_dataset`).
     """
     train = build_dataset(spec.name, "train", spec.train_count, spec.image_size)
