@@ -18,8 +18,9 @@ from learnthumb.downsamplers.wide import WideDownsampler
 #: learned channels of each cell's pixels, read by a stem widened with
 #: :func:`learnthumb.widen_input_conv`. The student starts exactly as on bicubic and the
 #: bicubic channels cannot die. Its gains on the quality suite's test photos did not carry
-#: over to photos no choice saw (a tie on detection and segmentation, worse on keypoints):
-#: on natural photos, compare it with ``"bicubic"`` on held-out data of your own. For a model
+#: over to photos no choice saw (ties on the unseen split; worse on segmentation on the
+#: external split, as ``"residual"`` was): on natural photos, compare it with ``"bicubic"`` on
+#: held-out data of your own. For a model
 #: whose stem must stay 3 channels, ``"residual"`` is the 3-channel choice.
 RECOMMENDED_DOWNSAMPLER = "wide"
 
