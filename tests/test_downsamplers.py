@@ -78,6 +78,49 @@ def test_table4_variants():
     assert math.prod(c.stride[0] for c in five.convs) == 4
 
 
+def _box_centres(down: ConvDownsampler, size: int) -> torch.Tensor:
+    """Where each output row of ``down`` looks, with every kernel a box filter: the mean of
+    the input rows' centres (``i + 0.5``) that reach it, on a single-channel column."""
+    with torch.no_grad():
+        for conv in down.convs:
+            conv.weight.fill_(1.0 / conv.weight[0, 0].numel())
+            conv.bias.zero_()
+        rows = torch.arange(size, dtype=torch.float32).add(0.5).view(1, 1, size, 1)
+        out = down(rows.expand(1, 1, size, size))
+        return out[0, 0, :, out.shape[-1] // 2]
+
+
+@pytest.mark.parametrize(("scale", "num_layers"), [(4, 2), (2, 1), (4, 1), (3, 1), (8, 3), (6, 2)])
+def test_centred_layers_put_each_output_pixel_on_its_cell_centre(scale, num_layers):
+    kwargs = {"in_channels": 1, "hidden_channels": 1, "final_activation": False}
+    size = 8 * scale
+    cells = torch.arange(size // scale, dtype=torch.float32) * scale + scale / 2
+    centred = _box_centres(
+        ConvDownsampler(scale, num_layers=num_layers, centred=True, **kwargs), size
+    )
+    paper = _box_centres(ConvDownsampler(scale, num_layers=num_layers, **kwargs), size)
+    inner = slice(1, -1)  # the zero padding pulls the border pixels
+    torch.testing.assert_close(centred[inner], cells[inner])
+    assert (paper[inner] - cells[inner]).max() < -0.4  # the paper's layers look up and left
+    if (scale, num_layers) == (4, 2):
+        torch.testing.assert_close(paper[inner] - cells[inner], torch.full((6,), -1.5))
+
+
+@pytest.mark.parametrize("size", [(1, 1), (5, 7), (37, 50)])
+def test_centred_layers_keep_the_thumbnail_size(size):
+    x = torch.rand(2, 3, *size)
+    for scale in (2, 3, 4):
+        down = ResidualDownsampler(scale, centred=True)
+        assert [c.kernel_size[0] for c in down.residual.convs] == [
+            k + (c.stride[0] % 2 == 0)
+            for k, c in zip([3 if scale >= 4 else 5] * 2, down.residual.convs, strict=True)
+        ]
+        assert down(x).shape[-2:] == thumbnail_size(size, scale)
+        assert torch.equal(down(x), InterpolateDownsampler(scale)(x))  # starts as bicubic
+    assert "centred=True" in repr(ConvDownsampler(4, centred=True))
+    assert "centred" not in repr(ConvDownsampler(4))
+
+
 def test_residual_starts_as_bicubic_and_learns():
     x = torch.rand(2, 3, 37, 50)
     down = ResidualDownsampler(4)

@@ -51,6 +51,10 @@ ARMS: dict[str, Arm] = {
     # Bicubic plus a zero-initialised learned residual, end to end on the task loss.
     "residual": Arm("residual", downsampler_lr=3.0),
     "residual_kd": Arm("residual", distill=True, downsampler_lr=3.0),
+    # The same with its residual branch centred on the cells, as the bicubic base is (the
+    # paper's layers put it 1.5 input pixels up and left at 4x): residual_centred - residual
+    # isolates that offset (and the 4x4 kernels that remove it).
+    "residual_centred": Arm("residual", kwargs={"centred": True}, downsampler_lr=3.0),
     # The reference: the teacher fine-tuned with the students' budget at full size (no
     # thumbnail), so that it has trained as many steps as they have.
     "full_size": Arm("identity"),

@@ -47,6 +47,13 @@ class ConvDownsampler(_CheckedDownsampler):
         in_channels: channels of the input image.
         out_channels: channels of the thumbnail; defaults to ``in_channels``.
         final_activation: apply a ReLU after the last convolution (the paper does).
+        centred: put every output pixel at the centre of the input cell it stands for, as an
+            interpolation does. The paper's layers (``False``) pad ``(k - 1) / 2``, so a
+            stride-2 layer's output pixel sits on the top-left pixel of its 2x2 cell: half an
+            input pixel up and left of the cell's centre, 1.5 input pixels after two layers
+            at 4x. With ``True``, a layer of even stride takes one more tap than
+            ``kernel_size`` says (3x3 becomes 4x4) and every layer pads ``(k - s) / 2`` on
+            the top and left, and what keeps the output size exact on the bottom and right.
 
     Shape:
         - input: :math:`(B, C_{in}, H, W)`, :math:`C_{in}` = ``in_channels``.
@@ -73,6 +80,7 @@ class ConvDownsampler(_CheckedDownsampler):
         in_channels: int = 3,
         out_channels: int | None = None,
         final_activation: bool = True,
+        centred: bool = False,
     ) -> None:
         super().__init__()
         out_channels = in_channels if out_channels is None else out_channels
@@ -96,12 +104,18 @@ class ConvDownsampler(_CheckedDownsampler):
         self.in_channels = in_channels
         self.out_channels = out_channels
         self.final_activation = final_activation
+        self.centred = centred
         strides = _split_scale(scale, num_layers)
+        if centred:
+            kernels = [k + (stride % 2 == 0) for k, stride in zip(kernels, strides, strict=True)]
         channels = [in_channels] + [hidden_channels] * (num_layers - 1) + [out_channels]
         self.convs = nn.ModuleList(
-            nn.Conv2d(channels[i], channels[i + 1], kernels[i], strides[i], (kernels[i] - 1) // 2)
+            nn.Conv2d(
+                channels[i], channels[i + 1], kernels[i], strides[i],
+                0 if centred else (kernels[i] - 1) // 2,
+            )
             for i in range(num_layers)
-        )
+        )  # fmt: skip
 
     def reset_parameters(self) -> None:
         """Re-initialise every convolution with PyTorch's default initialisation."""
@@ -113,11 +127,31 @@ class ConvDownsampler(_CheckedDownsampler):
         x = images
         last = len(self.convs) - 1
         for index, conv in enumerate(self.convs):
-            x = conv(x)
+            x = conv(_centring_pad(x, conv) if self.centred else x)
             if index < last or self.final_activation:
                 x = F.relu(x)
         return x
 
     def extra_repr(self) -> str:
         # Only a departure from the paper's module is named, so its repr stays as it was.
-        return f"scale={self.scale}" + ", final_activation=False" * (not self.final_activation)
+        return (
+            f"scale={self.scale}"
+            + ", final_activation=False" * (not self.final_activation)
+            + ", centred=True" * self.centred
+        )
+
+
+def _centring_pad(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
+    """Pad ``x`` so that ``conv`` (no padding of its own) centres each output on its cell.
+
+    An output pixel ``m`` of a ``k``-tap, stride-``s`` layer reads input pixels ``s m - b`` to
+    ``s m - b + k - 1``: centred on the cell ``s m .. s m + s - 1`` when ``b = (k - s) / 2``. The
+    bottom and right take what makes the output ``ceil(n / s)`` pixels long.
+    """
+    pads = []
+    for size, k, s in zip(
+        reversed(x.shape[-2:]), reversed(conv.kernel_size), reversed(conv.stride), strict=True
+    ):
+        before = (k - s) // 2
+        pads += [before, s * (-(-size // s)) - s + k - size - before]
+    return F.pad(x, pads)

@@ -29,6 +29,9 @@ class ResidualDownsampler(nn.Module):
         mode: interpolation of the base branch.
         antialias: antialiasing of the base branch.
         in_channels: image channels.
+        centred: centre the residual branch's output pixels on their cells, as the
+            interpolation's are (see :class:`ConvDownsampler`); ``False`` keeps the paper
+            module's layers, whose output sits 1.5 input pixels up and left at 4x.
 
     Shape:
         - input: :math:`(B, C, H, W)`, :math:`C` = ``in_channels``.
@@ -51,6 +54,7 @@ class ResidualDownsampler(nn.Module):
         mode: str = "bicubic",
         antialias: bool = True,
         in_channels: int = 3,
+        centred: bool = False,
     ) -> None:
         super().__init__()
         self.base = InterpolateDownsampler(scale, mode=mode, antialias=antialias)
@@ -61,6 +65,7 @@ class ResidualDownsampler(nn.Module):
             kernel_size=kernel_size,
             in_channels=in_channels,
             final_activation=False,
+            centred=centred,
         )
         self.scale = scale
         self.in_channels = in_channels
