@@ -121,6 +121,19 @@ def test_centred_layers_keep_the_thumbnail_size(size):
     assert "centred" not in repr(ConvDownsampler(4))
 
 
+def test_a_centred_residual_round_trips_through_save_pretrained(tmp_path):
+    from learnthumb import from_pretrained, save_pretrained
+
+    torch.manual_seed(0)
+    down = create_downsampler("residual", 4, centred=True)
+    torch.nn.init.normal_(down.residual.convs[-1].weight)
+    save_pretrained(down, tmp_path / "down")
+    loaded = from_pretrained(tmp_path / "down")
+    assert loaded.residual.centred
+    x = torch.rand(1, 3, 37, 50)
+    torch.testing.assert_close(loaded(x), down(x))
+
+
 def test_residual_starts_as_bicubic_and_learns():
     x = torch.rand(2, 3, 37, 50)
     down = ResidualDownsampler(4)
