@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import warnings
 
 import pytest
@@ -202,6 +203,12 @@ def test_thumbnailed_with_restore_compiles_with_dynamic_shapes():
         # The output size is computed in Python, so a trace is only valid for the traced H, W.
         pytest.param(InterpolateDownsampler, "trace", (2, 3, 32, 40), id="bicubic-trace-same-size"),
         pytest.param(ConvDownsampler, "script", (1, 3, 21, 30), id="conv-script"),
+        pytest.param(
+            functools.partial(ConvDownsampler, centred=True),
+            "script",
+            (1, 3, 21, 30),
+            id="conv-centred-script",
+        ),
     ],
 )
 def test_downsampler_jit_matches_eager(make_downsampler, compile_jit, shape):

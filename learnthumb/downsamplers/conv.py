@@ -108,6 +108,9 @@ class ConvDownsampler(_CheckedDownsampler):
         strides = _split_scale(scale, num_layers)
         if centred:
             kernels = [k + (stride % 2 == 0) for k, stride in zip(kernels, strides, strict=True)]
+        # Plain ints for _centring_pad, which TorchScript compiles with forward.
+        self._kernels: list[int] = kernels
+        self._strides: list[int] = strides
         channels = [in_channels] + [hidden_channels] * (num_layers - 1) + [out_channels]
         self.convs = nn.ModuleList(
             nn.Conv2d(
@@ -127,7 +130,9 @@ class ConvDownsampler(_CheckedDownsampler):
         x = images
         last = len(self.convs) - 1
         for index, conv in enumerate(self.convs):
-            x = conv(_centring_pad(x, conv) if self.centred else x)
+            if self.centred:
+                x = _centring_pad(x, self._kernels[index], self._strides[index])
+            x = conv(x)
             if index < last or self.final_activation:
                 x = F.relu(x)
         return x
@@ -141,17 +146,15 @@ class ConvDownsampler(_CheckedDownsampler):
         )
 
 
-def _centring_pad(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
-    """Pad ``x`` so that ``conv`` (no padding of its own) centres each output on its cell.
+def _centring_pad(x: torch.Tensor, kernel: int, stride: int) -> torch.Tensor:
+    """Pad ``x`` so that a layer with no padding of its own centres each output on its cell.
 
     An output pixel ``m`` of a ``k``-tap, stride-``s`` layer reads input pixels ``s m - b`` to
     ``s m - b + k - 1``: centred on the cell ``s m .. s m + s - 1`` when ``b = (k - s) / 2``. The
     bottom and right take what makes the output ``ceil(n / s)`` pixels long.
     """
-    pads = []
-    for size, k, s in zip(
-        reversed(x.shape[-2:]), reversed(conv.kernel_size), reversed(conv.stride), strict=True
-    ):
-        before = (k - s) // 2
-        pads += [before, s * (-(-size // s)) - s + k - size - before]
-    return F.pad(x, pads)
+    before = (kernel - stride) // 2
+    height, width = x.shape[-2], x.shape[-1]
+    bottom = stride * ((height + stride - 1) // stride) - stride + kernel - height - before
+    right = stride * ((width + stride - 1) // stride) - stride + kernel - width - before
+    return F.pad(x, [before, right, before, bottom])
