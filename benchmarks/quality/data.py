@@ -86,7 +86,7 @@ TEST_ROWS = (0.7, 1.0)
 SPLITS = ("train", "test", "unseen", "external")
 # Splits of photos that no task trains on: their scenes are drawn on the whole of every photo.
 SCENE_SPLITS = ("unseen", "external")
-# Tasks whose scenes can be drawn on any photo (the unseen split).
+# Tasks whose scenes can be drawn on any photo (the scene splits).
 SCENE_TASKS = ("detect", "keypoints", "segment")
 
 
@@ -169,6 +169,10 @@ def external_photos() -> dict[str, np.ndarray]:
     return {name: _as_rgb(_EXTERNAL_LOADERS[name]()) for name in EXTERNAL_SOURCES}
 
 
+# The photos of each scene split (SCENE_SPLITS).
+_SCENE_PHOTOS = {"unseen": unseen_photos, "external": external_photos}
+
+
 @functools.cache
 def coin_cutouts() -> list[tuple[np.ndarray, np.ndarray]]:
     """The 24 coins of ``skimage.data.coins``: (grey crop ``(h, w)``, bool mask ``(h, w)``).
@@ -225,10 +229,8 @@ def _rows(photo: np.ndarray, split: str) -> np.ndarray:
 def _pool(split: str, size: int) -> list[np.ndarray]:
     """The split's rows of every photo that holds a ``size`` x ``size`` crop there (the
     whole of every photo of an unseen or external split)."""
-    if split == "unseen":
-        regions = list(unseen_photos().values())
-    elif split == "external":
-        regions = list(external_photos().values())
+    if split in _SCENE_PHOTOS:
+        regions = list(_SCENE_PHOTOS[split]().values())
     else:
         regions = [_rows(photo, split) for photo in source_photos().values()]
     return [region for region in regions if min(region.shape[:2]) >= size]

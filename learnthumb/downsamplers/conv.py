@@ -154,7 +154,11 @@ def _centring_pad(x: torch.Tensor, kernel: int, stride: int) -> torch.Tensor:
     bottom and right take what makes the output ``ceil(n / s)`` pixels long.
     """
     before = (kernel - stride) // 2
-    height, width = x.shape[-2], x.shape[-1]
-    bottom = stride * ((height + stride - 1) // stride) - stride + kernel - height - before
-    right = stride * ((width + stride - 1) // stride) - stride + kernel - width - before
+    bottom = _centring_pad_after(x.shape[-2], kernel, stride, before)
+    right = _centring_pad_after(x.shape[-1], kernel, stride, before)
     return F.pad(x, [before, right, before, bottom])
+
+
+def _centring_pad_after(size: int, kernel: int, stride: int, before: int) -> int:
+    # The input that ceil(size / stride) outputs read, less what is there and padded before.
+    return stride * ((size + stride - 1) // stride - 1) + kernel - size - before
