@@ -117,6 +117,8 @@ def test_centred_layers_keep_the_thumbnail_size(size):
         ]
         assert down(x).shape[-2:] == thumbnail_size(size, scale)
         assert torch.equal(down(x), InterpolateDownsampler(scale)(x))  # starts as bicubic
+    with pytest.raises(TypeError, match=r"centred must be a bool, got str \('yes'\)"):
+        ResidualDownsampler(4, centred="yes")
     assert "centred=True" in repr(ConvDownsampler(4, centred=True))
     assert "centred" not in repr(ConvDownsampler(4))
 

@@ -91,6 +91,8 @@ class ConvDownsampler(_CheckedDownsampler):
             in_channels=in_channels,
             out_channels=out_channels,
         )
+        if not isinstance(centred, bool):
+            raise TypeError(f"centred must be a bool, got {type(centred).__name__} ({centred!r})")
         if kernel_size is None:
             kernel_size = 3 if scale >= 4 else 5
         kernels = [kernel_size] * num_layers if isinstance(kernel_size, int) else list(kernel_size)
